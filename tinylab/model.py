@@ -1,0 +1,208 @@
+"""The tinylab GPT: nanochat's model family with every dimension an explicit knob.
+
+- rotary position embeddings, no learned positions
+- QK-norm: queries and keys are RMS-normalised after rotary
+- ReLU² MLP of width 4·model_dim
+- RMSNorm without learnable weights, no biases anywhere
+- untied wte / lm_head by default (tie_embeddings=True shares one matrix)
+- grouped-query attention through n_kv_head
+- a KV cache for incremental decoding (tinylab.engine)
+
+Build a large config on the meta device to inspect it without memory:
+
+    with torch.device("meta"):
+        model = GPT(config)
+    model.to_empty(device="cuda"); model.init_weights()
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import GPTConfig
+
+LOGIT_SOFTCAP = 15.0  # nanochat squashes logits with 15·tanh(x/15): stabler early training
+ROPE_BASE = 10_000
+
+
+def norm(x: torch.Tensor) -> torch.Tensor:
+    """RMSNorm with no learnable weight."""
+    return F.rms_norm(x, (x.size(-1),))
+
+
+def apply_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (i, i + head_dim/2) of x (B, T, H, D) by position-dependent angles."""
+    d = x.shape[-1] // 2
+    x1, x2 = x[..., :d], x[..., d:]
+    return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1)
+
+
+class KVCache:
+    """Keys and values of every layer for a batch of streams, preallocated up to max_len positions."""
+
+    def __init__(self, config: GPTConfig, batch_size: int, max_len: int, device, dtype=torch.float32):
+        shape = (config.depth, batch_size, config.n_kv_head, max_len, config.head_dim)
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
+        self.pos = 0  # positions already filled; advanced after the last layer writes
+
+    @property
+    def max_len(self) -> int:
+        return self.k.size(3)
+
+    def insert(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, H_kv, T, D) after the filled prefix; return all keys/values so far."""
+        t0, t1 = self.pos, self.pos + k.size(2)
+        self.k[layer, :, :, t0:t1] = k
+        self.v[layer, :, :, t0:t1] = v
+        if layer == self.k.size(0) - 1:
+            self.pos = t1
+        return self.k[layer, :, :, :t1], self.v[layer, :, :, :t1]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
+        d = config.model_dim
+        self.c_q = nn.Linear(d, self.n_head * self.head_dim, bias=False)
+        self.c_k = nn.Linear(d, self.n_kv_head * self.head_dim, bias=False)
+        self.c_v = nn.Linear(d, self.n_kv_head * self.head_dim, bias=False)
+        self.c_proj = nn.Linear(d, d, bias=False)
+
+    def forward(self, x, cos_sin, kv_cache: KVCache | None = None):
+        B, T, _ = x.shape
+        q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
+        k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)
+        v = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)
+        cos, sin = cos_sin
+        q, k = norm(apply_rotary_emb(q, cos, sin)), norm(apply_rotary_emb(k, cos, sin))
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
+        prefix = 0
+        if kv_cache is not None:
+            prefix = kv_cache.pos
+            k, v = kv_cache.insert(self.layer_idx, k, v)
+        gqa = self.n_kv_head != self.n_head
+        if prefix == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        elif T == 1:  # one new token attends to everything cached
+            y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+        else:  # a chunk after a cached prefix: the prefix in full, the chunk causally
+            mask = torch.ones(T, prefix + T, dtype=torch.bool, device=q.device).tril(diagonal=prefix)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.model_dim, config.mlp_dim, bias=False)
+        self.c_proj = nn.Linear(config.mlp_dim, config.model_dim, bias=False)
+
+    def forward(self, x):
+        return self.c_proj(F.relu(self.c_fc(x)).square())
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig, layer_idx: int):
+        super().__init__()
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos_sin, kv_cache=None):
+        x = x + self.attn(norm(x), cos_sin, kv_cache)
+        return x + self.mlp(norm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.model_dim),
+            h=nn.ModuleList([Block(config, i) for i in range(config.depth)]),
+        ))
+        self.lm_head = nn.Linear(config.model_dim, config.vocab_size, bias=False)
+        self._tie()
+        cos, sin = self._rotary_tables()
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def _tie(self):
+        if self.config.tie_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight
+
+    def _rotary_tables(self, device=None):
+        c = self.config
+        inv_freq = ROPE_BASE ** -(torch.arange(0, c.head_dim, 2, dtype=torch.float32, device=device) / c.head_dim)
+        angles = torch.outer(torch.arange(c.sequence_len, dtype=torch.float32, device=device), inv_freq)
+        return angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]  # (1, T, 1, D/2)
+
+    @torch.no_grad()
+    def init_weights(self):
+        """nanochat's init: embeddings N(0, 1), small lm_head, uniform matrices, zero output projections.
+
+        A tied matrix serves as lm_head too, so it starts at N(0, 1/model_dim) to keep
+        the initial logits O(1) and the initial loss near ln(vocab_size).
+        """
+        self._tie()  # to_empty() from the meta device unties shared parameters
+        d = self.config.model_dim
+        wte, lm_head = self.transformer.wte.weight, self.lm_head.weight
+        if self.config.tie_embeddings:
+            wte.normal_(0.0, d ** -0.5)
+        else:
+            wte.normal_(0.0, 1.0)
+            lm_head.normal_(0.0, 0.001)
+        bound = math.sqrt(3) * d ** -0.5  # uniform with the std of N(0, 1/d)
+        for block in self.transformer.h:
+            for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc):
+                lin.weight.uniform_(-bound, bound)
+            block.attn.c_proj.weight.zero_()
+            block.mlp.c_proj.weight.zero_()
+        self.cos, self.sin = self._rotary_tables(device=wte.device)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Split the parameters by how they are optimised: Muon for block matrices, AdamW for the rest."""
+        groups = dict(matrix=list(self.transformer.h.parameters()), embedding=[self.transformer.wte.weight],
+                      unembedding=[] if self.config.tie_embeddings else [self.lm_head.weight])
+        assert sum(len(g) for g in groups.values()) == len(list(self.parameters()))
+        return groups
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                kv_cache: KVCache | None = None, loss_reduction: str = "mean"):
+        """Logits (B, T, vocab) in fp32 when targets is None, else the cross-entropy loss.
+
+        Targets equal to -1 are ignored. With a kv_cache, idx continues the cached positions.
+        """
+        B, T = idx.shape
+        t0 = kv_cache.pos if kv_cache is not None else 0
+        if t0 + T > self.config.sequence_len:
+            raise ValueError(f"sequence of {t0 + T} tokens exceeds the model's context of "
+                             f"{self.config.sequence_len}: shorten the prompt or max_tokens")
+        cos_sin = self.cos[:, t0:t0 + T], self.sin[:, t0:t0 + T]
+        x = norm(self.transformer.wte(idx))
+        for block in self.transformer.h:
+            x = block(x, cos_sin, kv_cache)
+        x = norm(x)
+        logits = self.lm_head(x).float()
+        logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
+                               ignore_index=-1, reduction=loss_reduction)
+
+
+def build_model(config: GPTConfig, device="cpu") -> GPT:
+    """Allocate on the meta device, then materialise and initialise on `device`."""
+    with torch.device("meta"):
+        model = GPT(config)
+    model.to_empty(device=device)
+    model.init_weights()
+    return model

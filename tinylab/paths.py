@@ -1,0 +1,38 @@
+"""Where tinylab reads and writes: one artifacts directory, TINYLAB_HOME.
+
+Default: the repository's own data/ folder (next to the bundled sample), so a user sees
+every artifact in the tree they cloned; outside a checkout, ~/.cache/tinylab. Layout:
+
+    $TINYLAB_HOME/tokenizer/<name>/   trained tokenizers
+    $TINYLAB_HOME/fineweb/            downloaded FineWeb-Edu parquet shards
+    $TINYLAB_HOME/tokens/<name>/      pre-tokenized uint16 token shards
+    $TINYLAB_HOME/runs/<run>/         checkpoints, config.json, metrics.jsonl
+    $TINYLAB_HOME/notebooks/          executed copies of the notebooks (the main job)
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = REPO / "data" / "sample"
+
+
+def home() -> Path:
+    env = os.environ.get("TINYLAB_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    if SAMPLE_DIR.is_dir():
+        return REPO / "data"
+    return Path.home() / ".cache" / "tinylab"
+
+
+def subdir(*parts: str) -> Path:
+    """A directory under TINYLAB_HOME, created on first use."""
+    path = home().joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def runs_dir() -> Path:
+    return subdir("runs")
