@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lab clean
+.PHONY: run test lab notebooks e2e clean
 
 run: $(STAMP)  ## execute every notebook headless on the bundled sample (smoke preset)
 	TINYLAB_PRESET=smoke $(BIN)/python -m tinylab.pipeline
@@ -14,6 +14,20 @@ test: $(STAMP)  ## unit tests + nbval on every notebook under the smoke preset
 
 lab: $(STAMP)  ## JupyterLab on notebooks/ with the real preset
 	$(BIN)/jupyter lab notebooks/
+
+notebooks: $(STAMP)  ## re-execute notebooks/ in place, in order, under the smoke preset (commit the outputs)
+	home=$$(mktemp -d) && for nb in notebooks/[0-9][0-9]_*.ipynb; do \
+	  TINYLAB_PRESET=smoke TINYLAB_HOME=$$home MPLBACKEND=Agg \
+	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace $$nb || exit 1; done; rm -rf $$home
+
+CHROMIUM ?= /usr/bin/chromium
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+e2e: $(STAMP)  ## real-browser test: JupyterLab in Chromium drives the widgets of notebooks 01 and 05
+	@test -x $(CHROMIUM) || { echo "installing Debian's chromium (apt-get)"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+	@$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/pip install -q 'playwright>=1.45'
+	TINYLAB_E2E=1 TINYLAB_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest tests/e2e
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -10,7 +10,7 @@ on any machine.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 ASPECT_RATIO = 64        # default model_dim = ASPECT_RATIO * depth (nanochat's rule)
 DEFAULT_HEAD_DIM = 64    # tiny models want more, smaller heads than nanochat's 128
@@ -95,6 +95,25 @@ class GPTConfig:
     @property
     def mlp_dim(self) -> int:
         return MLP_RATIO * self.model_dim
+
+    def with_knobs(self, **knobs) -> "GPTConfig":
+        """This config with some knobs changed (None leaves a knob as is), re-deriving the head layout.
+
+        model_dim = n_head × head_dim, so changing one of the three keeps one other and derives
+        the third: a new model_dim keeps head_dim (model_dim 768 on ittybitty: 12 heads of 64),
+        a new head_dim or n_head keeps model_dim. n_kv_head goes back to n_head unless given.
+        """
+        knobs = {k: v for k, v in knobs.items() if v is not None}
+        heads = {"model_dim", "head_dim", "n_head"} & set(knobs)
+        if heads:
+            if heads == {"model_dim"}:
+                knobs["head_dim"] = self.head_dim
+            elif len(heads) == 1:
+                knobs["model_dim"] = self.model_dim
+            for k in {"model_dim", "head_dim", "n_head"} - set(knobs):
+                knobs[k] = None
+            knobs.setdefault("n_kv_head", None)
+        return replace(self, **knobs)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -50,6 +50,19 @@ def open_shard(path: Path) -> pq.ParquetFile:
     return pf
 
 
+def iter_row_groups(path: Path) -> Iterator[list[str]]:
+    """The documents of one shard, a row group (~1k documents) at a time."""
+    pf = open_shard(path)
+    for i in range(pf.num_row_groups):
+        try:
+            texts = pf.read_row_group(i, columns=["text"]).column("text").to_pylist()
+        except Exception as e:
+            raise CorpusError(f"{path}: row group {i} is corrupt ({e}); delete the file and download it again") from e
+        if any(t is None for t in texts):
+            raise CorpusError(f"{path}: row group {i} has null texts; delete the file and download it again")
+        yield texts
+
+
 def iter_texts(corpus: str, split: str = "train", max_chars: int | None = None) -> Iterator[str]:
     """Documents of a corpus split, shard by shard, row group by row group.
 
@@ -57,15 +70,50 @@ def iter_texts(corpus: str, split: str = "train", max_chars: int | None = None) 
     """
     seen = 0
     for path in list_shards(corpus, split):
-        pf = open_shard(path)
-        for i in range(pf.num_row_groups):
-            try:
-                texts = pf.read_row_group(i, columns=["text"]).column("text").to_pylist()
-            except Exception as e:
-                raise CorpusError(f"{path}: row group {i} is corrupt ({e}); delete the file and download it again") from e
+        for texts in iter_row_groups(path):
             for text in texts:
                 if max_chars is not None and seen + len(text) >= max_chars:
                     yield text[: max_chars - seen]
                     return
                 seen += len(text)
                 yield text
+
+
+def info(corpus: str) -> list[dict]:
+    """One row per shard: name, split, size on disk, documents (from the parquet footer)."""
+    shards = list_shards(corpus)
+    return [dict(shard=p.name, split="val" if p == shards[-1] else "train", mb=round(p.stat().st_size / 1e6, 1),
+                 docs=open_shard(p).metadata.num_rows) for p in shards]
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m tinylab.data", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    dl = sub.add_parser("download", help="download FineWeb-Edu shards into $TINYLAB_HOME/fineweb/")
+    dl.add_argument("-n", "--num-shards", type=int, default=15, help="shards 0..n-1; the last is validation")
+    dl.add_argument("--workers", type=int, default=4, help="parallel downloads")
+    inf = sub.add_parser("info", help="list a corpus's shards")
+    inf.add_argument("corpus", nargs="?", default="fineweb", choices=["sample", "fineweb"])
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "download":
+            from .download import DownloadError, download_shards
+            try:
+                paths_ = download_shards(args.num_shards, workers=args.workers)
+            except DownloadError as e:
+                raise SystemExit(f"error: {e}") from None
+            total = sum(p.stat().st_size for p in paths_)
+            print(f"{len(paths_)} shards ({total / 1e9:.2f} GB) in {paths_[0].parent}; last one is validation")
+        else:
+            rows = info(args.corpus)
+            for r in rows:
+                print(f"{r['shard']:<22}{r['split']:<7}{r['mb']:>9.1f} MB{r['docs']:>10,} docs")
+            print(f"{len(rows)} shards in {corpus_dir(args.corpus)}")
+    except CorpusError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

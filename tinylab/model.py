@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import GPTConfig
+from .loss import linear_cross_entropy
 
 LOGIT_SOFTCAP = 15.0  # nanochat squashes logits with 15·tanh(x/15): stabler early training
 ROPE_BASE = 10_000
@@ -119,6 +120,9 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    chunked_loss = True   # fused chunked lm_head + cross-entropy (tinylab.loss); False = plain, for comparison
+    lowp_residual = True  # under autocast the residual stream is bf16: half the bytes for every norm and add
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
@@ -179,7 +183,8 @@ class GPT(nn.Module):
                 kv_cache: KVCache | None = None, loss_reduction: str = "mean"):
         """Logits (B, T, vocab) in fp32 when targets is None, else the cross-entropy loss.
 
-        Targets equal to -1 are ignored. With a kv_cache, idx continues the cached positions.
+        Targets equal to -1 are ignored; loss_reduction 'none' gives per-token losses (B·T,).
+        With a kv_cache, idx continues the cached positions.
         """
         B, T = idx.shape
         t0 = kv_cache.pos if kv_cache is not None else 0
@@ -187,16 +192,21 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {t0 + T} tokens exceeds the model's context of "
                              f"{self.config.sequence_len}: shorten the prompt or max_tokens")
         cos_sin = self.cos[:, t0:t0 + T], self.sin[:, t0:t0 + T]
-        x = norm(self.transformer.wte(idx))
+        x = self.transformer.wte(idx)
+        if self.lowp_residual and torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))  # bf16 residual stream under autocast, as nanochat
+        x = norm(x)
         for block in self.transformer.h:
             x = block(x, cos_sin, kv_cache)
         x = norm(x)
+        if targets is not None and self.chunked_loss:  # the (B·T, vocab) logits are never materialised
+            return linear_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets,
+                                        LOGIT_SOFTCAP, loss_reduction)
         logits = self.lm_head(x).float()
         logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
         if targets is None:
             return logits
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
-                               ignore_index=-1, reduction=loss_reduction)
+        return F.cross_entropy(logits.view(B * T, -1), targets.reshape(-1), ignore_index=-1, reduction=loss_reduction)
 
 
 def build_model(config: GPTConfig, device="cpu") -> GPT:

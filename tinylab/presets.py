@@ -34,10 +34,9 @@ class Preset:
     def tokenizer_name(self) -> str:
         return f"{self.corpus}-{self.model.vocab_size}"
 
-    def with_model(self, **overrides) -> "Preset":
-        """The same preset with some architecture knobs changed (None leaves a knob as is)."""
-        knobs = {k: v for k, v in overrides.items() if v is not None}
-        return replace(self, model=replace(self.model, **knobs))
+    def with_model(self, **knobs) -> "Preset":
+        """The same preset with some architecture knobs changed (see GPTConfig.with_knobs)."""
+        return replace(self, model=self.model.with_knobs(**knobs))
 
 
 ITTYBITTY = GPTConfig(depth=4, model_dim=512, n_head=8, head_dim=64, vocab_size=24576, sequence_len=2048)
@@ -46,8 +45,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("smoke", "seconds on a CPU: the test and main-job preset, trained on the bundled sample",
            GPTConfig(depth=2, model_dim=64, head_dim=32, vocab_size=512, sequence_len=128),
            corpus="sample", num_shards=0, tokenizer_max_chars=2_000_000, device_batch_size=8,
-           total_batch_size=2048, target_tokens=300 * 2048, eval_every=50, eval_tokens=16_384,
-           sample_every=150),
+           total_batch_size=1024, target_tokens=120 * 1024, eval_every=40, eval_tokens=16_384,
+           sample_every=120),
     Preset("ittybitty", "the 37.75M target: depth 4, dim 512, 8 heads × 64, vocab 24,576 (1:1:1 split)",
            ITTYBITTY),
     Preset("ittybitty-tied", "ittybitty with wte and lm_head shared: 25.17M params",

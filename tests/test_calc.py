@@ -1,0 +1,168 @@
+"""Calculators: FLOPs, token budgets, time, the VRAM estimator and the `python -m tinylab.calc` CLI."""
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+from tinylab import vram
+from tinylab.calc import (GPU_PEAK_FLOPS, flops_per_token, gpu_peak_flops, main, max_device_batch,
+                          param_counts, tokens_for_ratio, training_time_s, vram_estimate)
+from tinylab.paths import REPO
+from tinylab.presets import get_preset
+
+ITTY = get_preset("ittybitty").model
+GiB = 2 ** 30
+
+
+def test_flops_per_token_is_six_matmul_params_plus_attention():
+    import torch
+    from tinylab.model import GPT
+    with torch.device("meta"):
+        m = GPT(ITTY)
+    matmul = sum(mod.weight.numel() for mod in m.modules() if isinstance(mod, torch.nn.Linear))
+    assert flops_per_token(ITTY) == 6 * matmul + 12 * 4 * 512 * 2048
+    tied = replace(ITTY, tie_embeddings=True)  # fewer parameters, same matmuls
+    assert flops_per_token(tied) == flops_per_token(ITTY)
+
+
+def test_tokens_and_training_time():
+    assert tokens_for_ratio(ITTY) == 20 * 37_748_736  # the seed's "755M tokens" at 20:1
+    assert tokens_for_ratio(ITTY, ratio=10) == 10 * 37_748_736
+    t = training_time_s(ITTY, 1_000_000, 100e12, 0.5)
+    assert t == pytest.approx(1_000_000 * flops_per_token(ITTY) / 50e12)
+    assert training_time_s(ITTY, 1_000_000, 100e12, 0.25) == pytest.approx(2 * t)
+    with pytest.raises(ValueError, match="mfu"):
+        training_time_s(ITTY, 1, 1e12, 1.5)
+    with pytest.raises(ValueError, match="ratio"):
+        tokens_for_ratio(ITTY, 0)
+
+
+def test_gpu_peak_lookup_by_torch_device_name():
+    assert gpu_peak_flops("NVIDIA H100 80GB HBM3") == GPU_PEAK_FLOPS["H100"] == 989e12
+    assert gpu_peak_flops("NVIDIA H100 80GB HBM3", measured=True) == 798e12
+    assert gpu_peak_flops("NVIDIA H100 PCIe") == GPU_PEAK_FLOPS["H100 PCIe"]
+    assert gpu_peak_flops("NVIDIA GeForce RTX 3090") == 71e12
+    assert gpu_peak_flops("cpu") is None
+
+
+def test_vram_terms_follow_the_optimizer_layout():
+    p = param_counts(ITTY)
+    v = vram_estimate(ITTY, 8)
+    assert v["weights"] == v["gradients"] == 4 * p["total"]
+    assert v["optimizer_muon"] == 4 * p["blocks"]
+    assert v["optimizer_adamw"] == 8 * (p["wte"] + p["lm_head"])
+    assert v["total"] == sum(val for k, val in v.items() if k != "total")
+    assert sum(vram.group_vram(v).values()) == v["total"]
+    tied = vram_estimate(replace(ITTY, tie_embeddings=True), 8)
+    assert v["total"] - tied["total"] == (4 + 4 + 8) * p["lm_head"]  # weights, grads, Adam moments of lm_head
+
+
+def test_vram_grows_with_batch_and_sequence_and_eager_needs_more():
+    totals = [vram_estimate(ITTY, b)["total"] for b in range(0, 130, 4)]
+    assert all(a < b for a, b in zip(totals, totals[1:]))
+    acts = [vram_estimate(ITTY, b)["activations"] for b in (8, 16)]
+    assert acts[1] == pytest.approx(2 * acts[0], rel=1e-6)  # activations are linear in tokens
+    assert vram_estimate(ITTY, 8, seq_len=1024)["activations"] == pytest.approx(acts[0] / 2, rel=1e-6)
+    assert vram_estimate(ITTY, 8, compile=False)["total"] > vram_estimate(ITTY, 8)["total"]
+    with pytest.raises(ValueError, match="device_batch_size"):
+        vram_estimate(ITTY, -1)
+
+
+@pytest.mark.parametrize("gpu_gib", [1, 8, 24, 80])
+def test_max_device_batch_is_the_largest_that_fits(gpu_gib):
+    budget = gpu_gib * GiB - vram.FIT_HEADROOM_BYTES
+    b = max_device_batch(ITTY, gpu_gib * GiB)
+    if b == 0:
+        assert vram_estimate(ITTY, 1)["total"] > budget
+    else:
+        assert vram_estimate(ITTY, b)["total"] <= budget < vram_estimate(ITTY, b + 1)["total"]
+
+
+def test_max_device_batch_matches_what_trained_under_a_24_gib_cap():
+    """`python -m tinylab.bench fit` on an H100 capped at 24 GiB: batch 131 trains, 132 runs out of memory."""
+    assert max_device_batch(ITTY, 24 * GiB) == 131
+    assert max_device_batch(ITTY, 80 * GiB) > 3 * max_device_batch(ITTY, 24 * GiB)
+
+
+def test_estimate_is_within_5_percent_of_every_measured_h100_peak():
+    rows = [json.loads(line) for line in open(REPO / "docs" / "bench" / "vram_h100.jsonl")]
+    assert len(rows) >= 10
+    for r in rows:
+        est = vram_estimate(get_preset(r["preset"]).model, r["batch"], compile=r["compile"])["total"]
+        measured = (r["peak_reserved_mib"] + r["context_mib"]) * 2 ** 20
+        assert abs(est / measured - 1) < 0.05, r
+
+
+def test_loss_chunk_mirrors_the_loss_module():
+    from tinylab import loss
+    assert vram.LOSS_CHUNK_TOKENS == loss.CHUNK_TOKENS
+
+
+def test_config_with_knobs_rederives_the_head_layout():
+    c = ITTY.with_knobs(model_dim=768)
+    assert (c.model_dim, c.head_dim, c.n_head, c.n_kv_head) == (768, 64, 12, 12)
+    c = ITTY.with_knobs(head_dim=128)
+    assert (c.model_dim, c.head_dim, c.n_head) == (512, 128, 4)
+    c = ITTY.with_knobs(n_head=16, n_kv_head=4, vocab_size=8192)
+    assert (c.model_dim, c.head_dim, c.n_head, c.n_kv_head, c.vocab_size) == (512, 32, 16, 4, 8192)
+    assert ITTY.with_knobs() == ITTY
+
+
+def test_cli_prints_the_breakdown_and_the_vram_table(capsys):
+    assert main(["--preset", "ittybitty", "--batch-sizes", "8,48"]) == 0
+    out = capsys.readouterr().out
+    for n in ["12,582,912", "37,748,736", "4,194,304", "8,388,608", f"{flops_per_token(ITTY):,}"]:
+        assert n in out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["8"], ["48"])]
+    assert [r[0] for r in rows] == ["8", "48"]
+    assert f"fits 24 GiB: {max_device_batch(ITTY, 24 * GiB)}" in out
+
+
+def test_cli_knobs_change_the_architecture(capsys):
+    main(["--preset", "ittybitty", "--tie-embeddings"])
+    assert "25,165,824" in capsys.readouterr().out
+    main(["--preset", "ittybitty", "--model-dim", "256", "--head-dim", "128"])
+    assert "15,728,640" in capsys.readouterr().out  # the seed's nanochat model
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--preset", "nope"], ["unknown preset 'nope'", "ittybitty", "smoke"]),
+    (["--head-dim", "63"], ["head_dim=63 is odd"]),
+    (["--batch-sizes", "8,x"], ["--batch-sizes must be positive integers"]),
+    (["--gpu", "TPU"], ["unknown GPU 'TPU'", "RTX 3090"]),
+])
+def test_cli_errors_are_one_clear_line(capsys, args, words):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in err
+
+
+def test_module_runs_as_a_script():
+    r = subprocess.run([sys.executable, "-m", "tinylab.calc", "--preset", "seed15m"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "15,728,640" in r.stdout and "largest device batch" in r.stdout
+
+
+def test_architecture_report_and_widget(capsys):
+    from tinylab.widgets.arch import architecture_report, architecture_view, preset_knobs, show_report, vocab_table
+    table, fig = architecture_report(**preset_knobs(get_preset("ittybitty-tied")))
+    assert table.loc["total", "params"] == param_counts(replace(ITTY, tie_embeddings=True))["total"]
+    assert len(fig.axes) == 2
+    show_report(depth=4, model_dim=480, head_dim=64)
+    assert "not a valid architecture: model_dim=480 is not divisible by head_dim=64" in capsys.readouterr().out
+    vt = vocab_table(ITTY)
+    assert vt.loc[24576, "total"] == param_counts(ITTY)["total"]
+    view = architecture_view(**preset_knobs(get_preset("smoke")))
+    sliders = view.children[0].children[0].children  # depth, model_dim, head_dim, n_kv_head, vocab_size
+    capsys.readouterr()
+    sliders[1].value = 80  # not a multiple of smoke's head_dim 32: the message, not an exception
+    assert "not a valid architecture: model_dim=80" in capsys.readouterr().out
+    sliders[2].value = 16  # legal again
+    assert "not a valid architecture" not in capsys.readouterr().out

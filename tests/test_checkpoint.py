@@ -1,0 +1,98 @@
+"""Checkpoints: exact round trip (weights, optimizer, RNG), tied weights, atomicity, clear errors."""
+import json
+
+import pytest
+import torch
+
+from tinylab import checkpoint
+from tinylab.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from tinylab.config import GPTConfig
+from tinylab.model import build_model
+from tinylab.optim import setup_optimizers
+
+CFG = GPTConfig(depth=1, model_dim=32, head_dim=16, vocab_size=64, sequence_len=16)
+
+
+def stepped(cfg, steps=2, seed=0):
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    opts = setup_optimizers(model)
+    x = torch.randint(0, cfg.vocab_size, (2, 16))
+    for _ in range(steps):
+        model(x, x).backward()
+        for o in opts:
+            o.step()
+        model.zero_grad(set_to_none=True)
+    return model, opts, x
+
+
+def one_step(model, opts, x):
+    model(x, x).backward()
+    for o in opts:
+        o.step()
+    model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_round_trip_continues_bit_identically(tmp_path, tied):
+    cfg = GPTConfig(**{**CFG.to_dict(), "tie_embeddings": tied})
+    model, opts, x = stepped(cfg)
+    ckpt = save_checkpoint(tmp_path, 2, model, opts, dict(loader={"batch": 7}))
+    expected_rand = torch.rand(3)  # what the RNG gives right after the save
+    model2, opts2, _ = stepped(cfg, steps=0, seed=99)  # different init, empty optimizer state
+    torch.manual_seed(123)
+    meta = load_checkpoint(ckpt, model2, opts2)
+    assert meta["step"] == 2 and meta["loader"] == {"batch": 7}
+    assert torch.equal(torch.rand(3), expected_rand)  # RNG restored to the saved state
+    if tied:
+        assert model2.lm_head.weight is model2.transformer.wte.weight
+    one_step(model, opts, x)
+    one_step(model2, opts2, x)
+    for (k, a), b in zip(model.state_dict().items(), model2.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_files_are_safetensors_and_json_only(tmp_path):
+    model, opts, _ = stepped(CFG)
+    ckpt = save_checkpoint(tmp_path, 5, model, opts, {})
+    assert sorted(p.name for p in ckpt.iterdir()) == ["checkpoint.json", "model.safetensors", "optim.safetensors"]
+    json.loads((ckpt / "checkpoint.json").read_text())
+
+
+def test_keeps_newest_and_ignores_partial_writes(tmp_path):
+    model, opts, _ = stepped(CFG, steps=1)
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, step, model, opts, {}, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_000002", "step_000003"]
+    (tmp_path / "checkpoints" / ".tmp-step_000004-x").mkdir()       # a crash mid-write
+    (tmp_path / "checkpoints" / "step_000005").mkdir()              # no checkpoint.json: incomplete
+    assert latest_checkpoint(tmp_path).name == "step_000003"
+
+
+def test_architecture_mismatch_and_missing_run_are_clear(tmp_path, monkeypatch):
+    model, opts, _ = stepped(CFG, steps=1)
+    ckpt = save_checkpoint(tmp_path, 1, model, opts, {})
+    other = build_model(GPTConfig(**{**CFG.to_dict(), "depth": 2}))
+    with pytest.raises(CheckpointError, match="different architecture"):
+        load_checkpoint(ckpt, other)
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    with pytest.raises(CheckpointError, match="no checkpoint for run 'nope'.*python -m tinylab.train"):
+        checkpoint.load_model("nope")
+
+
+def test_load_model_refuses_a_different_tokenizer(tmp_path, monkeypatch):
+    from tinylab.tokenizer import TokenizerError, train_tokenizer
+
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    texts = ["the cat sat on the mat. " * 20, "a dog ate the hat! " * 20]
+    tok = train_tokenizer(texts, 270, progress=False)
+    model, opts, _ = stepped(CFG, steps=1)
+    run = tmp_path / "runs" / "r"
+    tok.save(run / "tokenizer")
+    save_checkpoint(run, 1, model, opts, dict(tokenizer=dict(name=tok.name, hash=tok.hash)))
+    loaded, tok2, meta = checkpoint.load_model("r")
+    assert not loaded.training and tok2.hash == tok.hash and meta["step"] == 1
+    other = train_tokenizer(texts, 265, progress=False)
+    other.save(run / "tokenizer")
+    with pytest.raises(TokenizerError, match="trained with tokenizer hash"):
+        checkpoint.load_model(run)

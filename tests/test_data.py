@@ -1,0 +1,236 @@
+"""Corpus reading and the FineWeb-Edu downloader, against a local fake Hub on 127.0.0.1."""
+import hashlib
+import http.server
+import re
+import socket
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tinylab import data, download
+from tinylab.data import CorpusError
+from tinylab.download import DownloadError, download_shards
+
+
+def write_shard(path: Path, texts: list[str], row_group_size: int = 50) -> bytes:
+    pq.write_table(pa.table({"text": texts}), path, row_group_size=row_group_size)
+    return path.read_bytes()
+
+
+class FakeHub(http.server.ThreadingHTTPServer):
+    """Just enough of the Hub's resolve API: HEAD gives ETag/X-Repo-Commit/Content-Length,
+    GET serves bytes with Range support; `drop_after` cuts the next full GET after n bytes."""
+
+    def __init__(self, files: dict[str, bytes]):
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.files, self.drop_after, self.log = files, None, []
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _file(self):
+        m = re.fullmatch(rf"/datasets/{download.REPO_ID}/resolve/main/(shard_\d+\.parquet)", self.path)
+        return (m.group(1), self.server.files.get(m.group(1))) if m else (None, None)
+
+    def _headers(self, code, body_len, total, etag, extra=()):
+        self.send_response(code)
+        self.send_header("ETag", f'"{etag}"')
+        self.send_header("X-Repo-Commit", "0" * 40)
+        self.send_header("Content-Length", str(body_len))
+        for k, v in extra:
+            self.send_header(k, v)
+        self.end_headers()
+
+    def do_HEAD(self):
+        name, blob = self._file()
+        self.server.log.append(("HEAD", name, None))
+        if blob is None:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self._headers(200, len(blob), len(blob), hashlib.sha256(blob).hexdigest())
+
+    def do_GET(self):
+        name, blob = self._file()
+        rng = self.headers.get("Range")
+        self.server.log.append(("GET", name, rng))
+        etag = hashlib.sha256(blob).hexdigest()
+        start = int(re.fullmatch(r"bytes=(\d+)-", rng).group(1)) if rng else 0
+        body = blob[start:]
+        if rng:
+            self._headers(206, len(body), len(blob), etag, [("Content-Range", f"bytes {start}-{len(blob) - 1}/{len(blob)}")])
+        else:
+            self._headers(200, len(body), len(blob), etag)
+        cut = self.server.drop_after
+        if cut is not None:  # simulate a dropped connection mid-file
+            self.server.drop_after = None
+            self.wfile.write(body[:cut])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # conftest sets it for the suite
+    files, src = {}, tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        texts = [f"document {i}-{j} " + "lorem ipsum " * (j % 7 + 1) for j in range(400)]
+        files[download.shard_name(i)] = write_shard(src / f"{i}.parquet", texts)
+    server = FakeHub(files)
+    threading.Thread(target=server.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_all_shards_and_skip_existing(hub, tmp_path):
+    out = tmp_path / "fineweb"
+    paths = download_shards(3, out_dir=out, endpoint=hub.endpoint, workers=3, progress=False)
+    assert [p.name for p in paths] == ["shard_00000.parquet", "shard_00001.parquet", "shard_00002.parquet"]
+    assert all(p.read_bytes() == hub.files[p.name] for p in paths)
+    assert not list(out.glob("*.part"))
+    hub.log.clear()
+    download_shards(3, out_dir=out, endpoint=hub.endpoint, progress=False)
+    assert hub.log == []  # finished shards are not fetched again
+
+
+def test_dropped_connection_resumes_with_range(hub, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    # huggingface_hub streams in 10 MB chunks; small ones make bytes land on disk before the cut
+    monkeypatch.setattr(huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", 1024)
+    hub.drop_after = 5000
+    path = download_shards(2, out_dir=tmp_path, endpoint=hub.endpoint, workers=1, progress=False)[0]
+    gets = [rng for verb, name, rng in hub.log if verb == "GET" and name == path.name]
+    assert gets[0] is None and len(gets) == 2
+    assert 0 < int(re.fullmatch(r"bytes=(\d+)-", gets[1]).group(1)) <= 5000  # resumed, not restarted
+    assert path.read_bytes() == hub.files[path.name]
+
+
+def test_killed_download_leaves_part_that_next_call_resumes(hub, tmp_path):
+    name = download.shard_name(0)
+    blob = hub.files[name]
+    etag = hashlib.sha256(blob).hexdigest()[:16]
+    (tmp_path / f"{name}.{etag}.part").write_bytes(blob[:7000])  # what a killed process leaves
+    assert not list(tmp_path.glob("shard_*.parquet"))  # the partial is not mistaken for a shard
+    path = download.download_shard(0, tmp_path, endpoint=hub.endpoint)
+    assert ("GET", name, "bytes=7000-") in hub.log
+    assert path.read_bytes() == blob and not list(tmp_path.glob("*.part"))
+
+
+def test_part_of_other_version_is_discarded(hub, tmp_path):
+    name = download.shard_name(1)
+    (tmp_path / f"{name}.deadbeefdeadbeef.part").write_bytes(b"x" * 100)
+    path = download.download_shard(1, tmp_path, endpoint=hub.endpoint)
+    assert path.read_bytes() == hub.files[name]
+    assert ("GET", name, None) in hub.log and not list(tmp_path.glob("*.part"))
+
+
+def test_corrupt_download_is_retried_then_reported(hub, tmp_path):
+    hub.files[download.shard_name(0)] = b"PAR1 this is not parquet PAR1"
+    out = tmp_path / "fineweb"
+    out.mkdir()
+    with pytest.raises(DownloadError, match=r"shard_00000\.parquet.*not valid parquet"):
+        download.download_shard(0, out, endpoint=hub.endpoint, retries=2, backoff=0)
+    assert sum(verb == "GET" for verb, *_ in hub.log) == 2
+    assert not list(out.iterdir())  # nothing that looks complete
+
+
+def test_missing_shard_is_one_clear_error(hub, tmp_path):
+    with pytest.raises(DownloadError, match="shard_00007.parquet does not exist"):
+        download.download_shard(7, tmp_path, endpoint=hub.endpoint, backoff=0)
+
+
+def test_offline_is_one_clear_message(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(DownloadError, match="cannot reach the Hugging Face Hub.*sample"):
+        download_shards(2, out_dir=tmp_path, endpoint=f"http://127.0.0.1:{port}", retries=2, backoff=0, progress=False)
+
+
+def test_hf_hub_offline_env_is_one_clear_message(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(DownloadError, match="HF_HUB_OFFLINE"):
+        download_shards(2, out_dir=tmp_path, progress=False)
+
+
+def test_cli(monkeypatch, capsys):
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(SystemExit, match="^error: cannot reach the Hugging Face Hub"):
+        data.main(["download", "-n", "2"])
+    data.main(["info", "sample"])
+    out = capsys.readouterr().out
+    assert "shard_00003.parquet   val" in out and "4 shards in" in out
+
+
+def test_bad_shard_count():
+    with pytest.raises(DownloadError, match="at least|between 2"):
+        download_shards(1)
+
+
+# --- corpus reading -------------------------------------------------------------------------
+
+def test_sample_corpus_splits():
+    train, val = data.list_shards("sample", "train"), data.list_shards("sample", "val")
+    assert val == data.list_shards("sample")[-1:] and val[0] not in train
+    rows = data.info("sample")
+    assert [r["split"] for r in rows][-1] == "val" and sum(r["docs"] for r in rows) > 0
+
+
+def test_downloaded_shards_read_by_same_code(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    out = data.corpus_dir("fineweb")
+    out.mkdir(parents=True)
+    for i in range(3):
+        write_shard(out / download.shard_name(i), [f"doc {i}.{j}" for j in range(10)])
+    assert list(data.iter_texts("fineweb", "val")) == [f"doc 2.{j}" for j in range(10)]
+    assert len(list(data.iter_texts("fineweb", "train"))) == 20
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty_file"])
+def test_corrupt_shard_names_the_file(tmp_path, damage):
+    path = tmp_path / "shard_00000.parquet"
+    blob = write_shard(path, [f"text {j}" for j in range(100)])
+    path.write_bytes({"truncated": blob[: len(blob) // 2], "garbage": b"\x00" * 500, "empty_file": b""}[damage])
+    with pytest.raises(CorpusError, match=re.escape(str(path))):
+        list(data.iter_row_groups(path))
+
+
+def test_corrupt_row_group_names_the_file(tmp_path):
+    path = tmp_path / "shard_00000.parquet"
+    blob = bytearray(write_shard(path, ["x" * 1000 + str(j) for j in range(200)], row_group_size=100))
+    pf = pq.ParquetFile(path)
+    col = pf.metadata.row_group(1).column(0)
+    start = col.dictionary_page_offset or col.data_page_offset
+    blob[start + 10: start + col.total_compressed_size] = b"\xff" * (col.total_compressed_size - 10)
+    path.write_bytes(bytes(blob))
+    with pytest.raises(CorpusError, match=re.escape(str(path)) + ".*row group 1"):
+        list(data.iter_row_groups(path))
+
+
+def test_empty_shard_has_no_documents(tmp_path):
+    path = tmp_path / "shard_00000.parquet"
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), path)
+    assert list(data.iter_row_groups(path)) in ([], [[]])

@@ -1,0 +1,236 @@
+"""Run loading (partial lines, missing files, old formats, mixed configs), plots and the CLI.
+
+Runs are synthetic: written here in the trainer's on-disk format (common brief, helper D),
+so these tests do not depend on training."""
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from tinylab import runs as R
+from tinylab.calc import flops_per_token, param_counts
+from tinylab.config import GPTConfig
+from tinylab.plots import PlotError, chinchilla_tokens, ema, plot_runs, save_figure, to_x
+
+
+def write_run(root, name, *, model_dim=64, steps=60, eval_every=20, tokens_per_step=2048, fmt=1,
+              complete=True, partial=None):
+    """A run directory like tinylab.train writes: config.json + metrics.jsonl."""
+    model = GPTConfig(depth=2, model_dim=model_dim, head_dim=32, vocab_size=512, sequence_len=128)
+    cfg = dict(run=name, preset="smoke", model=model.to_dict(),
+               train=dict(total_batch_size=tokens_per_step, num_iterations=steps, device_batch_size=8),
+               params=param_counts(model)["total"], flops_per_token=flops_per_token(model),
+               tokenizer=dict(name="sample-512", hash="abc"), device="cpu", world_size=1, created="2026-01-01")
+    if fmt is not None:
+        cfg["format"] = fmt
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps(cfg))
+    rng = np.random.default_rng(0)
+    lines = []
+    for s in range(0, steps + 1):  # like the trainer: eval at step 0 (the untrained model), then train lines
+        tok = s * tokens_per_step
+        if s % eval_every == 0:
+            lines.append(dict(kind="eval", step=s, tokens=tok, flops=0, val_bpb=3 - s / steps, elapsed=0.5 * s))
+        if s == 0:
+            continue
+        lines.append(dict(kind="train", step=s, tokens=tok, flops=tok * cfg["flops_per_token"],
+                          loss=2 + 4 * math.exp(-s / 15) + 0.1 * rng.standard_normal(), lr=min(1, s / 10),
+                          tok_per_s=1000.0 + s, mfu=0.1, mem_gb=0.1, elapsed=0.5 * s))
+    lines.append(dict(kind="sample", step=steps, text="hello"))
+    lines.append(dict(kind="future-kind", step=steps))  # readers skip kinds they don't know
+    text = "".join(json.dumps(r) + "\n" for r in lines) if complete else ""
+    (d / "metrics.jsonl").write_text(text + (partial or ""))
+    return d
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    monkeypatch.setattr(R, "DOCS_RUNS", tmp_path / "no-docs")
+    return tmp_path / "runs"
+
+
+def test_load_run_rows_and_config_columns(home):
+    write_run(home, "a", steps=60, eval_every=20)
+    df = R.load_run("a")
+    assert (df.kind == "train").sum() == 60 and (df.kind == "eval").sum() == 4
+    assert set(df.kind) == {"train", "eval", "sample"}  # unknown kinds dropped
+    assert df.params.unique().tolist() == [param_counts(GPTConfig(depth=2, model_dim=64, head_dim=32,
+                                                                   vocab_size=512, sequence_len=128))["total"]]
+    assert (df.tokens_per_step == 2048).all() and (df.run == "a").all()
+    assert df.attrs["config"]["format"] == 1
+
+
+def test_partial_last_line_is_ignored_silently(home):
+    write_run(home, "a", steps=30, eval_every=10, partial='{"kind": "train", "step": 31, "lo')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        df = R.load_run("a")
+    assert df[df.kind == "train"].step.max() == 30
+
+
+def test_corrupt_middle_line_names_line(home):
+    d = write_run(home, "a", steps=5, eval_every=10)
+    lines = (d / "metrics.jsonl").read_text().split("\n")
+    lines[2] = lines[2][:10]  # damaged, but followed by more lines
+    (d / "metrics.jsonl").write_text("\n".join(lines))
+    with pytest.raises(R.RunError, match=r"line 3 is not valid JSON"):
+        R.load_run("a")
+
+
+def test_corrupt_last_line_with_newline_is_an_error(home):
+    d = write_run(home, "a", steps=5, eval_every=10, partial='{"kind": "tr\n')
+    with pytest.raises(R.RunError, match=r"line 9 "):  # eval + 5 train + sample + future-kind + bad
+        R.load_run(d)
+
+
+def test_missing_metrics_gives_empty_frame_and_warning(home):
+    d = write_run(home, "a")
+    (d / "metrics.jsonl").unlink()
+    with pytest.warns(R.MetricsWarning, match="no metrics.jsonl"):
+        df = R.load_run("a")
+    assert df.empty and set(R.METRIC_COLUMNS + R.CONFIG_COLUMNS) <= set(df.columns)
+
+
+@pytest.mark.parametrize("fmt, match", [(None, "older tinylab"), (2, "format 2.*reads format 1")])
+def test_old_or_unknown_format_is_refused(home, fmt, match):
+    write_run(home, "old", fmt=fmt)
+    with pytest.raises(R.RunError, match=f"run 'old'.*{match}"):
+        R.load_run("old")
+
+
+def test_missing_run_lists_known_runs(home):
+    write_run(home, "a")
+    with pytest.raises(R.RunError, match=r"no run 'b'.*runs found: a"):
+        R.load_run("b")
+
+
+def test_mixed_configs_and_path_runs(home, tmp_path):
+    write_run(home, "narrow", model_dim=32, steps=40)
+    elsewhere = write_run(tmp_path / "docs", "wide", model_dim=64, steps=60)
+    df = R.load_runs(["narrow", elsewhere])
+    per_run = df.groupby("run").agg(model_dim=("model_dim", "first"), steps=("step", "max"), params=("params", "first"))
+    assert per_run.loc["narrow", "model_dim"] == 32 and per_run.loc["wide", "model_dim"] == 64
+    assert per_run.loc["narrow", "steps"] == 40 and per_run.loc["wide", "steps"] == 60
+    assert per_run.loc["narrow", "params"] < per_run.loc["wide", "params"]
+    s = R.summarize(df)
+    assert s.loc["wide", "tokens"] == 60 * 2048 and s.loc["narrow", "steps"] == 40
+    assert s.loc["wide", "val_bpb"] == pytest.approx(2.0)  # last eval: 3 - 60/60
+    assert s.loc["wide", "tokens_per_param"] == pytest.approx(60 * 2048 / s.loc["wide", "params"], abs=0.01)
+
+
+def test_list_runs_includes_docs_runs_and_unreadable(home, tmp_path, monkeypatch):
+    write_run(home, "a", steps=60)
+    write_run(home, "old", fmt=None)
+    write_run(tmp_path / "docs", "real", steps=30)
+    monkeypatch.setattr(R, "DOCS_RUNS", tmp_path / "docs")
+    t = R.list_runs()
+    assert list(t.index) == ["a", "old", "real"]
+    assert t.loc["a", "status"] == "done" and t.loc["old", "status"] == "unreadable"
+    assert "older tinylab" in t.loc["old", "problem"]
+    assert R.resolve_run("real") == tmp_path / "docs" / "real"
+
+
+def test_ema_is_debiased_and_smooths():
+    assert ema([5.0, 5.0, 5.0], 0.9) == pytest.approx([5, 5, 5])  # no pull toward 0
+    x = np.random.default_rng(0).standard_normal(500)
+    assert ema(x, 0.9).std() < x.std() / 2
+    assert ema(x, 0.0) == pytest.approx(x)
+
+
+def lines_by_gid(ax, prefix):
+    return sorted(ln.get_gid().split(":", 1)[1] for ln in ax.lines if (ln.get_gid() or "").startswith(prefix))
+
+
+@pytest.mark.parametrize("x", ["step", "tokens", "flops", "elapsed"])
+def test_plot_has_lines_per_run(home, x):
+    write_run(home, "narrow", model_dim=32, steps=40)
+    write_run(home, "wide", model_dim=64, steps=60)
+    fig = plot_runs(R.load_runs(["narrow", "wide"]), x=x)
+    ax = {a.get_label(): a for a in fig.axes}
+    for prefix, panel in [("loss-raw:", "loss"), ("loss-smooth:", "loss"), ("val-bpb:", "val_bpb"),
+                          ("lr:", "lr"), ("tok-per-s:", "tok_per_s")]:
+        assert lines_by_gid(ax[panel], prefix) == ["narrow", "wide"], (prefix, panel)
+    raw = next(ln for ln in ax["loss"].lines if ln.get_gid() == "loss-raw:wide")
+    assert len(raw.get_xdata()) == 60
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any(l.startswith("narrow · d2 · 32w") for l in labels) and any("wide · d2 · 64w" in l for l in labels)
+
+
+def test_chinchilla_marker_position(home):
+    # 20 × params tokens reached inside the run: a vertical line at that step in every panel
+    d = write_run(home, "big", model_dim=32, steps=60, tokens_per_step=65536)
+    df = R.load_run(d)
+    params = df.params.iloc[0]
+    fig = plot_runs(df, x="step")
+    vlines = [ln for a in fig.axes for ln in a.lines if ln.get_gid() == "chinchilla:big"]
+    assert len(vlines) == 4 and vlines[0].get_xdata()[0] == pytest.approx(20 * params / 65536)
+    # a run stopping short of 20:1 gets a note instead of an axis stretched to it
+    write_run(home, "short", model_dim=32, steps=10)
+    fig = plot_runs(R.load_run("short"), x="tokens")
+    assert not [ln for a in fig.axes for ln in a.lines if ln.get_gid() == "chinchilla:short"]
+    assert [t for t in fig.axes[0].texts if t.get_gid() == "chinchilla:short"]
+    assert fig.axes[0].get_xlim()[1] < 20 * params
+    assert to_x(R.load_run("short"), chinchilla_tokens(R.load_run("short")), "elapsed") == pytest.approx(
+        20 * params / 2048 * 0.5)  # 0.5 s per 2048-token step
+
+
+def test_plot_options_and_bad_input(home, tmp_path):
+    write_run(home, "a")
+    df = R.load_run("a")
+    fig = plot_runs(df, x="tokens", logx=True, logy=True, smooth=0.5)
+    assert fig.axes[0].get_xscale() == "log" and fig.axes[0].get_yscale() == "log"
+    bpb = next(ln for ln in fig.axes[1].lines if ln.get_gid() == "val-bpb:a")
+    assert len(bpb.get_xdata()) == 3 and min(bpb.get_xdata()) > 0  # the step-0 eval has no place on a log axis
+    assert "β=0.5" in fig.axes[0].get_title()
+    with pytest.raises(PlotError, match="x must be one of"):
+        plot_runs(df, x="time")
+    with pytest.raises(PlotError, match=r"\[0, 1\)"):
+        plot_runs(df, smooth=1.5)
+    out = save_figure(fig, tmp_path / "f.png")
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plot_run_without_metrics(home):
+    d = write_run(home, "new")
+    (d / "metrics.jsonl").unlink()
+    write_run(home, "a")
+    with pytest.warns(R.MetricsWarning):
+        fig = plot_runs(R.load_runs(["a", "new"]))
+    assert any("no metrics yet" in t.get_text() for t in fig.legends[0].get_texts())
+
+
+def test_cli_list_and_plot(home, tmp_path, capsys):
+    write_run(home, "a", model_dim=32)
+    write_run(home, "b", model_dim=64)
+    assert R.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "a · d2 · 32w" in out and "b · d2 · 64w" in out
+    png = tmp_path / "out" / "curves.png"
+    assert R.main(["plot", "a", "b", "-o", str(png), "--x", "tokens", "--logx"]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert R.main(["plot", "a", "nope", "-o", str(png)]) == 1
+    assert "no run 'nope'" in capsys.readouterr().err
+
+
+def test_widget_replots_and_reports_problems(home):
+    from tinylab.widgets.runs import runs_view, show_runs
+    write_run(home, "a", model_dim=32)
+    write_run(home, "b", model_dim=64)
+    write_run(home, "old", fmt=None)
+    fig = show_runs(["a", "b"], x="tokens")
+    assert lines_by_gid(fig.axes[0], "loss-smooth:") == ["a", "b"]
+    view = runs_view(selected=["a"])
+    (pick, controls), message, image = view.children[0].children, view.children[1], view.children[2]
+    assert list(pick.options) == ["a", "b", "old"]
+    first = image.value
+    assert first[:4] == b"\x89PNG" and message.value == ""  # drawn on creation
+    controls.children[0].value = "elapsed"  # the x-axis dropdown re-plots
+    assert image.value[:4] == b"\x89PNG" and image.value != first
+    pick.value = ("a", "old")  # an unreadable run: its message instead of a plot
+    assert "older tinylab" in message.value and image.layout.display == "none"
+    pick.value = ()
+    assert "select at least one run" in message.value

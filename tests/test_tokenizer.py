@@ -1,0 +1,220 @@
+"""Tokenizer: training, round trips, persistence, bad input, evaluation (all offline)."""
+import base64
+import hashlib
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tiktoken
+from hypothesis import given, settings, strategies as st
+from tiktoken.load import load_tiktoken_bpe
+
+from tinylab import tokenizer as T
+from tinylab.data import iter_texts
+from tinylab.presets import get_preset
+from tinylab.widgets.tokens import render_tokens, token_pieces
+
+VOCAB = 400
+
+
+@pytest.fixture(scope="module")
+def texts():
+    return list(iter_texts("sample", "train", max_chars=300_000))
+
+
+@pytest.fixture(scope="module")
+def tok(texts):
+    return T.train_tokenizer(texts, VOCAB, name="t400", progress=False)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("network access attempted")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+# -- core ----------------------------------------------------------------------------------
+def test_vocab_layout(tok):
+    assert tok.vocab_size == VOCAB and len(tok.token_bytes) == VOCAB
+    assert tok.bos_id == VOCAB - 1 and tok.token_bytes[tok.bos_id] == 0
+    assert tok.token_bytes.dtype == np.int32 and (tok.token_bytes[:256] == 1).all()
+    assert tok.enc.n_vocab == VOCAB
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_roundtrip_arbitrary_unicode(tok, text):
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text
+    assert all(0 <= i < tok.bos_id for i in ids)  # special-token text is never a control id
+    # token_bytes is exactly each token's raw byte length (what bits-per-byte divides by)
+    assert int(tok.token_bytes[ids].sum()) == len(text.encode("utf-8"))
+
+
+def test_batch_matches_single_and_bos(tok):
+    docs = ["Hello world!", "", "日本語 text <|bos|> 12345", "a\n\n  b"]
+    batch = tok.encode_batch(docs, prepend_bos=True, num_threads=2)
+    assert batch == [[tok.bos_id] + tok.encode(d) for d in docs]
+    assert tok.encode(docs[0], prepend_bos=True)[0] == tok.bos_id
+    assert tok.decode(batch[2][1:]) == docs[2]
+
+
+def test_numbers_split_in_pairs(tok):
+    pieces = [tok.decode([i]) for i in tok.encode("2024 12345")]
+    assert max(len(p.strip()) for p in pieces if p.strip().isdigit()) <= 2
+
+
+def test_training_is_deterministic_and_greedy(texts, tok):
+    again = T.train_tokenizer(texts, VOCAB, progress=False)
+    assert again.ranks == tok.ranks and again.hash == tok.hash
+    small = T.train_tokenizer(texts, 300, progress=False)  # what compression_by_vocab relies on
+    assert small.ranks == {b: r for b, r in tok.ranks.items() if r < 299}
+
+
+def test_max_chars_budget(texts):
+    small = T.train_tokenizer(texts, 300, max_chars=50_000, progress=False)
+    assert small.stats["chars"] == 50_000
+
+
+def test_save_load_identical(tok, tmp_path, monkeypatch):
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "cache"))  # tiktoken caches even local files
+    tok.save(tmp_path / "t")
+    back = T.Tokenizer.load(tmp_path / "t")
+    sample = "The quick brown fox — 42 jumps; ünïcödé 🦊\n"
+    assert back.encode(sample, prepend_bos=True) == tok.encode(sample, prepend_bos=True)
+    assert back.hash == tok.hash and back.ranks == tok.ranks and back.name == "t400"
+    assert np.array_equal(np.load(tmp_path / "t" / T.TOKEN_BYTES_FILE, allow_pickle=False), tok.token_bytes)
+    # the rank file is tiktoken's own format
+    assert load_tiktoken_bpe(str(tmp_path / "t" / T.RANKS_FILE)) == tok.ranks
+    assert not list((tmp_path / "t").glob("*.tmp*"))
+
+
+def test_hash_guards(tok, tmp_path):
+    tok.save(tmp_path / "t")
+    tok.check_hash(tok.hash)
+    with pytest.raises(T.TokenizerError, match="trained with tokenizer hash"):
+        tok.check_hash("0" * 64)
+    ranks = (tmp_path / "t" / T.RANKS_FILE).read_bytes().splitlines()
+    ranks[300], ranks[301] = ranks[301].split()[0] + b" 300", ranks[300].split()[0] + b" 301"  # swap two merges
+    (tmp_path / "t" / T.RANKS_FILE).write_bytes(b"\n".join(ranks) + b"\n")
+    with pytest.raises(T.TokenizerError, match="recorded hash"):
+        T.Tokenizer.load(tmp_path / "t")
+
+
+# -- bad input -----------------------------------------------------------------------------
+@pytest.mark.parametrize("docs, vocab, match", [
+    ([], 300, "corpus is empty"),
+    (["", ""], 300, "corpus is empty"),
+    (["hello"], 256, "too small"),
+    ([b"bytes"], 300, "is bytes"),
+    (["ok", "bad \udcff surrogate"], 300, "document 1 holds non-UTF-8"),
+    (["hello world"] * 3, 400, "only allow"),
+])
+def test_training_bad_input(docs, vocab, match):
+    with pytest.raises(T.TokenizerError, match=match):
+        T.train_tokenizer(iter(docs), vocab, progress=False)
+
+
+def test_runtime_bad_input(tok, tmp_path):
+    with pytest.raises(T.TokenizerError, match="takes str"):
+        tok.encode(b"abc")
+    with pytest.raises(T.TokenizerError, match="takes str"):
+        tok.encode_batch(["ok", b"abc"])
+    assert tok.decode(tok.encode("a\udcffb")) == "a\ufffdb"  # lone surrogate: replaced, as tiktoken does
+    with pytest.raises(T.TokenizerError, match="outside"):
+        tok.decode([VOCAB])
+    with pytest.raises(T.TokenizerError, match="no tokenizer in .*train one"):
+        T.Tokenizer.load(tmp_path / "missing")
+
+
+# -- get_tokenizer -------------------------------------------------------------------------
+def test_get_tokenizer_trains_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    smoke = get_preset("smoke")
+    tok = T.get_tokenizer(smoke, progress=False)
+    assert tok.vocab_size == smoke.model.vocab_size and tok.name == smoke.tokenizer_name
+    assert (tmp_path / "tokenizer" / smoke.tokenizer_name / T.META_FILE).is_file()
+    monkeypatch.setattr(T, "train_tokenizer", lambda *a, **k: pytest.fail("retrained"))
+    assert T.get_tokenizer(smoke).hash == tok.hash
+
+
+# -- evaluation ----------------------------------------------------------------------------
+def test_references_in_sync_with_tiktoken():
+    source = (Path(tiktoken.__file__).parents[1] / "tiktoken_ext" / "openai_public.py").read_text()
+    for ref in T.REFERENCES:
+        for url, sha in ref.files.items():
+            assert url in source and sha in source
+
+
+def test_references_uncached_are_skipped(tok, tmp_path, monkeypatch, no_network):
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    lines = []
+    df = T.compression_table(tok, ["some held-out text"], log=lines.append)
+    assert lines == ["gpt2 not cached (needs a download): skipped",
+                     "cl100k_base not cached (needs a download): skipped"]
+    assert list(df.tokenizer) == ["t400"]
+
+
+def _bytes_reference(cache: Path, blob: bytes) -> T.Reference:
+    """A 256-token (bytes only) tiktoken encoding, placed where tiktoken's cache looks."""
+    url = "https://example.invalid/bytes.tiktoken"
+    (cache / hashlib.sha1(url.encode()).hexdigest()).write_bytes(blob)
+    sha = hashlib.sha256(b"".join(base64.b64encode(bytes([i])) + f" {i}\n".encode() for i in range(256))).hexdigest()
+    return T.Reference("bytes", {url: sha}, build=lambda: tiktoken.Encoding(
+        "bytes", pat_str=T.SPLIT_PATTERN, mergeable_ranks=load_tiktoken_bpe(url, sha), special_tokens={}))
+
+
+def test_references_cached_are_compared(tok, tmp_path, monkeypatch, no_network):
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    blob = b"".join(base64.b64encode(bytes([i])) + f" {i}\n".encode() for i in range(256))
+    good = _bytes_reference(tmp_path, blob)
+    text = ["héllo wörld, a held-out sentence"]
+    df = T.compression_table(tok, text, references=[good], log=pytest.fail)
+    assert list(df.tokenizer) == ["t400", "bytes"]
+    assert df.bytes_per_token.iloc[1] == 1.0  # one token per byte, by construction
+    assert df.bytes_per_token.iloc[0] == len(text[0].encode()) / len(tok.encode(text[0]))
+    damaged = _bytes_reference(tmp_path, blob[:-10])  # wrong hash: treated as not cached, no download
+    lines = []
+    assert len(T.compression_table(tok, text, references=[damaged], log=lines.append)) == 1
+    assert lines == ["bytes not cached (needs a download): skipped"]
+
+
+def test_compression_by_vocab_matches_trained(texts, tok):
+    held_out = list(iter_texts("sample", "val", max_chars=20_000))
+    df = T.compression_by_vocab(tok, held_out, [300, VOCAB])
+    small = T.train_tokenizer(texts, 300, progress=False)
+    assert df.bytes_per_token.iloc[0] == pytest.approx(T.bytes_per_token(small.enc, held_out))
+    assert df.bytes_per_token.iloc[1] == pytest.approx(T.bytes_per_token(tok.enc, held_out))
+    assert df.bytes_per_token.is_monotonic_increasing
+    with pytest.raises(T.TokenizerError, match="outside"):
+        T.compression_by_vocab(tok, held_out, [VOCAB + 1])
+
+
+def test_cli(tmp_path, monkeypatch, capsys, no_network):
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
+    assert T.main(["train", "--preset", "nope"]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().out
+    assert T.main(["train", "--preset", "smoke", "--corpus", "fineweb"]) == 2
+    assert "tinylab.data download" in capsys.readouterr().out
+    assert T.main(["train", "--preset", "smoke", "--vocab-size", "300", "--max-chars", "100000"]) == 0
+    out = capsys.readouterr().out
+    assert "sample-300" in out and (tmp_path / "tokenizer" / "sample-300" / T.META_FILE).is_file()
+    meta = json.loads((tmp_path / "tokenizer" / "sample-300" / T.META_FILE).read_text())
+    assert meta["vocab_size"] == 300 and meta["stats"]["chars"] == 100_000
+    assert T.main(["eval", "--preset", "smoke", "--max-chars", "20000"]) == 0
+    out = capsys.readouterr().out
+    assert "gpt2 not cached" in out and "sample-512" in out and "tokens/s" in out
+
+
+# -- token view ----------------------------------------------------------------------------
+def test_render_tokens(tok):
+    text = "Hé said <b>日本</b>\n 🦊"
+    pieces = token_pieces(tok, text)
+    assert "".join(p for _, p in pieces) == text
+    assert [i for ids, _ in pieces for i in ids] == tok.encode(text)
+    html = render_tokens(tok, text)
+    assert html.count("<span") == len(pieces) and "&lt;" in html and "<b>" not in html

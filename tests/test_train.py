@@ -1,0 +1,139 @@
+"""The training loop: smoke learning, exact resume, DDP == grad accumulation, CLI, errors."""
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from tinylab import checkpoint, paths
+from tinylab.model import build_model
+from tinylab.presets import get_preset
+from tinylab.train import NonFiniteLossError, TrainError, ensure_run, main, plan, resolve, train
+
+# a few micro-steps of the smoke model: seq 128, micro-batch 2 × 128 tokens
+TINY = dict(device_batch_size=2, total_batch_size=512, eval_tokens=512, eval_every=3, sample_every=0, log_every=1)
+
+
+def metrics(run):
+    with open(paths.runs_dir() / run / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+def losses(run):
+    return {r["step"]: r["loss"] for r in metrics(run) if r["kind"] == "train"}
+
+
+def test_resume_reproduces_the_uninterrupted_loss_curve():
+    train("smoke", "full", num_iterations=6, progress=False, **TINY)
+
+    class Kill(Exception):
+        pass
+
+    def kill_after_step_4(rec):  # the step-3 checkpoint has been written by then
+        if rec["kind"] == "train" and rec["step"] == 4:
+            raise Kill
+
+    with pytest.raises(Kill):
+        train("smoke", "cut", num_iterations=6, progress=False, callback=kill_after_step_4, **TINY)
+    assert checkpoint.latest_checkpoint(paths.runs_dir() / "cut").name == "step_000003"
+    with pytest.raises(TrainError, match="resume"):  # never silently overwrites
+        train("smoke", "cut", num_iterations=6, progress=False, **TINY)
+    summary = train("smoke", "cut", num_iterations=6, progress=False, resume=True, **TINY)
+    a, b = losses("full"), losses("cut")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]  # lines after the checkpoint were dropped
+    assert max(abs(a[s] - b[s]) for s in a) <= 1e-6
+    assert summary["step"] == 6 and summary["val_bpb"] == pytest.approx(metrics("full")[-1]["val_bpb"], abs=1e-6)
+    meta = checkpoint.read_meta(checkpoint.latest_checkpoint(paths.runs_dir() / "cut"))
+    assert meta["finished"] and meta["step"] == 6
+
+
+def _ddp_worker(rank, port, overrides):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    train("smoke", "ddp", device="cpu", progress=False, **overrides)
+
+
+def test_ddp_on_two_gloo_ranks_equals_single_process_accumulation():
+    # 4 micro-batches per step: one process accumulates all 4, two ranks take 2 each (no_sync on the first)
+    overrides = dict(TINY, total_batch_size=4 * 2 * 128, num_iterations=2, eval_every=2)
+    train("smoke", "single", progress=False, **overrides)  # also pretokenizes for the workers
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, overrides), nprocs=2, join=True)
+    cfg = json.loads((paths.runs_dir() / "ddp" / "config.json").read_text())
+    assert cfg["world_size"] == 2 and cfg["train"]["grad_accum"] == 2
+    m1 = checkpoint.load_model("single")[0].state_dict()
+    m2 = checkpoint.load_model("ddp")[0].state_dict()
+    torch.manual_seed(42)  # train()'s default seed: the same initial weights
+    init = build_model(get_preset("smoke").model)
+    key = "transformer.h.0.attn.c_q.weight"
+    assert not torch.allclose(m1[key], init.state_dict()[key], atol=1e-4)  # the weights did move
+    for k in m1:  # two optimizer steps from all-reduced grads == from locally accumulated grads
+        torch.testing.assert_close(m2[k], m1[k], rtol=1e-4, atol=1e-5)
+    assert losses("ddp")[1] == pytest.approx(losses("single")[1], abs=1e-5)
+
+
+def test_smoke_run_beats_the_unigram_baseline():
+    from tinylab.evaluate import val_unigram_bpb
+    from tinylab.tokenizer import get_tokenizer
+
+    summary = train("smoke", "learn", num_iterations=40, progress=False,
+                    **dict(TINY, device_batch_size=8, total_batch_size=1024, eval_every=40, eval_tokens=8192))
+    baseline = val_unigram_bpb(get_tokenizer(get_preset("smoke")), "sample")
+    assert 3.0 < baseline < 6.0
+    evals = [r["val_bpb"] for r in metrics("learn") if r["kind"] == "eval"]
+    assert evals[0] > baseline > summary["val_bpb"] == evals[-1]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(monkeypatch):
+    import tinylab.train as T
+
+    # a NaN learning rate from step 3 on: the update of step 4 poisons the weights
+    monkeypatch.setattr(T, "lr_multiplier", lambda step, *a: 1.0 if step < 3 else float("nan"))
+    with pytest.raises(NonFiniteLossError, match="step_000003"):
+        train("smoke", "nan", num_iterations=8, progress=False, **dict(TINY, eval_every=100, save_every=3))
+    ckpt = checkpoint.latest_checkpoint(paths.runs_dir() / "nan")
+    assert ckpt.name == "step_000003"
+    model = checkpoint.load_model("nan")[0]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert [r["step"] for r in metrics("nan") if r["kind"] == "train"] == [1, 2, 3, 4]
+
+
+def test_ensure_run_trains_once_and_load_model():
+    run_dir = ensure_run("smoke", "ens", progress=False, num_iterations=2, **TINY)
+    before = (run_dir / "metrics.jsonl").read_text()
+    assert ensure_run("smoke", "ens", progress=False, num_iterations=2, **TINY) == run_dir
+    assert (run_dir / "metrics.jsonl").read_text() == before  # finished: nothing retrained
+    model, tok, meta = checkpoint.load_model("ens")
+    assert not model.training and meta["step"] == 2 and tok.hash == meta["tokenizer"]["hash"]
+    cfg = json.loads((run_dir / "config.json").read_text())
+    for key in ("run", "preset", "model", "train", "params", "flops_per_token", "tokenizer", "device",
+                "world_size", "created", "format"):
+        assert key in cfg
+    rec = [r for r in metrics("ens") if r["kind"] == "train"][-1]
+    for key in ("step", "tokens", "flops", "loss", "lr", "tok_per_s", "mfu", "mem_gb", "elapsed"):
+        assert key in rec
+
+
+def test_plan_rounds_batch_48_and_bad_options_are_named():
+    p = plan("ittybitty")
+    assert p["grad_accum"] == 5 and p["total_batch_size"] == 491_520 and "491,520" in p["batch_note"]
+    assert p["num_iterations"] == round(500_000_000 / 491_520)
+    p = plan("ittybitty", depth=6, seq_len=1024, device_batch_size=64, tie_embeddings=True)
+    assert "depth 6" in p["model"] and "tied" in p["model"] and p["grad_accum"] == 8
+    with pytest.raises(TrainError, match="lernrate"):
+        resolve("smoke", dict(lernrate=1))
+
+
+def test_cli_prints_rounding_once_and_finishes(capsys):
+    rc = main(["--preset", "smoke", "--run", "cli", "--num-iterations", "2", "--device-batch-size", "3",
+               "--total-batch-size", "1000", "--eval-tokens", "384", "--sample-every", "0", "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert out.count("not a multiple") == 1 and "using 1,152" in out and "done: 2 steps" in out
+    assert main(["--preset", "smoke", "--run", "cli", "--num-iterations", "2", "--no-progress"]) == 1
+    assert "--resume" in capsys.readouterr().err

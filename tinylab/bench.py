@@ -1,0 +1,291 @@
+"""GPU benchmarks: matmul ceiling, training throughput / MFU, peak memory, a step profile.
+
+    python -m tinylab.bench matmul                       # bf16 dense matmul TFLOP/s of this card
+    python -m tinylab.bench train --preset ittybitty --batch-sizes 32,48,64 [--plain-loss] [--no-compile]
+    python -m tinylab.bench vram --preset ittybitty,seed15m --batch-sizes 8,16,32,48,64
+    python -m tinylab.bench profile --preset ittybitty --batch-sizes 48
+    python -m tinylab.bench fit --preset ittybitty --batch-sizes 128,136 --gpu-mem-gb 24   # does it fit a 24 GiB card?
+
+A training step here is exactly what tinylab.train does per optimizer step: grad_accum
+micro-batches of forward + backward under bf16 autocast (compiled), then AdamW + Muon.
+Tokens are random ids already on the GPU, so the numbers measure the model and optimizer,
+not the loader (the loader has its own benchmark). Timings are medians of CUDA-event-timed
+steps after warm-up; MFU divides achieved FLOP/s (calc.flops_per_token × tokens/s) by the
+bf16 matmul rate measured in the same process. Results print as a table and, with --json,
+append one JSON line per configuration.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import time
+
+import torch
+
+from . import calc
+from . import loss as loss_module
+from .model import GPT, build_model
+from .optim import apply_schedule, setup_optimizers
+from .presets import get_preset
+from .schedule import muon_momentum, plan_batch
+
+MiB = 2 ** 20
+
+
+def matmul_tflops(n: int = 8192, reps: int = 20) -> float:
+    """Median bf16 n×n×n matmul rate on random data (zeros run faster and would flatter MFU)."""
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ b
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return 2 * n ** 3 / statistics.median(times) / 1e12
+
+
+def cuda_context_bytes() -> int:
+    """Device memory in use that the caching allocator does not account for (CUDA context, cuBLAS workspaces)."""
+    free, total = torch.cuda.mem_get_info()
+    return total - free - torch.cuda.memory_reserved()
+
+
+LOSSES = {"triton": "chunked, Triton kernel", "torch": "chunked, compiled torch ops",
+          "plain": "materialised logits, compiled"}
+
+
+def use_loss(name: str) -> None:
+    """Pick the lm_head + cross-entropy implementation the model uses (see tinylab.loss)."""
+    if name not in LOSSES:
+        raise SystemExit(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
+    GPT.chunked_loss = name != "plain"
+    loss_module.USE_TRITON = name == "triton"
+
+
+class TrainStep:
+    """One optimizer step of tinylab.train on synthetic tokens, for timing and memory."""
+
+    def __init__(self, preset_name: str, device_batch_size: int, compile: bool = True, loss: str = "triton",
+                 residual: str = "bf16", device: str = "cuda"):
+        preset = get_preset(preset_name)
+        self.config = preset.model
+        self.plan = plan_batch(preset.total_batch_size, device_batch_size, self.config.sequence_len)
+        use_loss(loss)
+        GPT.lowp_residual = residual == "bf16"
+        self.model = build_model(self.config, device)
+        self.optimizers = setup_optimizers(self.model)
+        self.forward = torch.compile(self.model, dynamic=False) if compile else self.model
+        gen = torch.Generator(device=device).manual_seed(0)
+        shape = (self.plan.grad_accum, device_batch_size, self.config.sequence_len + 1)
+        self.tokens = torch.randint(0, self.config.vocab_size, shape, device=device, generator=gen)
+        self.step_idx = 0
+
+    def __call__(self) -> torch.Tensor:
+        for micro in self.tokens:
+            with torch.autocast(micro.device.type, dtype=torch.bfloat16, enabled=micro.is_cuda):
+                loss = self.forward(micro[:, :-1], micro[:, 1:])
+            (loss / self.plan.grad_accum).backward()
+        apply_schedule(self.optimizers, 1.0, muon_momentum(self.step_idx))
+        for opt in self.optimizers:
+            opt.step()
+        self.model.zero_grad(set_to_none=True)
+        self.step_idx += 1
+        return loss.detach()
+
+
+def time_steps(step: TrainStep, warmup: int, steps: int) -> list[float]:
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(steps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return times
+
+
+def bench_train(preset: str, batch: int, *, compile: bool, loss: str, residual: str, warmup: int, steps: int,
+                peak_tflops: float) -> dict:
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    step = TrainStep(preset, batch, compile=compile, loss=loss, residual=residual)
+    try:
+        times = time_steps(step, warmup, steps)
+    except torch.OutOfMemoryError:
+        del step
+        torch.cuda.empty_cache()
+        return dict(preset=preset, batch=batch, compile=compile, loss=loss, residual=residual, oom=True)
+    med = statistics.median(times)
+    tokens = step.plan.total_batch_size
+    fpt = calc.flops_per_token(step.config)
+    row = dict(preset=preset, batch=batch, compile=compile, loss=loss, residual=residual, grad_accum=step.plan.grad_accum,
+               tokens_per_step=tokens, step_ms=med * 1e3, step_ms_spread=(max(times) - min(times)) * 1e3,
+               tok_per_s=tokens / med, mfu=tokens / med * fpt / (peak_tflops * 1e12),
+               peak_allocated_mib=torch.cuda.max_memory_allocated() / MiB,
+               peak_reserved_mib=torch.cuda.max_memory_reserved() / MiB,
+               context_mib=cuda_context_bytes() / MiB, warmup_s=time.perf_counter() - t0 - sum(times),
+               final_loss=step().item())
+    del step
+    torch._dynamo.reset()  # compiled graphs hold the model; drop them before the next configuration
+    torch.cuda.empty_cache()
+    return row
+
+
+def profile_step(preset: str, batch: int, out: str | None) -> None:
+    """Where one optimizer step's GPU time goes, by kernel and by category."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step = TrainStep(preset, batch)
+    time_steps(step, warmup=3, steps=1)
+    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+        step()
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    total = sum(e.self_device_time_total for e in events)
+    cats: dict[str, float] = {}
+    for e in events:
+        cats[kernel_category(e.key)] = cats.get(kernel_category(e.key), 0.0) + e.self_device_time_total
+    print(f"\nGPU time of one optimizer step ({total / 1e3:.1f} ms of kernels):")
+    for cat, t in sorted(cats.items(), key=lambda kv: -kv[1]):
+        print(f"  {cat:28s} {t / 1e3:8.1f} ms  {100 * t / total:5.1f}%")
+    print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=25, max_name_column_width=70))
+    if out:
+        prof.export_chrome_trace(out)
+
+
+def kernel_category(name: str) -> str:
+    n = name.lower()
+    if "softcap_ce" in n:
+        return "lm_head cross-entropy (triton)"
+    if any(k in n for k in ("flash", "fmha", "attention", "sdpa", "efficient_attention")):
+        return "attention (SDPA)"
+    if any(k in n for k in ("gemm", "cutlass", "nvjet", "sm90", "matmul", "cublas", "xmma")):
+        return "matmul"
+    if "triton" in n and any(k in n for k in ("red", "per_fused", "logsumexp", "exp")):
+        return "fused reductions (triton)"
+    if "triton" in n:
+        return "fused elementwise (triton)"
+    if any(k in n for k in ("adam", "foreach", "multi_tensor")):
+        return "optimizer elementwise"
+    if any(k in n for k in ("copy", "memcpy", "memset", "fill", "cat")):
+        return "copies / fills"
+    return "other elementwise"
+
+
+def fits(preset: str, batch: int, gpu_mem_gib: float) -> dict:
+    """Does a device batch train on a card of gpu_mem_gib? Emulated by capping PyTorch's allocator
+    at that size minus this process's CUDA context, then running two optimizer steps."""
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction((gpu_mem_gib * 2 ** 30 - cuda_context_bytes()) / total)
+    torch.cuda.reset_peak_memory_stats()
+    try:
+        step = TrainStep(preset, batch)
+        time_steps(step, warmup=2, steps=1)
+        ok = True
+        del step
+    except torch.OutOfMemoryError:
+        ok = False
+    torch._dynamo.reset()
+    torch.cuda.empty_cache()
+    torch.cuda.set_per_process_memory_fraction(1.0)
+    return dict(preset=preset, batch=batch, gpu_mem_gib=gpu_mem_gib, fits=ok,
+                peak_reserved_mib=torch.cuda.max_memory_reserved() / MiB)
+
+
+def check_loss(preset: str, batch: int = 4) -> None:
+    """Chunked vs materialised loss and gradients on this device, bf16 autocast: relative differences."""
+    model = build_model(get_preset(preset).model, "cuda")
+    c = model.config
+    idx = torch.randint(0, c.vocab_size, (batch, c.sequence_len + 1), device="cuda")
+    results = {}
+    for name in LOSSES:
+        use_loss(name)
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(idx[:, :-1], idx[:, 1:])
+        loss.backward()
+        results[name] = (loss.item(), [p.grad.float().clone() for p in model.parameters()])
+    use_loss("triton")
+    l0, g0 = results["plain"]
+    for name, (l1, g1) in results.items():
+        rel = max(((a - b).norm() / a.norm().clamp(min=1e-12)).item() for a, b in zip(g0, g1))
+        print(f"loss {name:6s} {l1:.6f} (plain {l0:.6f}); max relative grad difference vs plain {rel:.2e}")
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"\n{'preset':10s} {'batch':>5s} {'compile':>7s} {'loss':>7s} {'resid':>5s} {'accum':>5s} {'step ms':>8s} "
+          f"{'tok/s':>11s} {'MFU':>6s} {'peak alloc MiB':>14s} {'peak resv MiB':>13s} {'ctx MiB':>7s}")
+    for r in rows:
+        if r.get("oom"):
+            print(f"{r['preset']:10s} {r['batch']:5d}   out of memory")
+            continue
+        print(f"{r['preset']:10s} {r['batch']:5d} {str(r['compile']):>7s} {r['loss']:>7s} {r['residual']:>5s} "
+              f"{r['grad_accum']:5d} {r['step_ms']:8.1f} {r['tok_per_s']:11,.0f} {100 * r['mfu']:5.1f}% "
+              f"{r['peak_allocated_mib']:14,.0f} {r['peak_reserved_mib']:13,.0f} {r['context_mib']:7,.0f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tinylab.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("what", choices=["matmul", "check", "train", "vram", "profile", "fit"])
+    ap.add_argument("--preset", default="ittybitty", help="preset name(s), comma-separated")
+    ap.add_argument("--batch-sizes", default="32,48,64")
+    ap.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed steps first (compile happens here)")
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--loss", default="triton", help="comma-separated: " + "; ".join(f"{k} = {v}" for k, v in LOSSES.items()))
+    ap.add_argument("--gpu-mem-gb", type=float, default=24.0, help="fit: emulated card size in GiB")
+    ap.add_argument("--residual", default="bf16", help="residual stream dtype under autocast: bf16, fp32 or both")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="MFU denominator (default: measured now)")
+    ap.add_argument("--json", default=None, help="append one JSON line per configuration to this file")
+    ap.add_argument("--trace", default=None, help="profile: write a chrome trace here")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        ap.error("these benchmarks need a CUDA GPU")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    peak = args.peak_tflops or matmul_tflops()
+    print(f"bf16 matmul ceiling: {peak:.0f} TFLOP/s")
+    if args.what == "matmul":
+        return 0
+    batches = [int(b) for b in args.batch_sizes.split(",")]
+    presets = args.preset.split(",")
+    if args.what == "check":
+        check_loss(presets[0])
+        return 0
+    if args.what == "fit":
+        for preset, batch in itertools.product(presets, batches):
+            print(json.dumps(fits(preset, batch, args.gpu_mem_gb)), flush=True)
+        return 0
+    if args.what == "profile":
+        profile_step(presets[0], batches[0], args.trace)
+        return 0
+    rows = []
+    for preset, batch, loss, residual in itertools.product(presets, batches, args.loss.split(","),
+                                                            args.residual.split(",")):
+        steps, warmup = (args.steps, args.warmup) if args.what == "train" else (2, 2)
+        row = bench_train(preset, batch, compile=not args.no_compile, loss=loss, residual=residual,
+                          warmup=warmup, steps=steps, peak_tflops=peak)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps(row) + "\n")
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,199 @@
+"""Training curves of several runs overlaid: loss, val bpb, LR multiplier and throughput.
+
+One figure, four panels sharing the x axis (step, tokens, FLOPs or wall time), one colour
+per run. Train loss is noisy batch to batch, so it is drawn twice: raw (thin, faint) and
+EMA-smoothed (the line to read). A dotted vertical line marks where each run reaches
+Chinchilla's 20 tokens per parameter; when a run stops short of it, the loss panel says
+where it would be instead of stretching the axis.
+
+Every line carries a gid ("loss-raw:<run>", "loss-smooth:<run>", "val-bpb:<run>", "lr:<run>",
+"tok-per-s:<run>" (smoothed; "tok-per-s-raw:<run>" raw), "chinchilla:<run>") so tests and callers can find it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import FuncFormatter
+
+from .calc import CHINCHILLA_RATIO
+
+X_AXES = {"step": "step", "tokens": "tokens", "flops": "training FLOPs", "elapsed": "wall time"}
+
+
+class PlotError(ValueError):
+    """A plot request that cannot be drawn; the message says what to pass instead."""
+
+
+def ema(values, beta: float) -> np.ndarray:
+    """Debiased exponential moving average (as TensorBoard smooths): no pull toward 0 at the start."""
+    out, avg, weight = np.empty(len(values)), 0.0, 0.0
+    for i, v in enumerate(np.asarray(values, dtype=float)):
+        if np.isfinite(v):
+            avg, weight = beta * avg + (1 - beta) * v, beta * weight + (1 - beta)
+        out[i] = avg / weight if weight else np.nan
+    return out
+
+
+def auto_smooth(n: int) -> float:
+    """EMA coefficient averaging over ~1/15 of the logged points (at least 1, at most 200)."""
+    return 1 - 1 / min(max(n / 15, 1), 200)
+
+
+def human(v: float, _pos=None) -> str:
+    """1234567 -> '1.2M' (tick labels for token and FLOP counts)."""
+    for div, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
+def where(v: float, x: str) -> str:
+    """A position on the x axis in words: 'step 3.2k', '3.28M tokens', '1.2T FLOPs', '~2.6 h'."""
+    if x == "elapsed":  # v in seconds
+        return f"~{v / 3600:.2g} h" if v >= 3600 else f"~{v / 60:.2g} min" if v >= 60 else f"~{v:.2g} s"
+    return {"step": f"step {human(v)}", "tokens": f"{human(v)} tokens", "flops": f"{human(v)} FLOPs"}[x]
+
+
+def chinchilla_tokens(run: pd.DataFrame) -> float | None:
+    """Tokens at 20 per parameter (Chinchilla's compute-optimal ratio), as calc.tokens_for_ratio counts
+    them (all parameters), from the count the run stored in its config.json."""
+    params = run["params"].iloc[0]
+    return CHINCHILLA_RATIO * float(params) if params and pd.notna(params) else None
+
+
+def to_x(run: pd.DataFrame, tokens: float, x: str) -> float | None:
+    """A token count in the units of the x axis (step from tokens per step, time from the run's rate)."""
+    first = run.iloc[0]
+    if x == "tokens":
+        return tokens
+    if x == "step":
+        return tokens / first.tokens_per_step if pd.notna(first.tokens_per_step) and first.tokens_per_step else None
+    if x == "flops":
+        return tokens * first.flops_per_token if pd.notna(first.flops_per_token) else None
+    tr = run[(run.kind == "train")].dropna(subset=["tokens", "elapsed"])
+    if len(tr) < 2 or tr.tokens.iloc[-1] <= 0:
+        return None
+    if tokens <= tr.tokens.iloc[-1]:
+        return float(np.interp(tokens, tr.tokens, tr.elapsed))
+    return tokens * tr.elapsed.iloc[-1] / tr.tokens.iloc[-1]  # extrapolate at the run's average rate
+
+
+def split_runs(frames) -> list[tuple[str, str, pd.DataFrame]]:
+    """(run, label, rows) per run, in load order, keeping runs that have no rows yet."""
+    out: dict[str, tuple[str, pd.DataFrame]] = {}
+    for f in [frames] if isinstance(frames, pd.DataFrame) else list(frames):
+        labels = dict(f.attrs.get("labels", {}))
+        for name, g in f.groupby("run", sort=False):
+            labels.setdefault(name, g.label.iloc[0])
+        for name, label in labels.items():
+            out[name] = (label, f[f.run == name])
+    return [(name, label, rows) for name, (label, rows) in out.items()]
+
+
+def plot_runs(frames, x: str = "step", logx: bool = False, logy: bool = False, smooth: float | None = None,
+              figsize=(12, 7.5)) -> plt.Figure:
+    """Figure of the runs in `frames` (one DataFrame from load_runs, or a list of load_run frames).
+
+    x: 'step' | 'tokens' | 'flops' | 'elapsed'. smooth: EMA coefficient in [0, 1) for the loss
+    (None picks one from the run length). logy applies to the loss and bpb panels. On a linear
+    y axis the loss panel leaves out the first ~1/30 of logged steps' cliff from ln(vocab), which
+    would otherwise squash the part of the curve worth reading."""
+    if x not in X_AXES:
+        raise PlotError(f"x must be one of {list(X_AXES)}, got {x!r}")
+    if smooth is not None and not 0 <= smooth < 1:
+        raise PlotError(f"smooth is an EMA coefficient and must be in [0, 1), got {smooth}; 0 means no smoothing")
+    runs = split_runs(frames)
+    if not runs:
+        raise PlotError("no runs to plot: pass frames from tinylab.runs.load_runs([...])")
+    df = pd.concat([r for _, _, r in runs], ignore_index=True)
+    scale, unit = 1.0, ""
+    if x == "elapsed":
+        t = df.elapsed.max()
+        scale, unit = (3600.0, " (h)") if t > 3 * 3600 else (60.0, " (min)") if t > 300 else (1.0, " (s)")
+
+    fig, axes = plt.subplots(2, 2, figsize=figsize, sharex=True, layout="constrained")
+    ax_loss, ax_bpb, ax_lr, ax_tps = axes.flat
+    for ax, name in zip(axes.flat, ("loss", "val_bpb", "lr", "tok_per_s")):
+        ax.set_label(name)
+        ax.grid(alpha=0.3)
+    betas, handles, top, xmax, notes = [], [], [], 0.0, []
+    for i, (name, label, run) in enumerate(runs):
+        color = f"C{i % 10}"
+        tr = run[run.kind == "train"].dropna(subset=[x])
+        ev = run[run.kind == "eval"].dropna(subset=[x, "val_bpb"])
+        if logx:  # step 0 / 0 tokens has no place on a log axis
+            tr, ev = tr[tr[x] > 0], ev[ev[x] > 0]
+        tx, ex = tr[x].to_numpy(float) / scale, ev[x].to_numpy(float) / scale
+        beta = auto_smooth(len(tr)) if smooth is None else smooth
+        betas.append(beta)
+        ax_loss.plot(tx, tr.loss, color=color, lw=0.8, alpha=0.3, gid=f"loss-raw:{name}")
+        (h,) = ax_loss.plot(tx, ema(tr.loss, beta), color=color, lw=1.8, gid=f"loss-smooth:{name}",
+                            label=label if len(run) else f"{label} (no metrics yet)")
+        handles.append(h)
+        ax_bpb.plot(ex, ev.val_bpb, "o-", color=color, ms=4, lw=1.4, gid=f"val-bpb:{name}")
+        ax_lr.plot(tx, tr.lr, color=color, lw=1.4, gid=f"lr:{name}")
+        ax_tps.plot(tx, tr.tok_per_s, color=color, lw=0.8, alpha=0.3, gid=f"tok-per-s-raw:{name}")
+        ax_tps.plot(tx, ema(tr.tok_per_s, beta), color=color, lw=1.4, gid=f"tok-per-s:{name}")
+        if len(tr) > 10:  # y range of the loss without the first steps' ln(vocab) cliff
+            top.append(tr.loss.iloc[max(1, len(tr) // 30):].max())
+        xmax = max(xmax, np.nanmax(tx, initial=0), np.nanmax(ex, initial=0))
+        ct = chinchilla_tokens(run) if len(run) else None
+        cx = to_x(run, ct, x) if ct else None
+        notes.append((name, color, cx / scale if cx else None))
+
+    for name, color, cx in notes:
+        if cx is None:
+            continue
+        if cx <= xmax:
+            for ax in axes.flat:
+                ax.axvline(cx, color=color, ls=":", lw=1.2, gid=f"chinchilla:{name}")
+        else:
+            ax_loss.annotate(f"{CHINCHILLA_RATIO} tokens/param at {where(cx * scale, x)} →",
+                             xy=(0.99, 0.97 - 0.07 * len(ax_loss.texts)), xycoords="axes fraction", ha="right", va="top", color=color, fontsize=8,
+                             gid=f"chinchilla:{name}")
+    if top and not logy:
+        lo = np.nanmin([np.nanmin(ln.get_ydata()) for ln in ax_loss.lines
+                        if (ln.get_gid() or "").startswith("loss-") and len(ln.get_ydata())] or [0])
+        ax_loss.set_ylim(lo - 0.05 * (max(top) - lo), max(top) + 0.05 * (max(top) - lo))
+    b = f"β={betas[0]:.3g}" if len(set(betas)) == 1 else "β per run"
+    ax_loss.set_title(f"train loss (nats/token): raw and EMA-smoothed ({b})")
+    ax_bpb.set_title("validation bits per byte")
+    ax_lr.set_title("learning-rate multiplier")
+    ax_tps.set_title("throughput (tokens/s): raw and EMA-smoothed")
+    ax_loss.set_ylabel("loss")
+    ax_bpb.set_ylabel("bpb")
+    ax_lr.set_ylabel("× base LR")
+    ax_tps.set_ylabel("tok/s")
+    ax_tps.yaxis.set_major_formatter(FuncFormatter(human))
+    ax_tps.set_ylim(bottom=0)
+    for ax in (ax_lr, ax_tps):
+        ax.set_xlabel(X_AXES[x] + unit)
+        if x in ("tokens", "flops") and not logx:
+            ax.xaxis.set_major_formatter(FuncFormatter(human))
+    plain = FuncFormatter(lambda v, _pos: f"{v:.3g}")  # 4.5, not 4.5×10⁰
+    for ax in axes.flat:
+        if logx:
+            ax.set_xscale("log")
+    for ax in (ax_loss, ax_bpb) if logy else ():
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+        ax.grid(True, which="minor", alpha=0.15)
+    if any(c is not None for _, _, c in notes):
+        handles.append(plt.Line2D([], [], color="gray", ls=":", label=f"{CHINCHILLA_RATIO} tokens/param (Chinchilla)"))
+    fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 4), frameon=False)
+    return fig
+
+
+def save_figure(fig: plt.Figure, path, dpi: int = 120) -> Path:
+    """Write the figure atomically (a reader never sees half a PNG); the format follows the suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    os.replace(tmp, path)
+    return path

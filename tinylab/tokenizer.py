@@ -1,0 +1,407 @@
+"""Byte-level BPE: trained with rustbpe, run with tiktoken, saved without pickle.
+
+Training (rustbpe, Rust + rayon) learns merges over the bytes of regex-split chunks of text;
+the runtime (tiktoken) encodes with those ranks, many documents at once on threads. Special
+tokens come after the merges, so `vocab_size` (what the model's wte/lm_head see) is exactly
+256 bytes + merges + specials.
+
+Split pattern: GPT-4's (cl100k) with one change from nanochat, numbers split into runs of
+at most two digits (`\\p{N}{1,2}` instead of `{1,3}`). A 24k vocabulary cannot afford the
+~1,100 merges that all 1-3 digit numbers would take; two-digit chunks cost ~110 and still
+keep arithmetic-looking text regular. Letters, punctuation, whitespace and contractions
+split as in GPT-4, so no token spans a word boundary plus punctuation.
+
+On disk, `$TINYLAB_HOME/tokenizer/<name>/`:
+    tokenizer.tiktoken   tiktoken's rank file: `base64(token bytes) rank` per line
+    tokenizer.json       pattern, special tokens, vocab size, content hash, training stats
+    token_bytes.npy      int32 byte length of every token id (0 for specials), for bits per byte
+The hash covers the rank file and the JSON fields that change ids, so a checkpoint that
+records it can refuse a different tokenizer with the same name.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import io
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import tiktoken
+from tqdm.auto import tqdm
+
+from . import paths
+
+SPLIT_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}|"""
+                 r""" ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+""")
+BOS = "<|bos|>"
+SPECIAL_TOKENS = (BOS,)  # pretraining only needs a document delimiter
+FORMAT = 1
+RANKS_FILE, META_FILE, TOKEN_BYTES_FILE = "tokenizer.tiktoken", "tokenizer.json", "token_bytes.npy"
+
+
+class TokenizerError(ValueError):
+    """Bad tokenizer input or a missing / foreign tokenizer; the message says what to do."""
+
+
+def _content_hash(ranks_blob: bytes, pattern: str, special_tokens: dict[str, int], vocab_size: int) -> str:
+    meta = json.dumps({"pattern": pattern, "special_tokens": special_tokens, "vocab_size": vocab_size},
+                      sort_keys=True).encode()
+    return hashlib.sha256(ranks_blob + b"\0" + meta).hexdigest()
+
+
+def _ranks_blob(ranks: dict[bytes, int]) -> bytes:
+    """tiktoken's .tiktoken format, in rank order (deterministic bytes for the hash)."""
+    lines = (base64.b64encode(tok) + b" " + str(rank).encode() for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1]))
+    return b"\n".join(lines) + b"\n"
+
+
+def _parse_ranks(blob: bytes, path: Path) -> dict[bytes, int]:
+    ranks = {}
+    for n, line in enumerate(blob.splitlines(), 1):
+        try:
+            tok, rank = line.split()
+            ranks[base64.b64decode(tok, validate=True)] = int(rank)
+        except ValueError as e:
+            raise TokenizerError(f"{path}:{n} is not a tiktoken rank line ({e}); retrain the tokenizer") from e
+    return ranks
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _check_text(text) -> None:
+    if not isinstance(text, str):
+        raise TokenizerError(f"encode takes str, got {type(text).__name__}; "
+                             "decode bytes first, e.g. data.decode('utf-8', errors='replace')")
+
+
+class Tokenizer:
+    """A trained BPE: tiktoken for speed, plus what the model and the evaluator need."""
+
+    def __init__(self, ranks: dict[bytes, int], pattern: str = SPLIT_PATTERN,
+                 special_tokens: Iterable[str] = SPECIAL_TOKENS, name: str = "custom", stats: dict | None = None):
+        if sorted(ranks.values()) != list(range(len(ranks))):
+            raise TokenizerError("token ranks must be exactly 0..N-1; the rank file is corrupt, retrain the tokenizer")
+        self.name, self.pattern, self.ranks = name, pattern, ranks
+        self.special_tokens = {s: len(ranks) + i for i, s in enumerate(special_tokens)}
+        self.vocab_size = len(ranks) + len(self.special_tokens)
+        self.bos_id = self.special_tokens[BOS]
+        self.stats = dict(stats or {})
+        self.enc = tiktoken.Encoding(name=name, pat_str=pattern, mergeable_ranks=ranks,
+                                     special_tokens=self.special_tokens)
+        self.token_bytes = np.zeros(self.vocab_size, dtype=np.int32)
+        for tok, rank in ranks.items():
+            self.token_bytes[rank] = len(tok)
+        self.hash = _content_hash(_ranks_blob(ranks), pattern, self.special_tokens, self.vocab_size)
+
+    def __repr__(self):
+        return f"Tokenizer(name={self.name!r}, vocab_size={self.vocab_size}, hash={self.hash[:12]})"
+
+    # -- runtime -------------------------------------------------------------------------
+    def encode(self, text: str, prepend_bos: bool = False) -> list[int]:
+        """Ids of `text`; special-token strings in it are ordinary text (never a control id).
+
+        Lone surrogates (not valid Unicode) become U+FFFD, as in tiktoken.
+        """
+        _check_text(text)
+        ids = self.enc.encode_ordinary(text)
+        return [self.bos_id] + ids if prepend_bos else ids
+
+    def encode_batch(self, texts: list[str], prepend_bos: bool = False, num_threads: int | None = None) -> list[list[int]]:
+        """Many documents at once on `num_threads` threads (default: all CPUs)."""
+        texts = list(texts)
+        for text in texts:
+            _check_text(text)
+        batch = self.enc.encode_ordinary_batch(texts, num_threads=num_threads or os.cpu_count() or 1)
+        if prepend_bos:
+            for ids in batch:
+                ids.insert(0, self.bos_id)
+        return batch
+
+    def decode(self, ids: Iterable[int]) -> str:
+        ids = [int(i) for i in ids]
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise TokenizerError(f"token id {bad[0]} is outside this tokenizer's vocabulary (0..{self.vocab_size - 1})")
+        return self.enc.decode(ids)
+
+    def id_to_bytes(self, token_id: int) -> bytes:
+        return self.enc.decode_single_token_bytes(token_id)
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write rank file, token_bytes and (last, so its presence marks a complete save) the JSON."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write(directory / RANKS_FILE, _ranks_blob(self.ranks))
+        npy = io.BytesIO()
+        np.save(npy, self.token_bytes, allow_pickle=False)
+        _atomic_write(directory / TOKEN_BYTES_FILE, npy.getvalue())
+        meta = {"format": FORMAT, "name": self.name, "pattern": self.pattern, "special_tokens": self.special_tokens,
+                "vocab_size": self.vocab_size, "hash": self.hash, "stats": self.stats}
+        _atomic_write(directory / META_FILE, json.dumps(meta, indent=2).encode())
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Tokenizer":
+        directory = Path(directory)
+        meta_path, ranks_path = directory / META_FILE, directory / RANKS_FILE
+        if not meta_path.is_file() or not ranks_path.is_file():
+            raise TokenizerError(f"no tokenizer in {directory} (needs {META_FILE} and {RANKS_FILE}); train one with "
+                                 "`python -m tinylab.tokenizer train --preset <preset>`")
+        try:
+            meta = json.loads(meta_path.read_text())
+            specials = sorted(meta["special_tokens"], key=meta["special_tokens"].get)
+            tok = cls(_parse_ranks(ranks_path.read_bytes(), ranks_path), meta["pattern"], specials,
+                      meta["name"], meta.get("stats"))
+        except (KeyError, json.JSONDecodeError) as e:
+            raise TokenizerError(f"{meta_path} is damaged ({e!r}); delete {directory} and retrain") from e
+        if tok.hash != meta.get("hash") or tok.special_tokens != meta["special_tokens"]:
+            raise TokenizerError(f"{directory}: files do not match the recorded hash (partial write or edit?); "
+                                 "delete the directory and retrain")
+        return tok
+
+    def check_hash(self, expected: str, what: str = "this checkpoint") -> None:
+        """Refuse to serve a model trained with a different tokenizer."""
+        if self.hash != expected:
+            raise TokenizerError(f"{what} was trained with tokenizer hash {expected[:12]}, but {self.name} "
+                                 f"has {self.hash[:12]}: ids would mean different text. Use the tokenizer "
+                                 "the model was trained with (or retrain the model)")
+
+
+# -- training ------------------------------------------------------------------------------
+def _budgeted(texts: Iterable[str], max_chars: int | None, bar: tqdm, seen: list[int]) -> Iterator[str]:
+    """Pass documents through, cutting at `max_chars`, rejecting non-text, counting characters."""
+    for i, text in enumerate(texts):
+        if isinstance(text, (bytes, bytearray)):
+            raise TokenizerError(f"document {i} is bytes, not str; decode it first "
+                                 "(e.g. .decode('utf-8', errors='replace'))")
+        if not isinstance(text, str):
+            raise TokenizerError(f"document {i} is a {type(text).__name__}, not str")
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise TokenizerError(f"document {i} holds non-UTF-8 data ({e.reason} at character {e.start}); "
+                                     "clean it, e.g. s.encode('utf-8', 'replace').decode()") from None
+        if max_chars is not None and seen[0] + len(text) > max_chars:
+            text = text[: max_chars - seen[0]]
+        seen[0] += len(text)
+        bar.update(len(text))
+        yield text
+        if max_chars is not None and seen[0] >= max_chars:
+            return
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, max_chars: int | None = None, *,
+                    name: str = "custom", pattern: str = SPLIT_PATTERN, progress: bool = True) -> Tokenizer:
+    """Train a byte-level BPE of exactly `vocab_size` ids (256 bytes + merges + specials).
+
+    rustbpe breaks frequency ties deterministically, so the same text gives the same ranks.
+    """
+    import rustbpe
+
+    min_vocab = 256 + len(SPECIAL_TOKENS)
+    if vocab_size < min_vocab:
+        raise TokenizerError(f"vocab_size {vocab_size} is too small: it needs at least 256 byte tokens + "
+                             f"{len(SPECIAL_TOKENS)} special token(s) = {min_vocab}")
+    if max_chars is not None and max_chars <= 0:
+        raise TokenizerError(f"max_chars must be positive, got {max_chars}")
+    seen = [0]
+    t0 = time.perf_counter()
+    bpe = rustbpe.Tokenizer()
+    with tqdm(total=max_chars, unit="char", unit_scale=True, desc=f"BPE {name}", disable=not progress) as bar:
+        bpe.train_from_iterator(_budgeted(texts, max_chars, bar, seen), vocab_size - len(SPECIAL_TOKENS), pattern=pattern)
+    seconds = time.perf_counter() - t0
+    if seen[0] == 0:
+        raise TokenizerError("the corpus is empty: no text to train the tokenizer on (check the corpus / shards)")
+    ranks = {bytes(tok): rank for tok, rank in bpe.get_mergeable_ranks()}
+    if len(ranks) + len(SPECIAL_TOKENS) != vocab_size:
+        raise TokenizerError(f"{seen[0]:,} characters only allow {len(ranks) - 256} merges, but vocab_size "
+                             f"{vocab_size} needs {vocab_size - min_vocab}: give more text or a smaller vocab_size")
+    stats = {"chars": seen[0], "max_chars": max_chars, "train_seconds": round(seconds, 3),
+             "chars_per_s": round(seen[0] / max(seconds, 1e-9))}
+    return Tokenizer(ranks, bpe.get_pattern(), SPECIAL_TOKENS, name, stats)
+
+
+def tokenizer_dir(name: str) -> Path:
+    return paths.home() / "tokenizer" / name
+
+
+def train_corpus_tokenizer(corpus: str, vocab_size: int, max_chars: int | None, *, progress: bool = True) -> Tokenizer:
+    """Train on a corpus' training shards and save to TINYLAB_HOME/tokenizer/<corpus>-<vocab_size>/."""
+    from .data import iter_texts, list_shards
+    list_shards(corpus, "train")  # a missing corpus fails here, before the progress bar opens
+    name = f"{corpus}-{vocab_size}"
+    tok = train_tokenizer(iter_texts(corpus, "train"), vocab_size, max_chars, name=name, progress=progress)
+    tok.save(tokenizer_dir(name))
+    return tok
+
+
+def get_tokenizer(preset, *, progress: bool = True) -> Tokenizer:
+    """The preset's tokenizer: loaded from TINYLAB_HOME, trained on its corpus if missing."""
+    directory = tokenizer_dir(preset.tokenizer_name)
+    if (directory / META_FILE).is_file():
+        return Tokenizer.load(directory)
+    return train_corpus_tokenizer(preset.corpus, preset.model.vocab_size, preset.tokenizer_max_chars, progress=progress)
+
+
+# -- evaluation ----------------------------------------------------------------------------
+class Reference:
+    """A tiktoken encoding to compare against, usable only when its files are already cached.
+
+    tiktoken downloads rank files on first use and would block without network, so we look
+    in its cache first (same key: sha1 of the URL; same check: sha256 of the content).
+    """
+
+    def __init__(self, name: str, files: dict[str, str], build=None):
+        self.name, self.files = name, files  # files: url -> expected sha256
+        self._build = build or (lambda: tiktoken.get_encoding(name))
+
+    def cached(self) -> bool:
+        cache = tiktoken_cache_dir()
+        if cache is None:
+            return False
+        for url, sha256 in self.files.items():
+            path = cache / hashlib.sha1(url.encode()).hexdigest()
+            if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+                return False
+        return True
+
+    def load(self) -> tiktoken.Encoding:
+        return self._build()
+
+
+_BLOB = "https://openaipublic.blob.core.windows.net/"
+REFERENCES = (  # URLs and hashes as in tiktoken_ext/openai_public.py (a test keeps them in sync)
+    Reference("gpt2", {
+        _BLOB + "gpt-2/encodings/main/vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+        _BLOB + "gpt-2/encodings/main/encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"}),
+    Reference("cl100k_base", {
+        _BLOB + "encodings/cl100k_base.tiktoken": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"}),
+)
+
+
+def tiktoken_cache_dir() -> Path | None:
+    """Where tiktoken caches downloads (its own rule from tiktoken/load.py); None if disabled."""
+    import tempfile
+    cache = os.environ.get("TIKTOKEN_CACHE_DIR", os.environ.get("DATA_GYM_CACHE_DIR"))
+    if cache is None:
+        return Path(tempfile.gettempdir()) / "data-gym-cache"
+    return Path(cache) if cache else None
+
+
+def load_references(references=REFERENCES, log=print) -> list[tiktoken.Encoding]:
+    """The cached reference encodings; one line through `log` for each one skipped."""
+    encodings = []
+    for ref in references:
+        if not ref.cached():
+            log(f"{ref.name} not cached (needs a download): skipped")
+            continue
+        try:
+            encodings.append(ref.load())
+        except Exception as e:  # a damaged cache must not stop an evaluation
+            log(f"{ref.name} failed to load from the cache ({e}): skipped")
+    return encodings
+
+
+def eval_texts(preset, max_chars: int = 1_000_000) -> list[str]:
+    """Held-out text: the validation shard of the preset's corpus (never seen in training)."""
+    from .data import iter_texts
+    return list(iter_texts(preset.corpus, "val", max_chars=max_chars))
+
+
+def bytes_per_token(enc: tiktoken.Encoding, texts: list[str]) -> float:
+    n_bytes = sum(len(t.encode("utf-8", "replace")) for t in texts)
+    n_tokens = sum(map(len, enc.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)))
+    return n_bytes / max(n_tokens, 1)
+
+
+def compression_table(tok: Tokenizer, texts: list[str], references=REFERENCES, log=print):
+    """bytes/token of this tokenizer and the cached references on `texts` (higher = better)."""
+    import pandas as pd
+    rows = [(tok.name, tok.vocab_size, bytes_per_token(tok.enc, texts))]
+    rows += [(enc.name, enc.n_vocab, bytes_per_token(enc, texts)) for enc in load_references(references, log)]
+    df = pd.DataFrame(rows, columns=["tokenizer", "vocab_size", "bytes_per_token"])
+    df["tokens_vs_ours"] = df.bytes_per_token.iloc[0] / df.bytes_per_token  # <1: fewer tokens than ours
+    return df
+
+
+def compression_by_vocab(tok: Tokenizer, texts: list[str], vocab_sizes: Iterable[int]):
+    """bytes/token as the vocabulary grows, from one training run.
+
+    BPE training is greedy, so a tokenizer trained to a smaller vocabulary has exactly the
+    first merges of a larger one: truncating the ranks replays it without retraining.
+    """
+    import pandas as pd
+    rows = []
+    for v in sorted(vocab_sizes):
+        n = v - len(tok.special_tokens)
+        if not 256 <= n <= len(tok.ranks):
+            raise TokenizerError(f"vocab size {v} is outside 256+specials..{tok.vocab_size} for {tok.name}")
+        sub = {b: r for b, r in tok.ranks.items() if r < n}
+        enc = tiktoken.Encoding(f"{tok.name}[:{v}]", pat_str=tok.pattern, mergeable_ranks=sub, special_tokens={})
+        rows.append((v, bytes_per_token(enc, texts)))
+    return pd.DataFrame(rows, columns=["vocab_size", "bytes_per_token"])
+
+
+def encode_throughput(tok: Tokenizer, texts: list[str], num_threads: int | None = None) -> float:
+    """Tokens per second of encode_batch over `texts` (best of 3)."""
+    best, n_tokens = float("inf"), 0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        n_tokens = sum(map(len, tok.encode_batch(texts, num_threads=num_threads)))
+        best = min(best, time.perf_counter() - t0)
+    return n_tokens / best
+
+
+# -- CLI -----------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    from .data import CorpusError
+    from .presets import UnknownPresetError, get_preset, preset_from_env
+    ap = argparse.ArgumentParser(prog="python -m tinylab.tokenizer", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    tr = sub.add_parser("train", help="train a BPE and save it under $TINYLAB_HOME/tokenizer/<name>/")
+    ev = sub.add_parser("eval", help="compression (bytes/token) on held-out text, vs GPT-2 / cl100k if cached")
+    for p in (tr, ev):
+        p.add_argument("--preset", help="preset name (default: $TINYLAB_PRESET or ittybitty)")
+    tr.add_argument("--vocab-size", type=int, help="total ids incl. special tokens (default: the preset's model)")
+    tr.add_argument("--max-chars", type=int, help="training text budget (default: the preset's)")
+    tr.add_argument("--corpus", choices=["sample", "fineweb"], help="default: the preset's")
+    tr.add_argument("--force", action="store_true", help="retrain even if the tokenizer exists")
+    ev.add_argument("--max-chars", type=int, default=1_000_000, help="held-out characters to evaluate on")
+    args = ap.parse_args(argv)
+    try:
+        preset = get_preset(args.preset) if args.preset else preset_from_env()
+        if args.cmd == "train":
+            corpus = args.corpus or preset.corpus
+            vocab = args.vocab_size or preset.model.vocab_size
+            directory = tokenizer_dir(f"{corpus}-{vocab}")
+            if (directory / META_FILE).is_file() and not args.force:
+                print(f"{directory} exists (hash {Tokenizer.load(directory).hash[:12]}); --force retrains")
+                return 0
+            tok = train_corpus_tokenizer(corpus, vocab, args.max_chars or preset.tokenizer_max_chars)
+            print(f"trained {tok} on {tok.stats['chars']:,} chars in {tok.stats['train_seconds']:.1f} s "
+                  f"({tok.stats['chars_per_s']:,.0f} chars/s) -> {directory}")
+        else:
+            tok = get_tokenizer(preset)
+            texts = eval_texts(preset, args.max_chars)
+            print(compression_table(tok, texts).to_string(index=False, float_format="%.3f"))
+            threads = os.cpu_count() or 1
+            print(f"encode_batch: {encode_throughput(tok, texts):,.0f} tokens/s on {threads} threads")
+    except (TokenizerError, CorpusError, UnknownPresetError) as e:
+        print(f"error: {e}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
