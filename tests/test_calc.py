@@ -166,3 +166,23 @@ def test_architecture_report_and_widget(capsys):
     assert "not a valid architecture: model_dim=80" in capsys.readouterr().out
     sliders[2].value = 16  # legal again
     assert "not a valid architecture" not in capsys.readouterr().out
+
+
+def test_show_report_sizes_memory_once_and_calibration_closes_its_file(capsys, monkeypatch, tmp_path):
+    import gc
+    import json
+    import warnings
+
+    from tinylab.widgets import arch
+    calls = []
+    monkeypatch.setattr(arch, "max_device_batch", lambda *a, **k: calls.append(a) or 7)
+    arch.show_report(**arch.preset_knobs(get_preset("smoke")))
+    assert len(calls) == 1  # summary and figure share one memory_fit, so they cannot disagree
+    assert "largest batch for 24 GiB: 7" in capsys.readouterr().out
+    f = tmp_path / "vram.jsonl"
+    f.write_text(json.dumps(dict(preset="smoke", compile=False, batch=2, peak_reserved_mib=100, context_mib=500)) + "\n")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", ResourceWarning)
+        arch.vram_calibration_figure(f)
+        gc.collect()
+    assert not [w for w in seen if issubclass(w.category, ResourceWarning)]

@@ -96,3 +96,62 @@ def test_load_model_refuses_a_different_tokenizer(tmp_path, monkeypatch):
     other.save(run / "tokenizer")
     with pytest.raises(TokenizerError, match="trained with tokenizer hash"):
         checkpoint.load_model(run)
+
+
+def test_resume_keeps_the_requested_initial_lr(tmp_path):
+    model, opts, _ = stepped(CFG)
+    ckpt = save_checkpoint(tmp_path, 2, model, opts, {})
+    torch.manual_seed(0)
+    model2 = build_model(CFG)
+    opts2 = setup_optimizers(model2, matrix_lr=0.5, embedding_lr=0.3)
+    wanted = [[g["initial_lr"] for g in o.param_groups] for o in opts2]
+    load_checkpoint(ckpt, model2, opts2)
+    assert [[g["initial_lr"] for g in o.param_groups] for o in opts2] == wanted
+    assert opts2[1].param_groups[0]["initial_lr"] == 0.5
+    assert opts2[1].state_dict()["state"].keys() == opts[1].state_dict()["state"].keys()  # state restored
+
+
+def test_resaving_a_step_that_fails_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    import os
+
+    model, opts, _ = stepped(CFG, steps=1)
+    save_checkpoint(tmp_path, 3, model, opts, dict(version=1))
+    rename = os.rename
+
+    def failing_rename(src, dst):
+        if os.path.basename(src).startswith(".tmp-"):  # the new checkpoint cannot be moved in
+            raise OSError("disk full")
+        rename(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "rename", failing_rename)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path, 3, model, opts, dict(version=2))
+    monkeypatch.undo()
+    assert checkpoint.read_meta(latest_checkpoint(tmp_path))["version"] == 1
+    save_checkpoint(tmp_path, 3, model, opts, dict(version=2))
+    assert checkpoint.read_meta(latest_checkpoint(tmp_path))["version"] == 2
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_000003"]  # nothing left aside
+
+
+def test_atomic_write_bytes_and_str_and_cleans_up_on_failure(tmp_path, monkeypatch):
+    import os
+
+    from tinylab import paths
+
+    target = tmp_path / "f.json"
+    paths.atomic_write(target, "héllo")
+    assert target.read_text(encoding="utf-8") == "héllo" and (target.stat().st_mode & 0o777) == 0o644
+    paths.atomic_write(target, b"\x00\x01")
+    assert target.read_bytes() == b"\x00\x01"
+
+    def broken_replace(src, dst):
+        raise OSError("no space")
+
+    monkeypatch.setattr(paths.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="no space"):
+        paths.atomic_write(target, b"new")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"\x00\x01" and os.listdir(tmp_path) == ["f.json"]  # no temp file left
+    checkpoint.write_json(tmp_path / "c.json", {"a": 1})
+    assert json.loads((tmp_path / "c.json").read_text()) == {"a": 1}
+    assert ((tmp_path / "c.json").stat().st_mode & 0o777) == 0o644

@@ -116,6 +116,24 @@ def test_prompt_longer_than_context(home):
     assert code == 0 and "context is 32" in err.getvalue() and out.getvalue().startswith("ok")
 
 
+def test_completer_encodes_the_prompt_once(home):
+    model, tok, _ = load_model(home / "runs" / "tiny")
+    calls = []
+
+    class Counting:  # the real tokenizer, counting encode calls
+        def __getattr__(self, name):
+            return getattr(tok, name)
+
+        def encode(self, text, prepend_bos=False):
+            calls.append(text)
+            return tok.encode(text, prepend_bos=prepend_bos)
+
+    out = io.StringIO()
+    result = cli.Completer(model, Counting(), out, color=False, temperature=0, max_tokens=5)("hi")
+    assert calls == ["hi"]
+    assert result.text == expected(home, "hi", temperature=0, max_tokens=5) and out.getvalue() == "hi" + result.text + "\n"
+
+
 def test_bad_settings_exit_before_loading(home):
     err = io.StringIO()
     assert cli.main(["--run", "tiny", "-t", "-1", "-p", "x"], stdout=io.StringIO(), stderr=err) == 2

@@ -133,3 +133,18 @@ def test_batch_plan_exact_and_multi_rank():
 def test_num_iterations_for_target_tokens():
     assert num_iterations_for(300 * 2048, 2048) == 300
     assert num_iterations_for(10, 2048) == 1
+
+
+def test_lr_multiplier_clamps_steps_outside_the_run():
+    assert lr_multiplier(100, 50) == 0.0  # past the end: the final rate, not a negative one
+    assert lr_multiplier(100, 50, final_lr_frac=0.1) == pytest.approx(0.1)
+    assert lr_multiplier(-5, 50, warmup_ratio=0.1) == lr_multiplier(0, 50, warmup_ratio=0.1)
+
+
+def test_plan_names_the_known_gpus_for_an_unknown_one():
+    from tinylab.calc import GPU_PEAK_FLOPS
+    from tinylab.schedule import plan
+
+    with pytest.raises(ValueError, match="unknown GPU 'T4'") as e:
+        plan("smoke", gpu="T4")
+    assert all(name in str(e.value) for name in GPU_PEAK_FLOPS)

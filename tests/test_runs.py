@@ -216,6 +216,30 @@ def test_cli_list_and_plot(home, tmp_path, capsys):
     assert "no run 'nope'" in capsys.readouterr().err
 
 
+def test_published_run_shadowed_by_a_local_run_resolves(home, tmp_path, monkeypatch):
+    write_run(home, "same", model_dim=32, steps=40)
+    write_run(tmp_path / "docs", "same", model_dim=64, steps=60)
+    monkeypatch.setattr(R, "DOCS_RUNS", tmp_path / "docs")
+    assert list(R.find_runs()) == ["same", "docs/runs/same"]
+    for key, path in R.find_runs().items():  # every name find_runs (and the runs widget) offers loads
+        assert R.resolve_run(key) == path
+    df = R.load_runs(list(R.find_runs()))
+    assert df.groupby("run", sort=False).model_dim.first().to_dict() == {"same": 32, "docs/runs/same": 64}
+
+
+@pytest.mark.parametrize("damage", ["binary", "unreadable"])
+def test_unreadable_config_is_a_run_error(home, damage):
+    f = write_run(home, "bad") / "config.json"
+    if damage == "binary":
+        f.write_bytes(b"\xff\xfe{")
+    else:  # a directory where the file should be: IsADirectoryError, an OSError, on any user (even root)
+        f.unlink()
+        f.mkdir()
+        (f / "x").write_text("")
+    with pytest.raises(R.RunError, match=f"cannot read {f}"):
+        R.load_config("bad")
+
+
 def test_widget_replots_and_reports_problems(home):
     from tinylab.widgets.runs import runs_view, show_runs
     write_run(home, "a", model_dim=32)

@@ -197,9 +197,9 @@ def test_cli(tmp_path, monkeypatch, capsys, no_network):
     monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
     assert T.main(["train", "--preset", "nope"]) == 2
-    assert "unknown preset 'nope'" in capsys.readouterr().out
+    assert "unknown preset 'nope'" in capsys.readouterr().err
     assert T.main(["train", "--preset", "smoke", "--corpus", "fineweb"]) == 2
-    assert "tinylab.data download" in capsys.readouterr().out
+    assert "tinylab.data download" in capsys.readouterr().err
     assert T.main(["train", "--preset", "smoke", "--vocab-size", "300", "--max-chars", "100000"]) == 0
     out = capsys.readouterr().out
     assert "sample-300" in out and (tmp_path / "tokenizer" / "sample-300" / T.META_FILE).is_file()

@@ -137,3 +137,124 @@ def test_cli_prints_rounding_once_and_finishes(capsys):
     assert out.count("not a multiple") == 1 and "using 1,152" in out and "done: 2 steps" in out
     assert main(["--preset", "smoke", "--run", "cli", "--num-iterations", "2", "--no-progress"]) == 1
     assert "--resume" in capsys.readouterr().err
+
+
+def test_resume_below_the_checkpoint_step_is_refused_and_equal_is_finished():
+    train("smoke", "short", num_iterations=2, progress=False, **TINY)
+
+    def no_training(rec):  # before the fix the loop ran past the end forever
+        assert rec["kind"] != "train", "trained past num_iterations"
+
+    with pytest.raises(TrainError, match="already at step 2; pass --num-iterations > 2"):
+        train("smoke", "short", num_iterations=1, resume=True, progress=False, callback=no_training, **TINY)
+    assert train("smoke", "short", num_iterations=2, resume=True, progress=False, callback=no_training,
+                 **TINY)["step"] == 2
+
+
+def test_resume_uses_the_requested_learning_rates():
+    train("smoke", "relr", num_iterations=2, progress=False, **TINY)
+    train("smoke", "relr", num_iterations=3, resume=True, matrix_lr=0.05, progress=False, **TINY)
+    cfg = json.loads((paths.runs_dir() / "relr" / "config.json").read_text())
+    assert cfg["train"]["matrix_lr"] == 0.05 and cfg["train"]["lrs"]["matrix"] == pytest.approx(0.05)
+    ckpt = checkpoint.read_meta(checkpoint.latest_checkpoint(paths.runs_dir() / "relr"))
+    muon = ckpt["optimizers"][1]["param_groups"][0]
+    assert muon["initial_lr"] == pytest.approx(0.05)
+
+
+def test_a_run_started_from_scratch_drops_stale_metrics_and_tokenizer():
+    from tinylab.tokenizer import Tokenizer, get_tokenizer, train_tokenizer
+
+    run_dir = paths.runs_dir() / "stale"
+    texts = ["the cat sat on the mat. " * 20, "a dog ate the hat! " * 20]
+    train_tokenizer(texts, 265, progress=False).save(run_dir / "tokenizer")
+    (run_dir / "metrics.jsonl").write_text(json.dumps(dict(kind="train", step=99, loss=9.0)) + "\n")
+    train("smoke", "stale", num_iterations=1, resume=True, progress=False, **TINY)  # nothing to resume
+    assert 99 not in [r["step"] for r in metrics("stale")]
+    assert Tokenizer.load(run_dir / "tokenizer").hash == get_tokenizer(get_preset("smoke")).hash
+
+
+def test_overwrite_under_ddp_waits_for_rank_0_before_looking_for_checkpoints(monkeypatch):
+    import tinylab.train as T
+
+    events = []
+
+    class Stop(Exception):
+        pass
+
+    def barrier():
+        events.append("barrier")
+        raise Stop
+
+    monkeypatch.setattr(T, "setup_distributed", lambda device: (1, 2, torch.device("cpu"), False))
+    monkeypatch.setattr(T.dist, "barrier", barrier)
+    monkeypatch.setattr(T.checkpoint, "latest_checkpoint", lambda run_dir: events.append("latest_checkpoint"))
+    with pytest.raises(Stop):
+        train("smoke", "ddp-overwrite", overwrite=True, progress=False, **TINY)
+    assert events == ["barrier"]
+
+
+def test_evaluation_reuses_one_val_loader_and_repeats_exactly(monkeypatch):
+    from tinylab import loader as L
+    from tinylab.evaluate import evaluate_bpb
+    from tinylab.tokenizer import get_tokenizer
+    from tinylab.train import make_loaders
+
+    preset, _ = resolve("smoke", dict(eval_tokens=1024))
+    tok = get_tokenizer(preset)
+    built = []
+    init = L.TokenLoader.__init__
+
+    def counting_init(self, tokens, split, *a, **kw):
+        built.append(split)
+        init(self, tokens, split, *a, **kw)
+
+    monkeypatch.setattr(L.TokenLoader, "__init__", counting_init)
+    train_loader, val = make_loaders(preset, tok, 2, 0, 1, torch.device("cpu"), progress=False)
+    torch.manual_seed(0)
+    model = build_model(preset.model)
+    token_bytes = torch.as_tensor(tok.token_bytes, dtype=torch.int64)
+    a, b = evaluate_bpb(model, val(), token_bytes), evaluate_bpb(model, val(), token_bytes)
+    assert built == ["train", "val"]  # one val loader, not one per eval
+    fresh = evaluate_bpb(model, L.val_batches(preset, tok, batch_size=2, progress=False), token_bytes)
+    assert a == b == fresh
+
+
+def test_train_calls_train_step_once_per_step(monkeypatch):
+    import tinylab.train as T
+
+    returned = []
+
+    def spy(*a, **kw):
+        returned.append(T_train_step(*a, **kw))
+        return returned[-1]
+
+    T_train_step = T.train_step
+    monkeypatch.setattr(T, "train_step", spy)
+    train("smoke", "step-fn", num_iterations=2, progress=False, **dict(TINY, total_batch_size=1024))  # grad_accum 4
+    assert [r.item() for r in returned] == pytest.approx([losses("step-fn")[1], losses("step-fn")[2]], abs=1e-6)
+
+
+def test_cli_preset_defaults_to_tinylab_preset(monkeypatch, capsys):
+    import tinylab.train as T
+
+    seen = {}
+    monkeypatch.setenv("TINYLAB_PRESET", "smoke")
+    monkeypatch.setattr(T, "train", lambda preset, run, **kw: seen.update(preset=preset, run=run) or
+                        dict(step=0, tokens=0, val_bpb=None, run_dir="x"))
+    assert main(["--no-progress"]) == 0
+    assert seen == dict(preset="smoke", run="smoke")
+    monkeypatch.setenv("TINYLAB_PRESET", "nope")
+    assert main(["--no-progress"]) == 1 and "unknown preset 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "$TINYLAB_PRESET" in capsys.readouterr().out
+
+
+def test_live_plot_skips_a_half_written_last_line(tmp_path):
+    from tinylab.widgets.live import LiveLossPlot
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps(dict(kind="eval", step=0, tokens=0, val_bpb=3.5)) + "\n" + '{"kind": "tra')
+    live = LiveLossPlot()
+    live.load(path)
+    assert live.eval == [(0, 3.5)] and live.train == []

@@ -6,8 +6,8 @@
     python -m tinylab.bench profile --preset ittybitty --batch-sizes 48
     python -m tinylab.bench fit --preset ittybitty --batch-sizes 128,136 --gpu-mem-gb 24   # does it fit a 24 GiB card?
 
-A training step here is exactly what tinylab.train does per optimizer step: grad_accum
-micro-batches of forward + backward under bf16 autocast (compiled), then AdamW + Muon.
+A training step here is tinylab.train's own train_step: grad_accum micro-batches of
+forward + backward under bf16 autocast (compiled), then AdamW + Muon.
 Tokens are random ids already on the GPU, so the numbers measure the model and optimizer,
 not the loader (the loader has its own benchmark). Timings are medians of CUDA-event-timed
 steps after warm-up; MFU divides achieved FLOP/s (calc.flops_per_token × tokens/s) by the
@@ -26,10 +26,11 @@ import torch
 
 from . import calc
 from . import loss as loss_module
-from .model import GPT, build_model
+from .model import build_model
 from .optim import apply_schedule, setup_optimizers
 from .presets import get_preset
 from .schedule import muon_momentum, plan_batch
+from .train import train_step
 
 MiB = 2 ** 20
 
@@ -61,43 +62,42 @@ LOSSES = {"triton": "chunked, Triton kernel", "torch": "chunked, compiled torch 
           "plain": "materialised logits, compiled"}
 
 
-def use_loss(name: str) -> None:
-    """Pick the lm_head + cross-entropy implementation the model uses (see tinylab.loss)."""
-    if name not in LOSSES:
-        raise SystemExit(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
-    GPT.chunked_loss = name != "plain"
-    loss_module.USE_TRITON = name == "triton"
-
-
 class TrainStep:
-    """One optimizer step of tinylab.train on synthetic tokens, for timing and memory."""
+    """One optimizer step of tinylab.train (its train_step) on synthetic tokens, for timing and memory.
+
+    loss / residual pick the implementation under test on this model instance only (see tinylab.loss
+    and GPT.lowp_residual); tinylab.loss.USE_TRITON is set for the duration of each step.
+    """
 
     def __init__(self, preset_name: str, device_batch_size: int, compile: bool = True, loss: str = "triton",
                  residual: str = "bf16", device: str = "cuda"):
+        if loss not in LOSSES:
+            raise SystemExit(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
         preset = get_preset(preset_name)
         self.config = preset.model
         self.plan = plan_batch(preset.total_batch_size, device_batch_size, self.config.sequence_len)
-        use_loss(loss)
-        GPT.lowp_residual = residual == "bf16"
         self.model = build_model(self.config, device)
+        self.model.chunked_loss, self.model.lowp_residual = loss != "plain", residual == "bf16"
+        self.use_triton = loss == "triton"
         self.optimizers = setup_optimizers(self.model)
         self.forward = torch.compile(self.model, dynamic=False) if compile else self.model
         gen = torch.Generator(device=device).manual_seed(0)
         shape = (self.plan.grad_accum, device_batch_size, self.config.sequence_len + 1)
         self.tokens = torch.randint(0, self.config.vocab_size, shape, device=device, generator=gen)
+        self.autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=device.startswith("cuda"))
         self.step_idx = 0
 
     def __call__(self) -> torch.Tensor:
-        for micro in self.tokens:
-            with torch.autocast(micro.device.type, dtype=torch.bfloat16, enabled=micro.is_cuda):
-                loss = self.forward(micro[:, :-1], micro[:, 1:])
-            (loss / self.plan.grad_accum).backward()
         apply_schedule(self.optimizers, 1.0, muon_momentum(self.step_idx))
-        for opt in self.optimizers:
-            opt.step()
-        self.model.zero_grad(set_to_none=True)
+        batches = ((micro[:, :-1], micro[:, 1:]) for micro in self.tokens)
+        saved, loss_module.USE_TRITON = loss_module.USE_TRITON, self.use_triton
+        try:
+            loss = train_step(self.forward, self.optimizers, batches, self.plan.grad_accum,
+                              autocast=self.autocast, grad_clip=0.0, model=self.model)
+        finally:
+            loss_module.USE_TRITON = saved
         self.step_idx += 1
-        return loss.detach()
+        return loss
 
 
 def time_steps(step: TrainStep, warmup: int, steps: int) -> list[float]:
@@ -211,13 +211,13 @@ def check_loss(preset: str, batch: int = 4) -> None:
     idx = torch.randint(0, c.vocab_size, (batch, c.sequence_len + 1), device="cuda")
     results = {}
     for name in LOSSES:
-        use_loss(name)
+        model.chunked_loss, loss_module.USE_TRITON = name != "plain", name == "triton"
         model.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = model(idx[:, :-1], idx[:, 1:])
         loss.backward()
         results[name] = (loss.item(), [p.grad.float().clone() for p in model.parameters()])
-    use_loss("triton")
+    loss_module.USE_TRITON = True
     l0, g0 = results["plain"]
     for name, (l1, g1) in results.items():
         rel = max(((a - b).norm() / a.norm().clamp(min=1e-12)).item() for a, b in zip(g0, g1))

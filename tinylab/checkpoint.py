@@ -10,7 +10,8 @@ Layout of one checkpoint, $TINYLAB_HOME/runs/<run>/checkpoints/step_NNNNNN/:
 
 A checkpoint is written into a hidden temp directory and renamed into place in one
 os.rename, so a crash leaves either the complete new checkpoint or none; older ones are
-pruned only afterwards. The newest complete step directory is the one that is loaded.
+pruned only afterwards. Re-saving a step renames its old directory aside (.old-*), renames the
+new one in, and only then deletes the old. The newest complete step directory is loaded.
 """
 from __future__ import annotations
 
@@ -40,12 +41,8 @@ class CheckpointError(RuntimeError):
 
 
 def write_json(path: Path, obj) -> None:
-    """Write JSON atomically: a temp file in the same directory, then os.replace."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    """Write JSON atomically (tinylab.paths.atomic_write)."""
+    paths.atomic_write(path, json.dumps(obj, indent=1))
 
 
 # ---------------------------------------------------------------- RNG
@@ -116,7 +113,8 @@ def restore_optimizers(optimizers, tensors: dict[str, torch.Tensor], meta: list[
             g = dict(saved)
             if "betas" in g:
                 g["betas"] = tuple(g["betas"])
-            g.update({k: cur[k] for k in RUNTIME_FLAGS if k in cur})
+            # initial_lr is this run's request (--resume --matrix-lr 0.5 must take effect): keep the new one
+            g.update({k: cur[k] for k in (*RUNTIME_FLAGS, "initial_lr") if k in cur})
             groups.append(g)
         opt.load_state_dict(dict(state=state, param_groups=groups))
 
@@ -129,6 +127,7 @@ def save_checkpoint(run_dir: Path, step: int, model: GPT, optimizers, meta: dict
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-step_{step:06d}-"))
+    old = None
     try:
         save_model(model, str(tmp / "model.safetensors"))
         tensors, opt_meta = flatten_optimizers(optimizers)
@@ -137,13 +136,18 @@ def save_checkpoint(run_dir: Path, step: int, model: GPT, optimizers, meta: dict
                     rng=rng_state(), **meta)
         write_json(tmp / "checkpoint.json", body)
         if final.exists():  # re-saving the same step (e.g. final save right after a periodic one)
-            shutil.rmtree(final)
+            old = root / f".old{tmp.name}"
+            os.rename(final, old)
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists() and not final.exists():
+            os.rename(old, final)  # put the previous checkpoint back
         raise
-    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+    if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+    for stale in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(stale, ignore_errors=True)
     return final
 
 

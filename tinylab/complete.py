@@ -31,10 +31,11 @@ class Completer:
         def write(s: str):
             self.out.write(s)
             self.out.flush()
-        check_prompt(self.model, len(self.tokenizer.encode(prompt, prepend_bos=True)))  # before echoing
+        ids = self.tokenizer.encode(prompt, prepend_bos=True)
+        check_prompt(self.model, len(ids))  # before echoing
         if echo:
             write(f"{GRAY}{prompt}{RESET}" if self.color else prompt)
-        result = complete(self.model, self.tokenizer, prompt, on_text=write, **self.settings)
+        result = complete(self.model, self.tokenizer, prompt, on_text=write, prompt_ids=ids, **self.settings)
         write("\n")
         return result
 

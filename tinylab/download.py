@@ -148,8 +148,3 @@ def download_shards(num_shards: int = 15, *, out_dir: Path | None = None, worker
                 raise
     return [paths[i] for i in range(num_shards)]
 
-
-def ensure_corpus(preset, **kwargs) -> None:
-    """Make the preset's corpus available: download its FineWeb-Edu shards; the sample needs nothing."""
-    if preset.corpus == "fineweb":
-        download_shards(preset.num_shards, **kwargs)

@@ -130,14 +130,6 @@ def generate(model: GPT, prompt_ids: Sequence[int], *, max_tokens: int = 200, te
             logits = model(seq)[:, -1]
 
 
-def token_bytes_fn(tokenizer) -> Callable[[int], bytes]:
-    """id -> the raw bytes of that token; a byte-level BPE token may hold part of a character."""
-    if hasattr(tokenizer, "id_to_bytes"):
-        return tokenizer.id_to_bytes
-    raise TypeError(f"{type(tokenizer).__name__} has no id_to_bytes(token_id) -> bytes; "
-                    "use a tinylab.tokenizer.Tokenizer")
-
-
 class TextStream:
     """Token ids in, text out, never splitting a multi-byte UTF-8 character across pieces.
 
@@ -146,7 +138,7 @@ class TextStream:
     """
 
     def __init__(self, tokenizer):
-        self._bytes = token_bytes_fn(tokenizer)
+        self._bytes = tokenizer.id_to_bytes  # a byte-level BPE token may hold part of a character
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def push(self, token_id: int) -> str:
@@ -172,18 +164,19 @@ class Completion:
 
 def complete(model: GPT, tokenizer, prompt: str, *, temperature: float = 0.8, top_k: int | None = 50,
              top_p: float | None = None, max_tokens: int = 200, seed: int | None = 42,
-             on_text: Callable[[str], None] | None = None) -> Completion:
+             on_text: Callable[[str], None] | None = None, prompt_ids: Sequence[int] | None = None) -> Completion:
     """Continue `prompt` (BOS is prepended, as every training document starts with it).
 
     Stops at BOS (the start of a new document = the end of this one), after max_tokens, or
     when the context is full. `on_text` receives each new piece of text as it is decoded.
+    `prompt_ids`: the prompt already encoded (with BOS), for a caller that checked its length.
     """
-    prompt_ids = tokenizer.encode(prompt, prepend_bos=True)
+    prompt_ids = tokenizer.encode(prompt, prepend_bos=True) if prompt_ids is None else list(prompt_ids)
     stream, pieces, ids = TextStream(tokenizer), [], []
     emit = on_text or (lambda s: None)
     reason, t0 = "length", time.perf_counter()
     steps = generate(model, prompt_ids, max_tokens=max_tokens, temperature=temperature, top_k=top_k,
-                     top_p=top_p, seed=seed, stop_ids=end_ids(tokenizer))
+                     top_p=top_p, seed=seed, stop_ids=(tokenizer.bos_id,))
     for (tok,) in steps:
         if tok is None:
             reason = "stop"
@@ -201,15 +194,6 @@ def complete(model: GPT, tokenizer, prompt: str, *, temperature: float = 0.8, to
     if reason == "length" and len(ids) == ctx_left and ctx_left < max_tokens:
         reason = "context"
     return Completion(prompt, "".join(pieces), ids, len(prompt_ids), reason, time.perf_counter() - t0)
-
-
-def end_ids(tokenizer) -> tuple[int, ...]:
-    """Token ids that end a completion: BOS, plus an end-of-text token if the tokenizer has one."""
-    ids = {tokenizer.bos_id}
-    eos = getattr(tokenizer, "eos_id", None)
-    if eos is not None:
-        ids.add(eos)
-    return tuple(sorted(ids))
 
 
 # ----------------------------------------------------------------------------- benchmark

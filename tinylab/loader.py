@@ -58,12 +58,6 @@ def token_dir(corpus: str, tokenizer) -> Path:
     return paths.home() / "tokens" / f"{corpus}-{tokenizer.hash[:12]}"
 
 
-def _atomic_write(path: Path, blob: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(blob)
-    os.replace(tmp, path)
-
-
 def _read_meta(out: Path) -> dict:
     try:
         return json.loads((out / "meta.json").read_text())
@@ -120,13 +114,13 @@ def pretokenize(corpus: str, tokenizer, split: str, *, progress: bool = True) ->
         for src in todo:
             n_tok, n_doc = tokenize_shard(src, tokenizer, out / f"{src.stem}.bin", bar)
             meta["shards"][src.stem] = dict(tokens=n_tok, docs=n_doc, source_bytes=src.stat().st_size)
-            _atomic_write(out / "meta.json", json.dumps(meta, indent=1).encode())  # a kill keeps finished shards
+            paths.atomic_write(out / "meta.json", json.dumps(meta, indent=1).encode())  # a kill keeps finished shards
     if todo:
         meta["last_tokens_per_s"] = round(sum(meta["shards"][p.stem]["tokens"] for p in todo) /
                                           (time.perf_counter() - t0))
     if todo or meta["splits"].get(split) != [p.stem for p in sources]:
         meta["splits"][split] = [p.stem for p in sources]
-        _atomic_write(out / "meta.json", json.dumps(meta, indent=1).encode())
+        paths.atomic_write(out / "meta.json", json.dumps(meta, indent=1).encode())
     return out
 
 
@@ -231,9 +225,17 @@ def val_batches(preset, tokenizer, *, batch_size: int | None = None, device="cpu
     """
     loader = token_batches(preset, tokenizer, "val", batch_size=batch_size, device=device, rank=rank,
                            world_size=world_size, progress=progress)
+    return val_pass(loader, preset.eval_tokens if max_tokens is None else max_tokens)
+
+
+def val_pass(loader: TokenLoader, max_tokens: int):
+    """Rewind `loader` to its first batch and yield one evaluation pass (see val_batches).
+
+    Training evaluates many times: keeping one val TokenLoader and rewinding it skips
+    pretokenize's directory scan and the memmap setup on every eval, with the same batches."""
+    loader.load_state_dict(dict(epoch=0, batch=0))
     loader.infinite = False
-    max_tokens = preset.eval_tokens if max_tokens is None else max_tokens
-    steps = max(1, max_tokens // (loader.B * loader.T * world_size))
+    steps = max(1, max_tokens // (loader.B * loader.T * loader.world_size))
     return itertools.islice(loader, steps)
 
 

@@ -12,6 +12,7 @@ every artifact in the tree they cloned; outside a checkout, ~/.cache/tinylab. La
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,3 +37,25 @@ def subdir(*parts: str) -> Path:
 
 def runs_dir() -> Path:
     return subdir("runs")
+
+
+def atomic_write(path, data: bytes | str) -> Path:
+    """Write a file so a reader (or a crash) sees the old content or the new, never half of it.
+
+    A temp file in the same directory (same filesystem, so os.replace is atomic), fsync'ed before
+    the rename; mode 0o644 like a plain open() would give (mkstemp makes it 0o600). str is UTF-8.
+    """
+    path = Path(path)
+    blob = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

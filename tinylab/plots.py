@@ -11,7 +11,7 @@ Every line carries a gid ("loss-raw:<run>", "loss-smooth:<run>", "val-bpb:<run>"
 """
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
+from . import paths
 from .calc import CHINCHILLA_RATIO
 
 X_AXES = {"step": "step", "tokens": "tokens", "flops": "training FLOPs", "elapsed": "wall time"}
@@ -193,7 +194,6 @@ def save_figure(fig: plt.Figure, path, dpi: int = 120) -> Path:
     """Write the figure atomically (a reader never sees half a PNG); the format follows the suffix."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
-    os.replace(tmp, path)
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    return paths.atomic_write(path, buf.getvalue())

@@ -1,6 +1,6 @@
 """Training runs on disk: find them, load their metrics into pandas, summarize, plot from the CLI.
 
-A run is a directory holding config.json (written once, at the start) and metrics.jsonl
+A run is a directory holding config.json (written at the start, rewritten on resume) and metrics.jsonl
 (appended to while it trains: one JSON object per line, `kind` = train | eval | sample).
 Runs live in $TINYLAB_HOME/runs/<run>/; the repository's docs/runs/<run>/ holds a few
 published runs (real GPU curves) so the notebooks can show them on any machine.
@@ -68,7 +68,10 @@ def published_runs() -> dict[str, Path]:
 
 
 def resolve_run(run: str | Path) -> Path:
-    """A run name (looked up in run_roots()) or a path to a run directory anywhere."""
+    """A run name (any key of find_runs(), or a directory in run_roots()) or a path to a run directory."""
+    found = find_runs().get(str(run))
+    if found is not None:  # first: "docs/runs/<name>" names a published run, not a path relative to the cwd
+        return found
     p = Path(run).expanduser()
     if p.is_dir():
         return p
@@ -91,9 +94,11 @@ def load_config(run: str | Path) -> dict:
         raise RunError(f"run {d.name!r} ({d}) has no config.json: it was not written by tinylab's trainer, "
                        f"or it was cut off before starting; delete the directory and train it again")
     try:
-        cfg = json.loads(f.read_text())
+        cfg = json.loads(f.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise RunError(f"{f} is not valid JSON ({e}); restore it or delete the run {d.name!r}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunError(f"cannot read {f} ({e}); check its permissions, restore it or delete the run {d.name!r}") from e
     fmt = cfg.get("format") if isinstance(cfg, dict) else None
     if fmt is None:
         raise RunError(f"run {d.name!r} ({d}) has no 'format' in config.json: it comes from an older tinylab "
@@ -158,7 +163,7 @@ def load_run(run: str | Path) -> pd.DataFrame:
     a notebook comparing several runs keeps working. The full config is in df.attrs["config"]."""
     d = resolve_run(run)
     cfg = load_config(d)
-    name = d.name if Path(run).expanduser().is_dir() else str(run)
+    name = str(run) if str(run) in find_runs() or not Path(run).expanduser().is_dir() else d.name
     f = d / "metrics.jsonl"
     if f.exists():
         records = [r for r in read_jsonl(f) if r.get("kind") in KINDS]

@@ -71,7 +71,10 @@ def num_iterations_for(target_tokens: int, total_batch_size: int) -> int:
 
 def lr_multiplier(step: int, num_iterations: int, warmup_ratio: float = 0.0,
                   warmdown_ratio: float = 0.2, final_lr_frac: float = 0.0) -> float:
-    """nanochat's trapezoid: (step+1)/warmup during warmup, 1 on the plateau, linear to final_lr_frac."""
+    """nanochat's trapezoid: (step+1)/warmup during warmup, 1 on the plateau, linear to final_lr_frac.
+
+    step is clamped to [0, num_iterations]: past the end the rate stays at final_lr_frac."""
+    step = min(max(step, 0), num_iterations)
     warmup = round(warmup_ratio * num_iterations)
     warmdown = round(warmdown_ratio * num_iterations)
     if step < warmup:
@@ -136,13 +139,16 @@ def plan(preset: Preset | str, world_size: int = 1, *, gpu: str = "RTX 3090", mf
     bp = plan_batch(preset.total_batch_size, preset.device_batch_size, c.sequence_len, world_size)
     steps = s.num_iterations or num_iterations_for(preset.target_tokens, bp.total_batch_size)
     fpt = calc.flops_per_token(c)
+    peak = calc.gpu_peak_flops(gpu)
+    if peak is None:
+        raise TrainError(f"unknown GPU {gpu!r}; choose one of: {', '.join(calc.GPU_PEAK_FLOPS)}")
     return dict(preset=preset.name, model=c.describe(), params=calc.param_counts(c)["total"],
                 flops_per_token=fpt, device_batch_size=bp.device_batch_size, seq_len=c.sequence_len,
                 world_size=world_size, total_batch_size=bp.total_batch_size, grad_accum=bp.grad_accum,
                 batch_note=bp.note(), num_iterations=steps, tokens=steps * bp.total_batch_size,
                 flops=fpt * steps * bp.total_batch_size,
                 vram_gb=calc.vram_estimate(c, bp.device_batch_size)["total"] / 1e9, gpu=gpu, mfu=mfu,
-                est_hours=calc.training_time_s(c, steps * bp.total_batch_size, calc.gpu_peak_flops(gpu) * world_size,
+                est_hours=calc.training_time_s(c, steps * bp.total_batch_size, peak * world_size,
                                                mfu) / 3600)
 
 

@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -69,12 +70,6 @@ def _parse_ranks(blob: bytes, path: Path) -> dict[bytes, int]:
         except ValueError as e:
             raise TokenizerError(f"{path}:{n} is not a tiktoken rank line ({e}); retrain the tokenizer") from e
     return ranks
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _check_text(text) -> None:
@@ -141,13 +136,13 @@ class Tokenizer:
         """Write rank file, token_bytes and (last, so its presence marks a complete save) the JSON."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(directory / RANKS_FILE, _ranks_blob(self.ranks))
+        paths.atomic_write(directory / RANKS_FILE, _ranks_blob(self.ranks))
         npy = io.BytesIO()
         np.save(npy, self.token_bytes, allow_pickle=False)
-        _atomic_write(directory / TOKEN_BYTES_FILE, npy.getvalue())
+        paths.atomic_write(directory / TOKEN_BYTES_FILE, npy.getvalue())
         meta = {"format": FORMAT, "name": self.name, "pattern": self.pattern, "special_tokens": self.special_tokens,
                 "vocab_size": self.vocab_size, "hash": self.hash, "stats": self.stats}
-        _atomic_write(directory / META_FILE, json.dumps(meta, indent=2).encode())
+        paths.atomic_write(directory / META_FILE, json.dumps(meta, indent=2).encode())
         return directory
 
     @classmethod
@@ -398,7 +393,7 @@ def main(argv=None) -> int:
             threads = os.cpu_count() or 1
             print(f"encode_batch: {encode_throughput(tok, texts):,.0f} tokens/s on {threads} threads")
     except (TokenizerError, CorpusError, UnknownPresetError) as e:
-        print(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -27,11 +27,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from . import calc, checkpoint, paths
+from . import calc, checkpoint, paths, presets
 from .evaluate import evaluate_bpb
 from .model import build_model
-from .optim import apply_schedule, learning_rates, setup_optimizers
+from .optim import apply_schedule, setup_optimizers
 from .presets import Preset
+from .runs import FORMAT as RUN_FORMAT
 from .schedule import (TrainError, TrainSettings, lr_multiplier, muon_momentum, num_iterations_for, plan,  # noqa: F401
                        plan_batch, resolve)
 
@@ -69,8 +70,10 @@ def setup_distributed(device) -> tuple[int, int, torch.device, bool]:
 
 
 def make_loaders(preset, tokenizer, batch_size, rank, world, device, state=None, progress=True):
-    """(train loader, val factory): tinylab.loader over the pre-tokenized corpus, tokenized by rank 0 first."""
-    from .loader import token_batches, val_batches
+    """(train loader, val factory): tinylab.loader over the pre-tokenized corpus, tokenized by rank 0 first.
+
+    The val loader is built once; each call of the factory rewinds it for one identical eval pass."""
+    from .loader import token_batches, val_pass
 
     def get(split, **kw):
         return token_batches(preset, tokenizer, split, batch_size=batch_size, device=device, rank=rank,
@@ -78,13 +81,12 @@ def make_loaders(preset, tokenizer, batch_size, rank, world, device, state=None,
 
     if world > 1 and rank != 0:
         dist.barrier()  # rank 0 pretokenizes first
-    train_loader, _ = get("train", state=state), get("val")
+    train_loader, val_loader = get("train", state=state), get("val")
     if world > 1 and rank == 0:
         dist.barrier()
 
     def val():
-        return val_batches(preset, tokenizer, batch_size=batch_size, device=device, rank=rank, world_size=world,
-                           progress=False)
+        return val_pass(val_loader, preset.eval_tokens)
     return train_loader, val
 
 
@@ -99,6 +101,31 @@ def run_samples(model, tokenizer, max_tokens=32) -> list[str]:
 
     return [p + complete(model, tokenizer, p, temperature=0.8, top_k=50, max_tokens=max_tokens, seed=42 + i).text
             for i, p in enumerate(SAMPLE_PROMPTS)]
+
+
+def train_step(net, optimizers, batches, grad_accum: int, *, autocast, grad_clip: float, model) -> torch.Tensor:
+    """One optimizer step: grad_accum micro-steps of next(batches), then clip, step, zero the grads.
+
+    net is what runs forward (model, DDP or their torch.compile); model owns the parameters.
+    Under DDP all micro-steps but the last run in no_sync(), so gradients are all-reduced once.
+    The caller sets the lr / momentum first (optim.apply_schedule). Returns the step's mean
+    micro-batch loss as a detached device tensor (no host sync), e.g. for tinylab.bench.
+    """
+    no_sync = getattr(net, "no_sync", None)  # DDP (also through torch.compile's wrapper)
+    total = None
+    for micro in range(grad_accum):
+        x, y = next(batches)
+        with no_sync() if no_sync is not None and micro < grad_accum - 1 else nullcontext():
+            with autocast:
+                loss = net(x, y)
+            (loss / grad_accum).backward()
+        total = loss.detach() if total is None else total + loss.detach()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    for opt in optimizers:
+        opt.step()
+    model.zero_grad(set_to_none=True)
+    return total / grad_accum
 
 
 class MetricsLog:
@@ -138,6 +165,8 @@ def train(preset: Preset | str, run: str, *, device=None, resume: bool = False, 
     run_dir = paths.runs_dir() / run
     if master and overwrite and run_dir.exists():
         shutil.rmtree(run_dir)
+    if overwrite and world > 1:
+        dist.barrier()  # no rank looks for checkpoints before rank 0 has deleted them
     ckpt = checkpoint.latest_checkpoint(run_dir)
     if ckpt is not None and not resume:
         raise TrainError(f"run {run!r} already has a checkpoint ({ckpt.name}) in {run_dir}: pass resume=True "
@@ -171,6 +200,9 @@ def train(preset: Preset | str, run: str, *, device=None, resume: bool = False, 
     if resume and ckpt is not None:
         meta = checkpoint.load_checkpoint(ckpt, model, optimizers, device=device)
         step, loader_state, elapsed = meta["step"], meta["loader"], meta["elapsed"]
+        if num_iterations < step:
+            raise TrainError(f"run {run!r} is already at step {step}; pass --num-iterations > {step} "
+                             f"or start a new run")
         if meta.get("num_iterations") != num_iterations and master:
             print(f"resuming with num_iterations={num_iterations} (checkpoint planned {meta.get('num_iterations')})")
 
@@ -179,8 +211,10 @@ def train(preset: Preset | str, run: str, *, device=None, resume: bool = False, 
     wandb_run = None
     if master:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if not (run_dir / "tokenizer").is_dir():
+        if ckpt is None or not (run_dir / "tokenizer").is_dir():  # from scratch: no stale copy of an old run
             tokenizer.save(run_dir / "tokenizer")
+        if ckpt is None:  # from scratch (e.g. a crash before the first save): no lines of an old attempt
+            metrics_path.unlink(missing_ok=True)
         if resume and ckpt is not None and metrics_path.exists():  # drop lines logged after the checkpoint
             with open(metrics_path, "r+") as f:
                 f.truncate(meta["metrics_bytes"])
@@ -188,12 +222,13 @@ def train(preset: Preset | str, run: str, *, device=None, resume: bool = False, 
                          requested_total_batch_size=bp.requested, grad_accum=bp.grad_accum,
                          num_iterations=num_iterations, target_tokens=preset.target_tokens,
                          eval_every=preset.eval_every, eval_tokens=preset.eval_tokens,
-                         sample_every=preset.sample_every, lrs=learning_rates(optimizers),
+                         sample_every=preset.sample_every,
+                         lrs={g["name"]: g["initial_lr"] for opt in optimizers for g in opt.param_groups},
                          **{k: v for k, v in asdict(s).items() if k != "num_iterations"})
         config = dict(run=run, preset=preset.name, model=c.to_dict(), train=train_cfg, params=params,
                       flops_per_token=fpt, tokenizer=dict(name=tokenizer.name, hash=tokenizer.hash),
                       corpus=preset.corpus, device=str(device), world_size=world,
-                      created=datetime.now(timezone.utc).isoformat(timespec="seconds"), format=1)
+                      created=datetime.now(timezone.utc).isoformat(timespec="seconds"), format=RUN_FORMAT)
         checkpoint.write_json(run_dir / "config.json", config)
         if s.wandb:
             try:
@@ -254,23 +289,13 @@ def train(preset: Preset | str, run: str, *, device=None, resume: bool = False, 
 
         apply_schedule(optimizers, lr_multiplier(step, num_iterations, s.warmup_ratio, s.warmdown_ratio,
                                                  s.final_lr_frac), muon_momentum(step))
-        for micro in range(bp.grad_accum):
-            x, y = next(loader)
-            sync = ddp.no_sync() if ddp is not None and micro < bp.grad_accum - 1 else nullcontext()
-            with sync:
-                with autocast:
-                    loss = net(x, y)
-                (loss / bp.grad_accum).backward()
-            loss_acc = loss.detach() if loss_acc is None else loss_acc + loss.detach()
-        if s.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
-        for opt in optimizers:
-            opt.step()
-        model.zero_grad(set_to_none=True)
+        loss = train_step(net, optimizers, loader, bp.grad_accum, autocast=autocast, grad_clip=s.grad_clip,
+                          model=model)
+        loss_acc = loss if loss_acc is None else loss_acc + loss
         step, steps_acc = step + 1, steps_acc + 1
         bar.update(1)
         if step % s.log_every == 0 or step == num_iterations:
-            mean = loss_acc / (bp.grad_accum * steps_acc)  # mean loss since the last log line
+            mean = loss_acc / steps_acc  # mean loss since the last log line
             if world > 1:
                 dist.all_reduce(mean, op=dist.ReduceOp.AVG)
             last_loss, loss_acc, steps_acc = mean.item(), None, 0
@@ -314,7 +339,8 @@ def ensure_run(preset: Preset | str, run: str, *, progress: bool = True, **overr
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tinylab.train", description="Pretrain a tinylab GPT.")
-    p.add_argument("--preset", default="ittybitty", help="smoke, ittybitty, ittybitty-tied, seed15m")
+    p.add_argument("--preset", help=f"{', '.join(presets.PRESETS)} (default: $TINYLAB_PRESET, else "
+                                    f"{presets.DEFAULT})")
     p.add_argument("--run", help="run name (default: the preset name); artifacts in $TINYLAB_HOME/runs/<run>/")
     p.add_argument("--resume", action="store_true", help="continue the run from its newest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run of that name first")
@@ -339,9 +365,10 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     overrides = {k: getattr(a, k) for k in (*ints, *floats, "tie_embeddings", "compile")}
     try:
+        a.preset = a.preset or presets.preset_from_env().name
         summary = train(a.preset, a.run or a.preset, device=a.device, resume=a.resume, overwrite=a.overwrite,
                         progress=not a.no_progress, wandb=a.wandb or None, **overrides)
-    except (TrainError, NonFiniteLossError, checkpoint.CheckpointError) as e:
+    except (TrainError, NonFiniteLossError, checkpoint.CheckpointError, presets.UnknownPresetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -48,10 +49,14 @@ def vocab_table(c: GPTConfig, vocab_sizes=(4096, 8192, 16384, 24576, 32768, 5030
     return pd.DataFrame(rows).set_index("vocab_size")
 
 
-def summary(c: GPTConfig, batch: int, gpu_mem_gb: float, compile: bool = True) -> str:
-    """FLOPs, the Chinchilla token budget, and the memory verdict, one line each."""
-    v = vram_estimate(c, batch, compile=compile)["total"]
-    best = max_device_batch(c, gpu_mem_gb * GiB, compile=compile)
+def memory_fit(c: GPTConfig, batch: int, gpu_mem_gb: float, compile: bool = True) -> tuple[float, int]:
+    """(estimated training VRAM in bytes at `batch`, the largest device batch that fits gpu_mem_gb)."""
+    return vram_estimate(c, batch, compile=compile)["total"], max_device_batch(c, gpu_mem_gb * GiB, compile=compile)
+
+
+def summary(c: GPTConfig, batch: int, gpu_mem_gb: float, compile: bool = True, fit=None) -> str:
+    """FLOPs, the Chinchilla token budget, and the memory verdict, one line each (fit: memory_fit's, if known)."""
+    v, best = fit or memory_fit(c, batch, gpu_mem_gb, compile)
     return "\n".join([
         c.describe(),
         f"FLOPs per token: {flops_per_token(c):,}",
@@ -61,8 +66,9 @@ def summary(c: GPTConfig, batch: int, gpu_mem_gb: float, compile: bool = True) -
     ])
 
 
-def architecture_figure(c: GPTConfig, batch: int, gpu_mem_gb: float, compile: bool = True) -> Figure:
+def architecture_figure(c: GPTConfig, batch: int, gpu_mem_gb: float, compile: bool = True, fit=None) -> Figure:
     """Left: the parameter split. Right: estimated VRAM vs device batch, GPU memory and the largest batch."""
+    v, best = fit or memory_fit(c, batch, gpu_mem_gb, compile)
     p = param_counts(c)
     fig = Figure(figsize=(11, 3.8), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2, width_ratios=[1, 1.5])
@@ -80,8 +86,6 @@ def architecture_figure(c: GPTConfig, batch: int, gpu_mem_gb: float, compile: bo
     ax1.legend(fontsize=7, loc="upper center", ncols=2)
     ax1.margins(y=0.4)
 
-    mem = gpu_mem_gb * GiB
-    best = max_device_batch(c, mem, compile=compile)
     bmax = max(2 * best, int(1.5 * batch), 8)
     bs = list(range(1, bmax + 1, max(1, bmax // 64)))
     groups = [group_vram(vram_estimate(c, b, compile=compile)) for b in bs]
@@ -90,7 +94,7 @@ def architecture_figure(c: GPTConfig, batch: int, gpu_mem_gb: float, compile: bo
     if best:
         ax2.axvline(best, color="k", ls=":", lw=1)
         ax2.annotate(f"max batch {best}", (best, gpu_mem_gb), xytext=(4, 4), textcoords="offset points")
-    ax2.plot([batch], [vram_estimate(c, batch, compile=compile)["total"] / GiB], "ko", ms=4, label=f"batch {batch}")
+    ax2.plot([batch], [v / GiB], "ko", ms=4, label=f"batch {batch}")
     ax2.set_xlabel(f"device batch size (sequences of {c.sequence_len})")
     ax2.set_ylabel("training VRAM (GiB, estimate)")
     ax2.set_xlim(0, bmax)
@@ -153,21 +157,22 @@ def architecture_view(gpu_mem_gb: float = 24, **knobs):
     return w.VBox([w.HBox([w.VBox([controls[n] for n in names[:5]]), w.VBox([controls[n] for n in names[5:]])]), out])
 
 
-def show_report(**knobs) -> None:
+def show_report(depth: int = 4, model_dim: int = 512, head_dim: int = 64, n_kv_head: int | None = None,
+                vocab_size: int = 24576, seq_len: int = 2048, batch: int = 48, tied: bool = False,
+                gpu_mem_gb: float = 24, compile: bool = True) -> None:
     """Display the table, summary and figure for the knobs, or the ConfigError message (what the widget shows)."""
     from IPython.display import display
 
     from ..config import ConfigError
     try:
-        table, fig = architecture_report(**knobs)
+        c = knobs_config(depth, model_dim, head_dim, n_kv_head, vocab_size, seq_len, tied)
     except ConfigError as e:
         print(f"not a valid architecture: {e}")
         return
-    c = knobs_config(**{k: knobs[k] for k in ("depth", "model_dim", "head_dim", "n_kv_head", "vocab_size",
-                                              "seq_len", "tied") if k in knobs})
-    display(table)
-    print(summary(c, knobs.get("batch", 48), knobs.get("gpu_mem_gb", 24)))
-    display(fig)
+    fit = memory_fit(c, batch, gpu_mem_gb, compile)  # shared by the summary and the figure
+    display(param_table(c))
+    print(summary(c, batch, gpu_mem_gb, compile, fit))
+    display(architecture_figure(c, batch, gpu_mem_gb, compile, fit))
 
 
 CALIBRATION = REPO / "docs" / "bench" / "vram_h100.jsonl"
@@ -175,7 +180,7 @@ CALIBRATION = REPO / "docs" / "bench" / "vram_h100.jsonl"
 
 def vram_calibration_figure(path=CALIBRATION) -> Figure:
     """Measured H100 peaks (points; `python -m tinylab.bench vram`) against vram_estimate (lines)."""
-    rows = [json.loads(line) for line in open(path)]
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
     fig = Figure(figsize=(7.5, 4))
     ax = fig.subplots()
     batches = range(1, max(r["batch"] for r in rows) + 9)

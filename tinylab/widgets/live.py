@@ -7,7 +7,6 @@ script) just ends with the final static figure. Outside IPython it draws nothing
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -52,12 +51,12 @@ class LiveLossPlot:
 
     def load(self, metrics_path: Path) -> None:
         """Replay a run's metrics.jsonl (e.g. a finished run that train() did not need to redo)."""
+        from ..runs import read_jsonl  # skips a half-written last line (a run still logging)
+
         if Path(metrics_path).is_file():
-            for line in Path(metrics_path).read_text().splitlines():
-                if line.strip():
-                    rec = json.loads(line)
-                    if rec.get("kind") in ("train", "eval", "sample"):
-                        self(rec)
+            for rec in read_jsonl(Path(metrics_path)):
+                if rec.get("kind") in ("train", "eval", "sample"):
+                    self(rec)
 
     def figure(self) -> Figure:
         """The current plot as a standalone Figure (not registered with pyplot: no duplicate display)."""

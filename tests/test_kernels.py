@@ -1,0 +1,104 @@
+"""tinylab.kernels' Triton kernel, run on CPU tensors by Triton's interpreter (TRITON_INTERPRET=1).
+
+Triton reads TRITON_INTERPRET when a @triton.jit function is defined, i.e. when tinylab.kernels
+is imported, so the kernel runs in a fresh Python subprocess started with the variable set; it
+loads its inputs from, and saves its outputs to, files this process writes and then checks
+against torch references. Skipped where Triton is not installed (the dev extra installs it on
+Linux x86_64).
+"""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("triton", reason="triton not installed: the interpreter test of tinylab.kernels needs it")
+
+from tinylab import loss as loss_mod  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SOFTCAP = 15.0
+
+# Runs under TRITON_INTERPRET=1: the kernel on its own, then linear_cross_entropy with the
+# Triton step that it picks on CUDA (linear_cross_entropy picks the torch step on CPU).
+SCRIPT = textwrap.dedent("""
+    import sys
+    import torch
+    from tinylab import loss
+    from tinylab.kernels import softcap_cross_entropy_
+
+    inp = torch.load(sys.argv[1])
+    logits = inp["logits"].clone()
+    losses = softcap_cross_entropy_(logits, inp["targets"], inp["softcap"])
+
+    loss._loss_and_grad_fn = lambda device: loss._triton_loss_and_grad
+    x = inp["x"].clone().requires_grad_()
+    w = inp["w"].clone().requires_grad_()
+    lce = loss.linear_cross_entropy(x, w, inp["lce_targets"], inp["softcap"], chunk=inp["chunk"])
+    lce.backward()
+    torch.save({"losses": losses, "grad": logits, "lce": lce.detach(), "gx": x.grad, "gw": w.grad}, sys.argv[2])
+""")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """Fresh random inputs (seed printed on failure), and the interpreted kernel's outputs for them."""
+    seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    g = torch.Generator().manual_seed(seed)
+    n, v = 37, 5000  # 5000 columns: one full 4096-wide block and one masked partial block
+    targets = torch.randint(0, v, (n,), generator=g)
+    targets[::4] = -1  # ignored rows, including the first
+    targets[1], targets[2] = 0, v - 1  # the first and last column as targets
+    lce_targets = torch.randint(0, 300, (50,), generator=g)
+    lce_targets[::3] = -1
+    inp = {
+        "logits": torch.randn(n, v, generator=g) * 5, "targets": targets, "softcap": SOFTCAP,
+        "x": torch.randn(50, 32, generator=g), "w": torch.randn(300, 32, generator=g), "lce_targets": lce_targets,
+        "chunk": 16,  # 50 tokens: three full chunks and a partial one
+    }
+    d = tmp_path_factory.mktemp("kernels")
+    torch.save(inp, d / "in.pt")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(d / "in.pt"), str(d / "out.pt")],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"interpreter subprocess failed (seed {seed}):\n{proc.stderr[-4000:]}"
+    print(f"seed {seed}")
+    return seed, inp, torch.load(d / "out.pt")
+
+
+def test_softcap_cross_entropy_matches_torch_loss_and_autograd(run):
+    seed, inp, out = run
+    logits = inp["logits"].clone().requires_grad_()
+    ref = F.cross_entropy(SOFTCAP * torch.tanh(logits / SOFTCAP), inp["targets"], reduction="none", ignore_index=-1)
+    ref.sum().backward()
+    ignored = inp["targets"] < 0
+    assert out["losses"].dtype == torch.float32 and out["losses"].shape == ref.shape
+    torch.testing.assert_close(out["losses"], ref.detach(), rtol=1e-5, atol=1e-5, msg=lambda m: f"seed {seed}: {m}")
+    torch.testing.assert_close(out["grad"], logits.grad, rtol=1e-5, atol=1e-7, msg=lambda m: f"seed {seed}: {m}")
+    assert (out["losses"][ignored] == 0).all() and (out["grad"][ignored] == 0).all()
+    assert (out["grad"][~ignored] != 0).any(dim=1).all()
+    assert out["grad"].abs().max() > 0.1  # the targets' entries (-1 + p)·(1 - th²), not all ~0
+
+
+def test_linear_cross_entropy_triton_step_matches_torch_step(run):
+    seed, inp, out = run
+    x = inp["x"].clone().requires_grad_()
+    w = inp["w"].clone().requires_grad_()
+    assert loss_mod._loss_and_grad_fn(x.device) is loss_mod._chunk_loss_and_grad  # CPU: the plain torch step
+    lce = loss_mod.linear_cross_entropy(x, w, inp["lce_targets"], SOFTCAP, chunk=inp["chunk"])
+    lce.backward()
+    msg = lambda m: f"seed {seed}: {m}"  # noqa: E731
+    torch.testing.assert_close(out["lce"], lce.detach(), rtol=1e-5, atol=1e-6, msg=msg)
+    torch.testing.assert_close(out["gx"], x.grad, rtol=1e-5, atol=1e-6, msg=msg)
+    torch.testing.assert_close(out["gw"], w.grad, rtol=1e-5, atol=1e-6, msg=msg)
+    # and the torch step itself against autograd through full logits
+    x2, w2 = inp["x"].clone().requires_grad_(), inp["w"].clone().requires_grad_()
+    ref = F.cross_entropy(SOFTCAP * torch.tanh(x2 @ w2.t() / SOFTCAP), inp["lce_targets"], ignore_index=-1)
+    ref.backward()
+    torch.testing.assert_close(lce.detach(), ref.detach(), rtol=1e-5, atol=1e-6, msg=msg)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-5, atol=1e-6, msg=msg)
+    torch.testing.assert_close(w.grad, w2.grad, rtol=1e-5, atol=1e-6, msg=msg)
