@@ -147,7 +147,7 @@ def plan(preset: Preset | str, world_size: int = 1, *, gpu: str = "RTX 3090", mf
                 world_size=world_size, total_batch_size=bp.total_batch_size, grad_accum=bp.grad_accum,
                 batch_note=bp.note(), num_iterations=steps, tokens=steps * bp.total_batch_size,
                 flops=fpt * steps * bp.total_batch_size,
-                vram_gb=calc.vram_estimate(c, bp.device_batch_size)["total"] / 1e9, gpu=gpu, mfu=mfu,
+                vram_gib=calc.vram_estimate(c, bp.device_batch_size)["total"] / 2 ** 30, gpu=gpu, mfu=mfu,
                 est_hours=calc.training_time_s(c, steps * bp.total_batch_size, peak * world_size,
                                                mfu) / 3600)
 
@@ -159,7 +159,7 @@ def describe_plan(p: dict) -> str:
              f"batch       {p['device_batch_size']} × {p['seq_len']} tokens × {p['world_size']} device(s) × "
              f"{p['grad_accum']} accumulation = {p['total_batch_size']:,} tokens per step",
              f"run         {p['num_iterations']:,} steps = {p['tokens']:,} tokens = {p['flops']:.3g} FLOPs",
-             f"estimate    {p['vram_gb']:.1f} GB peak VRAM per device; {p['est_hours'] * 60:.1f} min on "
+             f"estimate    {p['vram_gib']:.1f} GiB peak VRAM per device; {p['est_hours'] * 60:.1f} min on "
              f"{p['world_size']} × {p['gpu']} at {p['mfu']:.0%} MFU"]
     if p["batch_note"]:
         lines.append(f"note        {p['batch_note']}")
