@@ -250,6 +250,17 @@ def test_cli_preset_defaults_to_tinylab_preset(monkeypatch, capsys):
     assert "$TINYLAB_PRESET" in capsys.readouterr().out
 
 
+def test_cli_accepts_torchruns_double_dash(monkeypatch):
+    """`torchrun ... -m tinylab.train -- --run X`: the flags after `--` are ours."""
+    import tinylab.train as T
+
+    seen = {}
+    monkeypatch.setattr(T, "train", lambda preset, run, **kw: seen.update(preset=preset, run=run, **kw) or
+                        dict(step=0, tokens=0, val_bpb=None, run_dir="x"))
+    assert main(["--", "--preset", "smoke", "--run", "ddp", "--depth", "3", "--no-progress"]) == 0
+    assert (seen["preset"], seen["run"], seen["depth"]) == ("smoke", "ddp", 3)
+
+
 def test_live_plot_skips_a_half_written_last_line(tmp_path):
     from tinylab.widgets.live import LiveLossPlot
 

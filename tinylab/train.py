@@ -1,7 +1,7 @@
 """Pretraining loop: one library function for notebooks, the same function behind the CLI.
 
     python -m tinylab.train --preset ittybitty --run my-run [--depth 6 --matrix-lr 0.03 ...]
-    torchrun --nproc_per_node=2 -m tinylab.train --preset ittybitty --run my-run   # DDP
+    torchrun --standalone --nproc_per_node=2 -m tinylab.train -- --preset ittybitty --run my-run   # DDP
     python -m tinylab.train --preset ittybitty --run my-run --resume               # after a crash
 
 Design: DistributedDataParallel with no_sync() on accumulation micro-steps; every rank runs
