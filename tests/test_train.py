@@ -250,6 +250,20 @@ def test_cli_preset_defaults_to_tinylab_preset(monkeypatch, capsys):
     assert "$TINYLAB_PRESET" in capsys.readouterr().out
 
 
+def test_out_of_memory_says_which_batch_to_use_and_keeps_the_checkpoint(monkeypatch):
+    import tinylab.train as T
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(T, "train_step", oom)
+    with pytest.raises(TrainError) as err:
+        T.train("smoke", "oom", num_iterations=3, progress=False, **TINY)
+    msg = str(err.value)
+    assert "out of memory at device batch 2 × 128" in msg and "Lower --device-batch-size" in msg
+    assert "Last good checkpoint: none" in msg
+
+
 def test_cli_accepts_torchruns_double_dash(monkeypatch):
     """`torchrun ... -m tinylab.train -- --run X`: the flags after `--` are ours."""
     import tinylab.train as T

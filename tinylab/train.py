@@ -128,6 +128,21 @@ def train_step(net, optimizers, batches, grad_accum: int, *, autocast, grad_clip
     return total / grad_accum
 
 
+def out_of_memory_message(c, bp, device, last_checkpoint) -> str:
+    """What to do after a CUDA out-of-memory error: the batch that fits by tinylab.vram, and where to resume."""
+    est = calc.vram_estimate(c, bp.device_batch_size)["total"] / 2 ** 30
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        fit = calc.max_device_batch(c, total)
+        have = f"this GPU has {total / 2 ** 30:.1f} GiB; the estimator's largest batch for it is {fit}"
+    else:
+        have = "see `python -m tinylab.calc --gpu-mem-gb N` for what fits"
+    return (f"out of memory at device batch {bp.device_batch_size} × {c.sequence_len} (estimated {est:.1f} GiB; "
+            f"{have}). Lower --device-batch-size: gradient accumulation keeps the total batch of "
+            f"{bp.total_batch_size:,} tokens. Last good checkpoint: {last_checkpoint or 'none'}"
+            f"{' (--resume continues from it)' if last_checkpoint else ''}")
+
+
 class MetricsLog:
     """metrics.jsonl appender (rank 0 only) that also feeds the callback, wandb and nothing else."""
 
@@ -289,8 +304,12 @@ def train(preset: Preset | str, run: str, *, device=None, resume: bool = False, 
 
         apply_schedule(optimizers, lr_multiplier(step, num_iterations, s.warmup_ratio, s.warmdown_ratio,
                                                  s.final_lr_frac), muon_momentum(step))
-        loss = train_step(net, optimizers, loader, bp.grad_accum, autocast=autocast, grad_clip=s.grad_clip,
-                          model=model)
+        try:
+            loss = train_step(net, optimizers, loader, bp.grad_accum, autocast=autocast, grad_clip=s.grad_clip,
+                              model=model)
+        except torch.OutOfMemoryError:
+            bar.close()
+            raise TrainError(out_of_memory_message(c, bp, device, checkpoint.latest_checkpoint(run_dir))) from None
         loss_acc = loss if loss_acc is None else loss_acc + loss
         step, steps_acc = step + 1, steps_acc + 1
         bar.update(1)
