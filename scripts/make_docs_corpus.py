@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from make_sample import pack  # same folder: the paragraph packer of the bundled sample
 
 MAX_DOC_CHARS = 8000
 MIN_DOC_CHARS = 200
@@ -259,27 +260,23 @@ def _unused_man_to_text(src: str) -> str:
     return text
 
 
-def documents(text: str):
-    doc, size = [], 0
+def pieces(text: str):
+    """Paragraphs, with a very long one (e.g. a big code block) split at line breaks."""
     for para in text.split("\n\n"):
-        if len(para) > MAX_DOC_CHARS:          # very long paragraph (e.g. a big code block): split lines
-            pieces, cur = [], ""
-            for line in para.split("\n"):
-                if len(cur) + len(line) + 1 > MAX_DOC_CHARS and cur:
-                    pieces.append(cur)
-                    cur = ""
-                cur = cur + "\n" + line if cur else line[:MAX_DOC_CHARS]
-            pieces.append(cur)
-        else:
-            pieces = [para]
-        for piece in pieces:
-            if size + len(piece) > MAX_DOC_CHARS and doc:
-                yield "\n\n".join(doc).strip()
-                doc, size = [], 0
-            doc.append(piece)
-            size += len(piece) + 2
-    if doc:
-        yield "\n\n".join(doc).strip()
+        if len(para) <= MAX_DOC_CHARS:
+            yield para
+            continue
+        cur = ""
+        for line in para.split("\n"):
+            if len(cur) + len(line) + 1 > MAX_DOC_CHARS and cur:
+                yield cur
+                cur = ""
+            cur = cur + "\n" + line if cur else line[:MAX_DOC_CHARS]
+        yield cur
+
+
+def documents(text: str):
+    return pack(pieces(text), MAX_DOC_CHARS)
 
 
 def prose_ok(doc: str) -> bool:

@@ -20,18 +20,21 @@ N_TRAIN_SHARDS = 3
 VAL_FRACTION = 0.05
 
 
-def documents(path: Path):
-    text = path.read_text(encoding="utf-8")
-    doc = []
-    size = 0
-    for para in text.split("\n\n"):
-        if size + len(para) > MAX_DOC_CHARS and doc:
+def pack(paragraphs, max_chars: int = MAX_DOC_CHARS):
+    """Join consecutive paragraphs into documents of at most max_chars (a longer paragraph stays whole)."""
+    doc, size = [], 0
+    for para in paragraphs:
+        if size + len(para) > max_chars and doc:
             yield "\n\n".join(doc).strip()
             doc, size = [], 0
         doc.append(para)
         size += len(para) + 2
     if doc:
         yield "\n\n".join(doc).strip()
+
+
+def documents(path: Path):
+    return pack(path.read_text(encoding="utf-8").split("\n\n"))
 
 
 def main(src: str, out: str = "data/sample") -> None:
