@@ -286,8 +286,11 @@ def main(argv: list[str] | None = None) -> None:
 
     preset = get_preset(args.preset)
     corpus = args.corpus or preset.corpus
-    if corpus == "fineweb" and len(list(data.corpus_dir("fineweb").glob("shard_*.parquet"))) < 2:
-        corpus = "sample"  # not downloaded: measure on the bundled sample (with a tokenizer trained on it)
+    if corpus == "fineweb":
+        try:
+            data.list_shards("fineweb")
+        except data.CorpusError:  # not downloaded: measure on the bundled sample (with a tokenizer trained on it)
+            corpus = "sample"
     preset = dataclasses.replace(preset, corpus=corpus)
     try:
         r = bench(preset, get_tokenizer(preset), corpus=corpus, batch_size=args.batch_size,
