@@ -10,9 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tinylab import data, download
-from tinylab.data import CorpusError
-from tinylab.download import DownloadError, download_shards
+from tinylab import data
+from tinylab.data import CorpusError, download_shards
+from tinylab.download import DownloadError
+from tinylab.errors import cli
 
 
 def write_shard(path: Path, texts: list[str], row_group_size: int = 50) -> bytes:
@@ -40,7 +41,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def _file(self):
-        m = re.fullmatch(rf"/datasets/{download.REPO_ID}/resolve/main/(shard_\d+\.parquet)", self.path)
+        m = re.fullmatch(rf"/datasets/{data.REPO_ID}/resolve/main/(shard_\d+\.parquet)", self.path)
         return (m.group(1), self.server.files.get(m.group(1))) if m else (None, None)
 
     def _headers(self, code, body_len, total, etag, extra=()):
@@ -93,7 +94,7 @@ def hub(tmp_path, monkeypatch):
     src.mkdir()
     for i in range(3):
         texts = [f"document {i}-{j} " + "lorem ipsum " * (j % 7 + 1) for j in range(400)]
-        files[download.shard_name(i)] = write_shard(src / f"{i}.parquet", texts)
+        files[data.shard_name(i)] = write_shard(src / f"{i}.parquet", texts)
     server = FakeHub(files)
     threading.Thread(target=server.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True).start()
     yield server
@@ -125,37 +126,37 @@ def test_dropped_connection_resumes_with_range(hub, tmp_path, monkeypatch):
 
 
 def test_killed_download_leaves_part_that_next_call_resumes(hub, tmp_path):
-    name = download.shard_name(0)
+    name = data.shard_name(0)
     blob = hub.files[name]
     etag = hashlib.sha256(blob).hexdigest()[:16]
     (tmp_path / f"{name}.{etag}.part").write_bytes(blob[:7000])  # what a killed process leaves
     assert not list(tmp_path.glob("shard_*.parquet"))  # the partial is not mistaken for a shard
-    path = download.download_shard(0, tmp_path, endpoint=hub.endpoint)
+    path = data.download_shard(0, tmp_path, endpoint=hub.endpoint)
     assert ("GET", name, "bytes=7000-") in hub.log
     assert path.read_bytes() == blob and not list(tmp_path.glob("*.part"))
 
 
 def test_part_of_other_version_is_discarded(hub, tmp_path):
-    name = download.shard_name(1)
+    name = data.shard_name(1)
     (tmp_path / f"{name}.deadbeefdeadbeef.part").write_bytes(b"x" * 100)
-    path = download.download_shard(1, tmp_path, endpoint=hub.endpoint)
+    path = data.download_shard(1, tmp_path, endpoint=hub.endpoint)
     assert path.read_bytes() == hub.files[name]
     assert ("GET", name, None) in hub.log and not list(tmp_path.glob("*.part"))
 
 
 def test_corrupt_download_is_retried_then_reported(hub, tmp_path):
-    hub.files[download.shard_name(0)] = b"PAR1 this is not parquet PAR1"
+    hub.files[data.shard_name(0)] = b"PAR1 this is not parquet PAR1"
     out = tmp_path / "fineweb"
     out.mkdir()
-    with pytest.raises(DownloadError, match=r"shard_00000\.parquet.*not valid parquet"):
-        download.download_shard(0, out, endpoint=hub.endpoint, retries=2, backoff=0)
+    with pytest.raises(DownloadError, match=r"shard_00000\.parquet.*not a readable parquet file"):
+        data.download_shard(0, out, endpoint=hub.endpoint, retries=2, backoff=0)
     assert sum(verb == "GET" for verb, *_ in hub.log) == 2
     assert not list(out.iterdir())  # nothing that looks complete
 
 
 def test_missing_shard_is_one_clear_error(hub, tmp_path):
     with pytest.raises(DownloadError, match="shard_00007.parquet does not exist"):
-        download.download_shard(7, tmp_path, endpoint=hub.endpoint, backoff=0)
+        data.download_shard(7, tmp_path, endpoint=hub.endpoint, backoff=0)
 
 
 def test_offline_is_one_clear_message(tmp_path, monkeypatch):
@@ -178,9 +179,9 @@ def test_hf_hub_offline_env_is_one_clear_message(tmp_path, monkeypatch):
 def test_cli(monkeypatch, capsys):
     import huggingface_hub.constants
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(SystemExit, match="^error: cannot reach the Hugging Face Hub"):
-        data.main(["download", "-n", "2"])
-    data.main(["info", "sample"])
+    assert cli(data.main, ["download", "-n", "2"]) == 2
+    assert capsys.readouterr().err.startswith("error: cannot reach the Hugging Face Hub")
+    assert cli(data.main, ["info", "sample"]) == 0
     out = capsys.readouterr().out
     assert "shard_00003.parquet   val" in out and "4 shards in" in out
 
@@ -204,7 +205,7 @@ def test_downloaded_shards_read_by_same_code(tmp_path, monkeypatch):
     out = data.corpus_dir("fineweb")
     out.mkdir(parents=True)
     for i in range(3):
-        write_shard(out / download.shard_name(i), [f"doc {i}.{j}" for j in range(10)])
+        write_shard(out / data.shard_name(i), [f"doc {i}.{j}" for j in range(10)])
     assert list(data.iter_texts("fineweb", "val")) == [f"doc 2.{j}" for j in range(10)]
     assert len(list(data.iter_texts("fineweb", "train"))) == 20
 

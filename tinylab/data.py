@@ -3,18 +3,28 @@
 Both use FineWeb-Edu's layout (karpathy/fineweb-edu-100b-shuffle): files named
 `shard_NNNNN.parquet` with a `text` column. The last shard of a corpus is validation,
 the rest are training, so the same code reads the offline sample and the real data.
+
+    python -m tinylab.data download -n 15 [--workers 4]      # or: download_shards(15) in a notebook
+    python -m tinylab.data info [sample|fineweb]
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
 from . import paths
+from .download import DownloadError, fetch, require_online
+from .errors import ArgumentParser, TinylabError, cli
+
+REPO_ID = "karpathy/fineweb-edu-100b-shuffle"
+MAX_SHARD = 1822  # the dataset's last shard index (shard_01822.parquet)
 
 
-class CorpusError(RuntimeError):
+class CorpusError(TinylabError):
     """A corpus that cannot be read; the message names the file and what to do."""
 
 
@@ -86,10 +96,63 @@ def info(corpus: str) -> list[dict]:
                  docs=open_shard(p).metadata.num_rows) for p in shards]
 
 
-def main(argv: list[str] | None = None) -> None:
-    import argparse
+# ---------------------------------------------------------------- FineWeb-Edu download
 
-    ap = argparse.ArgumentParser(prog="python -m tinylab.data", description=__doc__.split("\n")[0])
+def shard_name(index: int) -> str:
+    return f"shard_{index:05d}.parquet"
+
+
+HUB = "the Hugging Face Hub"
+OFFLINE_HINT = ("Or train offline on the bundled sample with a preset whose corpus is 'sample' "
+                "(e.g. TINYLAB_PRESET=smoke).")
+
+
+def download_shard(index: int, out_dir: Path, *, endpoint: str | None = None, retries: int = 5,
+                   backoff: float = 2.0, bar: tqdm | None = None) -> Path:
+    """Fetch one FineWeb-Edu shard into out_dir with tinylab.download.fetch (resumable, atomic, parquet-checked)."""
+    from huggingface_hub import hf_hub_url
+
+    name = shard_name(index)
+    return fetch(hf_hub_url(REPO_ID, name, repo_type="dataset", endpoint=endpoint), Path(out_dir) / name,
+                 validate=open_shard, source=HUB, retries=retries, backoff=backoff, bar=bar, offline_hint=OFFLINE_HINT,
+                 not_found=f"{name} does not exist in {REPO_ID} (valid shards: 0..{MAX_SHARD})")
+
+
+def download_shards(num_shards: int = 15, *, out_dir: Path | None = None, workers: int = 4,
+                    endpoint: str | None = None, retries: int = 5, backoff: float = 2.0,
+                    progress: bool = True) -> list[Path]:
+    """Download shards 0..num_shards-1 (the last is validation); returns their paths, in order.
+
+    Idempotent: finished shards are skipped, partial ones resumed. Stops at the first shard
+    that fails for good (the others keep their progress) with one DownloadError.
+    """
+    if not isinstance(num_shards, int) or not 2 <= num_shards <= MAX_SHARD + 1:
+        raise DownloadError(f"num_shards must be between 2 (train + val) and {MAX_SHARD + 1}, got {num_shards}")
+    if not isinstance(workers, int) or workers < 1:
+        raise DownloadError(f"workers must be a positive integer, got {workers}")
+    out_dir = Path(out_dir) if out_dir is not None else corpus_dir("fineweb")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not all((out_dir / shard_name(i)).exists() for i in range(num_shards)):
+        require_online(HUB, "FineWeb-Edu shards", OFFLINE_HINT)
+    done: dict[int, Path] = {}
+    with tqdm(total=0, unit="B", unit_scale=True, desc=f"FineWeb-Edu ×{num_shards}", disable=not progress) as bar, \
+            ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(download_shard, i, out_dir, endpoint=endpoint, retries=retries,
+                               backoff=backoff, bar=bar): i for i in range(num_shards)}
+        for fut in as_completed(futures):
+            try:
+                done[futures[fut]] = fut.result()
+            except BaseException:
+                for other in futures:
+                    other.cancel()
+                raise
+    return [done[i] for i in range(num_shards)]
+
+
+# ---------------------------------------------------------------- CLI
+
+def main(argv: list[str] | None = None) -> int:
+    ap = ArgumentParser(prog="python -m tinylab.data", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     dl = sub.add_parser("download", help="download FineWeb-Edu shards into $TINYLAB_HOME/fineweb/")
     dl.add_argument("-n", "--num-shards", type=int, default=15, help="shards 0..n-1; the last is validation")
@@ -97,23 +160,17 @@ def main(argv: list[str] | None = None) -> None:
     inf = sub.add_parser("info", help="list a corpus's shards")
     inf.add_argument("corpus", nargs="?", default="fineweb", choices=["sample", "fineweb"])
     args = ap.parse_args(argv)
-    try:
-        if args.cmd == "download":
-            from .download import DownloadError, download_shards
-            try:
-                paths_ = download_shards(args.num_shards, workers=args.workers)
-            except DownloadError as e:
-                raise SystemExit(f"error: {e}") from None
-            total = sum(p.stat().st_size for p in paths_)
-            print(f"{len(paths_)} shards ({total / 1e9:.2f} GB) in {paths_[0].parent}; last one is validation")
-        else:
-            rows = info(args.corpus)
-            for r in rows:
-                print(f"{r['shard']:<22}{r['split']:<7}{r['mb']:>9.1f} MB{r['docs']:>10,} docs")
-            print(f"{len(rows)} shards in {corpus_dir(args.corpus)}")
-    except CorpusError as e:
-        raise SystemExit(f"error: {e}") from None
+    if args.cmd == "download":
+        found = download_shards(args.num_shards, workers=args.workers)
+        total = sum(p.stat().st_size for p in found)
+        print(f"{len(found)} shards ({total / 1e9:.2f} GB) in {found[0].parent}; last one is validation")
+        return 0
+    rows = info(args.corpus)
+    for r in rows:
+        print(f"{r['shard']:<22}{r['split']:<7}{r['mb']:>9.1f} MB{r['docs']:>10,} docs")
+    print(f"{len(rows)} shards in {corpus_dir(args.corpus)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli(main))

@@ -1,0 +1,52 @@
+"""Which device a computation runs on: the caller's choice, else $TINYLAB_DEVICE, else the best there is.
+
+TINYLAB_DEVICE exists for the tests: the root conftest sets it to `cpu`, so every value the
+suite checks exactly (notebook outputs, resume curves, greedy completions) is computed in
+fp32 on the CPU whether or not the machine has a GPU. A user who sets nothing gets CUDA, then
+Apple's MPS, then the CPU. A device that is not there is one clear DeviceError, never a
+traceback from deep inside torch.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .errors import DeviceError
+
+ENV_VAR = "TINYLAB_DEVICE"
+
+
+def mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def best_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_device(device=None) -> torch.device:
+    """`device` (str or torch.device), else $TINYLAB_DEVICE, else best_device(); checked to exist."""
+    device = device if device is not None else os.environ.get(ENV_VAR) or None
+    if device is None:
+        return best_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise DeviceError(f"unknown device {str(device)!r} ({e}): use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {str(device)!r} asked for, but this machine has no usable CUDA GPU "
+                              f"(torch {torch.__version__}): use --device cpu, or install a CUDA build of torch")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {str(device)!r} asked for, but only {torch.cuda.device_count()} CUDA "
+                              f"GPU(s) are visible: use cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    elif dev.type == "mps" and not mps_available():
+        raise DeviceError(f"device {str(device)!r} asked for, but MPS is not available here: use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"device {str(device)!r} is not supported: use cpu, cuda, cuda:N or mps")
+    return dev

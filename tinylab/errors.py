@@ -1,0 +1,86 @@
+"""One exception root, and the one way every command line turns errors into a message.
+
+Every error tinylab raises on purpose derives from TinylabError and carries a message that
+says what to do. `cli(main)` is the wrapper every `python -m tinylab.X` entry point runs
+under: a TinylabError becomes `error: <message>` on stderr and exit status 2 (bad input) or
+1 (a run that failed); Ctrl-C exits 130. Failures a user can cause from outside Python (a full
+disk, a file truncated by a crash, no CUDA, a strict locale) are recognised in `explain` and
+given the same one-line treatment. Anything else is a bug and keeps its traceback.
+
+This module imports nothing heavy (no torch), so any module may import it.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+
+BAD_INPUT, FAILED_RUN, INTERRUPTED = 2, 1, 130
+
+
+class TinylabError(Exception):
+    """Root of every error tinylab raises on purpose; the message says what to do."""
+
+    exit_code = BAD_INPUT
+
+    def __str__(self):  # KeyError-based subclasses would otherwise show their message quoted
+        return str(self.args[0]) if self.args else ""
+
+
+class RunFailedError(TinylabError):
+    """Valid input, but the work itself failed (a NaN loss, out of memory); exit status 1."""
+
+    exit_code = FAILED_RUN
+
+
+class UsageError(TinylabError):
+    """A command line that does not parse: a missing or malformed argument."""
+
+
+class DeviceError(TinylabError):
+    """A device that is not there (cuda without a GPU, a typo)."""
+
+
+class DiskError(TinylabError):
+    """Writing failed for lack of space or permission; nothing already written was lost."""
+
+
+def explain(exc: BaseException) -> TinylabError | None:
+    """The TinylabError a user should see for an outside failure, or None for a genuine bug."""
+    if isinstance(exc, TinylabError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskError(f"the disk is full ({exc.filename or 'while writing'}): free some space and run the "
+                         f"command again; files written before this point are intact")
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return DiskError(f"no permission to write {exc.filename or 'a file'} ({exc.strerror}): point "
+                         f"TINYLAB_HOME at a writable directory")
+    if isinstance(exc, UnicodeEncodeError):
+        return TinylabError(f"the terminal cannot show this text ({exc.reason}): run with "
+                            f"PYTHONIOENCODING=utf-8:replace or a UTF-8 locale (e.g. LANG=C.UTF-8)")
+    if isinstance(exc, UnicodeDecodeError):
+        return TinylabError(f"input is not valid UTF-8 ({exc.reason} at byte {exc.start}): convert it to UTF-8, "
+                            f"or run with PYTHONIOENCODING=utf-8:surrogateescape")
+    return None
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one `error: ...` line (via UsageError) instead of usage + exit."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def cli(main, argv=None) -> int:
+    """Run main(argv) -> exit status, turning errors into one line on stderr (see module doc)."""
+    try:
+        return main(argv) or 0
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return INTERRUPTED
+    except BaseException as e:  # noqa: BLE001 - re-raised below unless it is a known kind
+        known = explain(e)
+        if known is None:
+            raise
+        print(f"error: {known}", file=sys.stderr)
+        return known.exit_code
