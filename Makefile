@@ -17,7 +17,7 @@ lab: $(STAMP)  ## JupyterLab on notebooks/ with the real preset
 
 notebooks: $(STAMP)  ## re-execute notebooks/ in place, in order, under the smoke preset (commit the outputs)
 	home=$$(mktemp -d) && for nb in notebooks/[0-9][0-9]_*.ipynb; do \
-	  TINYLAB_PRESET=smoke TINYLAB_HOME=$$home MPLBACKEND=Agg \
+	  TINYLAB_PRESET=smoke TINYLAB_DEVICE=cpu TINYLAB_HOME=$$home MPLBACKEND=Agg \
 	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace $$nb || exit 1; done; rm -rf $$home
 
 CHROMIUM ?= /usr/bin/chromium

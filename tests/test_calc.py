@@ -6,9 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from tinylab import vram
-from tinylab.calc import (GPU_PEAK_FLOPS, flops_per_token, gpu_peak_flops, main, max_device_batch,
-                          param_counts, tokens_for_ratio, training_time_s, vram_estimate)
+from tinylab.calc import (GPU_PEAK_FLOPS, flops_per_token, gpu_peak_flops, max_device_batch, param_counts,
+                          tokens_for_ratio, training_time_s, vram, vram_estimate)
+from tinylab.calc.__main__ import main
+from tinylab.errors import cli
 from tinylab.paths import REPO
 from tinylab.presets import get_preset
 
@@ -130,15 +131,15 @@ def test_cli_knobs_change_the_architecture(capsys):
 @pytest.mark.parametrize("args, words", [
     (["--preset", "nope"], ["unknown preset 'nope'", "ittybitty", "smoke"]),
     (["--head-dim", "63"], ["head_dim=63 is odd"]),
-    (["--batch-sizes", "8,x"], ["--batch-sizes must be positive integers"]),
-    (["--gpu", "TPU"], ["unknown GPU 'TPU'", "RTX 3090"]),
+    (["--batch-sizes", "8,x"], ["--batch-sizes: must be positive integers"]),
+    (["--gpu", "TPU"], ["invalid choice: 'TPU'", "RTX 3090"]),
+    (["--vocab-size", "100000"], ["vocab_size=100,000 cannot be trained", "65,536"]),
+    (["--ratio", "inf"], ["ratio must be a finite number > 0"]),
 ])
 def test_cli_errors_are_one_clear_line(capsys, args, words):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    assert e.value.code == 2
+    assert cli(main, args) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err
+    assert err.startswith("error: ") and err.count("\n") == 1
     for w in words:
         assert w in err
 
@@ -151,15 +152,15 @@ def test_module_runs_as_a_script():
 
 
 def test_architecture_report_and_widget(capsys):
-    from tinylab.widgets.arch import architecture_report, architecture_view, preset_knobs, show_report, vocab_table
-    table, fig = architecture_report(**preset_knobs(get_preset("ittybitty-tied")))
+    from tinylab.widgets.arch import architecture_report, architecture_view, show_report, vocab_table
+    table, fig = architecture_report(get_preset("ittybitty-tied"))
     assert table.loc["total", "params"] == param_counts(replace(ITTY, tie_embeddings=True))["total"]
     assert len(fig.axes) == 2
-    show_report(depth=4, model_dim=480, head_dim=64)
+    show_report(get_preset("ittybitty"), model_dim=480)
     assert "not a valid architecture: model_dim=480 is not divisible by head_dim=64" in capsys.readouterr().out
     vt = vocab_table(ITTY)
     assert vt.loc[24576, "total"] == param_counts(ITTY)["total"]
-    view = architecture_view(**preset_knobs(get_preset("smoke")))
+    view = architecture_view(get_preset("smoke"))
     sliders = view.children[0].children[0].children  # depth, model_dim, head_dim, n_kv_head, vocab_size
     capsys.readouterr()
     sliders[1].value = 80  # not a multiple of smoke's head_dim 32: the message, not an exception
@@ -176,7 +177,7 @@ def test_show_report_sizes_memory_once_and_calibration_closes_its_file(capsys, m
     from tinylab.widgets import arch
     calls = []
     monkeypatch.setattr(arch, "max_device_batch", lambda *a, **k: calls.append(a) or 7)
-    arch.show_report(**arch.preset_knobs(get_preset("smoke")))
+    arch.show_report(get_preset("smoke"))
     assert len(calls) == 1  # summary and figure share one memory_fit, so they cannot disagree
     assert "largest batch for 24 GiB: 7" in capsys.readouterr().out
     f = tmp_path / "vram.jsonl"

@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from tinylab import checkpoint
-from tinylab.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from tinylab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tinylab.config import GPTConfig
 from tinylab.model import build_model
 from tinylab.optim import setup_optimizers
+from tinylab.run import Run, RunError
 
 CFG = GPTConfig(depth=1, model_dim=32, head_dim=16, vocab_size=64, sequence_len=16)
 
@@ -37,7 +38,7 @@ def one_step(model, opts, x):
 def test_round_trip_continues_bit_identically(tmp_path, tied):
     cfg = GPTConfig(**{**CFG.to_dict(), "tie_embeddings": tied})
     model, opts, x = stepped(cfg)
-    ckpt = save_checkpoint(tmp_path, 2, model, opts, dict(loader={"batch": 7}))
+    ckpt = save_checkpoint(Run(tmp_path), 2, model, opts, dict(loader={"batch": 7}))
     expected_rand = torch.rand(3)  # what the RNG gives right after the save
     model2, opts2, _ = stepped(cfg, steps=0, seed=99)  # different init, empty optimizer state
     torch.manual_seed(123)
@@ -54,7 +55,7 @@ def test_round_trip_continues_bit_identically(tmp_path, tied):
 
 def test_files_are_safetensors_and_json_only(tmp_path):
     model, opts, _ = stepped(CFG)
-    ckpt = save_checkpoint(tmp_path, 5, model, opts, {})
+    ckpt = save_checkpoint(Run(tmp_path), 5, model, opts, {})
     assert sorted(p.name for p in ckpt.iterdir()) == ["checkpoint.json", "model.safetensors", "optim.safetensors"]
     json.loads((ckpt / "checkpoint.json").read_text())
 
@@ -62,22 +63,26 @@ def test_files_are_safetensors_and_json_only(tmp_path):
 def test_keeps_newest_and_ignores_partial_writes(tmp_path):
     model, opts, _ = stepped(CFG, steps=1)
     for step in (1, 2, 3):
-        save_checkpoint(tmp_path, step, model, opts, {}, keep=2)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_000002", "step_000003"]
+        save_checkpoint(Run(tmp_path), step, model, opts, {}, keep=2)
+    assert [p.name for p in Run(tmp_path).checkpoints()] == ["step_000002", "step_000003"]
     (tmp_path / "checkpoints" / ".tmp-step_000004-x").mkdir()       # a crash mid-write
     (tmp_path / "checkpoints" / "step_000005").mkdir()              # no checkpoint.json: incomplete
-    assert latest_checkpoint(tmp_path).name == "step_000003"
+    assert Run(tmp_path).latest_checkpoint().name == "step_000003"
 
 
 def test_architecture_mismatch_and_missing_run_are_clear(tmp_path, monkeypatch):
     model, opts, _ = stepped(CFG, steps=1)
-    ckpt = save_checkpoint(tmp_path, 1, model, opts, {})
+    ckpt = save_checkpoint(Run(tmp_path), 1, model, opts, {})
     other = build_model(GPTConfig(**{**CFG.to_dict(), "depth": 2}))
     with pytest.raises(CheckpointError, match="different architecture"):
         load_checkpoint(ckpt, other)
     monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
-    with pytest.raises(CheckpointError, match="no checkpoint for run 'nope'.*python -m tinylab.train"):
+    with pytest.raises(RunError, match="no run 'nope'.*python -m tinylab.train"):
         checkpoint.load_model("nope")
+    (tmp_path / "runs" / "empty").mkdir(parents=True)
+    (tmp_path / "runs" / "empty" / "config.json").write_text("{}")
+    with pytest.raises(RunError, match="run 'empty' has no checkpoint yet.*python -m tinylab.train"):
+        checkpoint.load_model("empty")
 
 
 def test_load_model_refuses_a_different_tokenizer(tmp_path, monkeypatch):
@@ -89,7 +94,7 @@ def test_load_model_refuses_a_different_tokenizer(tmp_path, monkeypatch):
     model, opts, _ = stepped(CFG, steps=1)
     run = tmp_path / "runs" / "r"
     tok.save(run / "tokenizer")
-    save_checkpoint(run, 1, model, opts, dict(tokenizer=dict(name=tok.name, hash=tok.hash)))
+    save_checkpoint(Run(run), 1, model, opts, dict(tokenizer=dict(name=tok.name, hash=tok.hash)))
     loaded, tok2, meta = checkpoint.load_model("r")
     assert not loaded.training and tok2.hash == tok.hash and meta["step"] == 1
     other = train_tokenizer(texts, 265, progress=False)
@@ -100,7 +105,7 @@ def test_load_model_refuses_a_different_tokenizer(tmp_path, monkeypatch):
 
 def test_resume_keeps_the_requested_initial_lr(tmp_path):
     model, opts, _ = stepped(CFG)
-    ckpt = save_checkpoint(tmp_path, 2, model, opts, {})
+    ckpt = save_checkpoint(Run(tmp_path), 2, model, opts, {})
     torch.manual_seed(0)
     model2 = build_model(CFG)
     opts2 = setup_optimizers(model2, matrix_lr=0.5, embedding_lr=0.3)
@@ -115,7 +120,7 @@ def test_resaving_a_step_that_fails_keeps_the_old_checkpoint(tmp_path, monkeypat
     import os
 
     model, opts, _ = stepped(CFG, steps=1)
-    save_checkpoint(tmp_path, 3, model, opts, dict(version=1))
+    save_checkpoint(Run(tmp_path), 3, model, opts, dict(version=1))
     rename = os.rename
 
     def failing_rename(src, dst):
@@ -125,11 +130,11 @@ def test_resaving_a_step_that_fails_keeps_the_old_checkpoint(tmp_path, monkeypat
 
     monkeypatch.setattr(checkpoint.os, "rename", failing_rename)
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(tmp_path, 3, model, opts, dict(version=2))
+        save_checkpoint(Run(tmp_path), 3, model, opts, dict(version=2))
     monkeypatch.undo()
-    assert checkpoint.read_meta(latest_checkpoint(tmp_path))["version"] == 1
-    save_checkpoint(tmp_path, 3, model, opts, dict(version=2))
-    assert checkpoint.read_meta(latest_checkpoint(tmp_path))["version"] == 2
+    assert checkpoint.read_meta(Run(tmp_path).latest_checkpoint())["version"] == 1
+    save_checkpoint(Run(tmp_path), 3, model, opts, dict(version=2))
+    assert checkpoint.read_meta(Run(tmp_path).latest_checkpoint())["version"] == 2
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_000003"]  # nothing left aside
 
 

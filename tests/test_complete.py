@@ -9,6 +9,7 @@ import torch
 
 from tinylab import complete as cli
 from tinylab.checkpoint import load_model, save_checkpoint
+from tinylab.run import Run
 from tinylab.config import GPTConfig
 from tinylab.engine import complete
 from tinylab.model import build_model
@@ -28,7 +29,7 @@ def write_run(home, run, seed=0, sequence_len=32):
             p.normal_(0, 1 / p.shape[-1] ** 0.5)
     run_dir = home / "runs" / run
     tok.save(run_dir / "tokenizer")
-    save_checkpoint(run_dir, 1, model, [], dict(run=run, tokenizer=dict(name=tok.name, hash=tok.hash)))
+    save_checkpoint(Run(run_dir), 1, model, [], dict(run=run, tokenizer=dict(name=tok.name, hash=tok.hash)))
     return run_dir
 
 
@@ -94,7 +95,7 @@ def test_missing_run_is_one_clear_line(home):
     err = io.StringIO()
     assert cli.main(["--run", "nope", "-p", "x"], stdout=io.StringIO(), stderr=err) == 2
     msg = err.getvalue()
-    assert msg.count("\n") == 1 and msg.startswith("error: no checkpoint for run 'nope'")
+    assert msg.count("\n") == 1 and msg.startswith("error: no run 'nope'")
     assert "tiny" in msg  # names the runs that do exist
 
 

@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent("""
     logits = inp["logits"].clone()
     losses = softcap_cross_entropy_(logits, inp["targets"], inp["softcap"])
 
-    loss._loss_and_grad_fn = lambda device: loss._triton_loss_and_grad
+    loss._loss_and_grad_fn = lambda device, kernel: loss._triton_loss_and_grad
     x = inp["x"].clone().requires_grad_()
     w = inp["w"].clone().requires_grad_()
     lce = loss.linear_cross_entropy(x, w, inp["lce_targets"], inp["softcap"], chunk=inp["chunk"])
@@ -88,7 +88,7 @@ def test_linear_cross_entropy_triton_step_matches_torch_step(run):
     seed, inp, out = run
     x = inp["x"].clone().requires_grad_()
     w = inp["w"].clone().requires_grad_()
-    assert loss_mod._loss_and_grad_fn(x.device) is loss_mod._chunk_loss_and_grad  # CPU: the plain torch step
+    assert loss_mod._loss_and_grad_fn(x.device, "auto") is loss_mod._chunk_loss_and_grad  # CPU: the plain torch step
     lce = loss_mod.linear_cross_entropy(x, w, inp["lce_targets"], SOFTCAP, chunk=inp["chunk"])
     lce.backward()
     msg = lambda m: f"seed {seed}: {m}"  # noqa: E731

@@ -1,5 +1,4 @@
 """Pre-tokenization and TokenLoader: BOS per document, x/y shift, exact resume, DDP sharding."""
-import dataclasses
 import hashlib
 import json
 
@@ -95,10 +94,29 @@ def test_state_round_trip_gives_identical_next_batch(corpus):
 def test_mismatched_state_is_refused(corpus):
     tokens = pretokenize(corpus, ByteTokenizer(), "train", progress=False)
     state = TokenLoader(tokens, "train", 2, 32).state_dict()
-    with pytest.raises(LoaderError, match="batch_size=2"):
-        TokenLoader(tokens, "train", 4, 32, state=state)
+    with pytest.raises(LoaderError, match="seq_len=32"):
+        TokenLoader(tokens, "train", 2, 16, state=state)
     with pytest.raises(LoaderError, match="split_tokens="):  # e.g. more shards downloaded since the checkpoint
         TokenLoader(tokens, "train", 2, 32, state={**state, "split_tokens": state["split_tokens"] + 1})
+
+
+@pytest.mark.parametrize("before, after", [((4, 1), (2, 1)), ((2, 2), (4, 1)), ((3, 1), (1, 3))])
+def test_resume_with_another_batch_or_world_size_continues_the_same_stream(corpus, before, after):
+    """After an out-of-memory stop a run resumes with a smaller device batch (same tokens per step):
+    the state counts rows consumed, so the concatenated batches continue the stream exactly."""
+    tokens = pretokenize(corpus, ByteTokenizer(), "train", progress=False)
+    (b0, w0), (b1, w1) = before, after
+
+    def rows_of(B, W, state, n):  # n micro-steps of all W ranks, their rows in stream order
+        ranks = [TokenLoader(tokens, "train", B, 16, rank=r, world_size=W, state=state) for r in range(W)]
+        out = [torch.cat([next(ld)[0] for ld in ranks]) for _ in range(n)]
+        return torch.cat(out), ranks[0].state_dict()
+
+    _, state = rows_of(b0, w0, None, 5)
+    total = 12 * b0 * w0  # rows the original layout would take next, crossing shard and epoch ends
+    want, _ = rows_of(b0, w0, state, total // (b0 * w0))
+    got, _ = rows_of(b1, w1, state, total // (b1 * w1))
+    assert torch.equal(got, want)
 
 
 def test_ddp_ranks_are_disjoint_and_cover_everything(corpus):
@@ -111,9 +129,9 @@ def test_ddp_ranks_are_disjoint_and_cover_everything(corpus):
     assert not set(seen[0]) & set(seen[1])
     everything = [x.flatten().numpy().tobytes() for x, _ in single][: 2 * len(seen[0])]
     assert sorted(seen[0] + seen[1]) == sorted(everything)
-    # and the single-rank epoch covers every shard but its tail shorter than a window
-    per_shard = [(len(s) - 1) // (B * T) for s in stream("train")]
-    assert single.batches_per_epoch == sum(per_shard)
+    # and the single-rank epoch covers every shard but its tail shorter than a row
+    assert single.rows_per_epoch == sum((len(s) - 1) // T for s in stream("train"))
+    assert single.batches_per_epoch == single.rows_per_epoch // B
 
 
 def test_vocab_too_big_for_uint16_is_refused(corpus):
@@ -141,11 +159,11 @@ def test_changed_source_is_retokenized_and_truncated_bin_detected(corpus):
 
 def test_token_batches_and_val_batches_on_the_sample(monkeypatch, tmp_path):
     monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
-    preset = dataclasses.replace(get_preset("smoke"), eval_tokens=3 * 8 * 128)
+    preset = get_preset("smoke").override(eval_tokens=3 * 8 * 128)
     tok = ByteTokenizer()
     train = loader.token_batches(preset, tok, progress=False)
     x, y = next(train)
-    assert x.shape == (preset.device_batch_size, preset.model.sequence_len) and x[0, 0] == tok.bos_id
+    assert x.shape == (preset.batch.device_batch_size, preset.model.sequence_len) and x[0, 0] == tok.bos_id
     v1 = [x for x, _ in loader.val_batches(preset, tok, progress=False)]
     v2 = [x for x, _ in loader.val_batches(preset, tok, progress=False)]
     assert len(v1) == 3 and all(torch.equal(a, b) for a, b in zip(v1, v2))

@@ -9,20 +9,28 @@ import warnings
 import numpy as np
 import pytest
 
+from tinylab import run as run_mod
 from tinylab import runs as R
 from tinylab.calc import flops_per_token, param_counts
 from tinylab.config import GPTConfig
+from tinylab.errors import cli
+from tinylab.run import Run
 from tinylab.plots import PlotError, chinchilla_tokens, ema, plot_runs, save_figure, to_x
 
 
-def write_run(root, name, *, model_dim=64, steps=60, eval_every=20, tokens_per_step=2048, fmt=1,
+def write_run(root, name, *, model_dim=64, steps=60, eval_every=20, tokens_per_step=2048, fmt=2,
               complete=True, partial=None):
-    """A run directory like tinylab.train writes: config.json + metrics.jsonl."""
+    """A run directory like tinylab.train writes: config.json + metrics.jsonl (format 2, or 1 of older versions)."""
     model = GPTConfig(depth=2, model_dim=model_dim, head_dim=32, vocab_size=512, sequence_len=128)
-    cfg = dict(run=name, preset="smoke", model=model.to_dict(),
-               train=dict(total_batch_size=tokens_per_step, num_iterations=steps, device_batch_size=8),
-               params=param_counts(model)["total"], flops_per_token=flops_per_token(model),
-               tokenizer=dict(name="sample-512", hash="abc"), device="cpu", world_size=1, created="2026-01-01")
+    counts = dict(params=param_counts(model)["total"], flops_per_token=flops_per_token(model))
+    cfg = dict(run=name, preset="smoke", model=model.to_dict(), tokenizer=dict(name="sample-512", hash="abc"),
+               device="cpu", world_size=1, created="2026-01-01")
+    if fmt == 1:
+        cfg.update(train=dict(total_batch_size=tokens_per_step, num_iterations=steps, device_batch_size=8,
+                              requested_total_batch_size=tokens_per_step, grad_accum=2), corpus="sample", **counts)
+    else:
+        cfg.update(batch=dict(device_batch_size=8, total_batch_size=tokens_per_step), loop=dict(num_iterations=steps),
+                   derived=dict(counts, total_batch_size=tokens_per_step, num_iterations=steps, grad_accum=2))
     if fmt is not None:
         cfg["format"] = fmt
     d = root / name
@@ -36,7 +44,7 @@ def write_run(root, name, *, model_dim=64, steps=60, eval_every=20, tokens_per_s
             lines.append(dict(kind="eval", step=s, tokens=tok, flops=0, val_bpb=3 - s / steps, elapsed=0.5 * s))
         if s == 0:
             continue
-        lines.append(dict(kind="train", step=s, tokens=tok, flops=tok * cfg["flops_per_token"],
+        lines.append(dict(kind="train", step=s, tokens=tok, flops=tok * counts["flops_per_token"],
                           loss=2 + 4 * math.exp(-s / 15) + 0.1 * rng.standard_normal(), lr=min(1, s / 10),
                           tok_per_s=1000.0 + s, mfu=0.1, mem_gb=0.1, elapsed=0.5 * s))
     lines.append(dict(kind="sample", step=steps, text="hello"))
@@ -49,19 +57,22 @@ def write_run(root, name, *, model_dim=64, steps=60, eval_every=20, tokens_per_s
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
-    monkeypatch.setattr(R, "DOCS_RUNS", tmp_path / "no-docs")
+    monkeypatch.setattr(run_mod, "DOCS_RUNS", tmp_path / "no-docs")
     return tmp_path / "runs"
 
 
-def test_load_run_rows_and_config_columns(home):
-    write_run(home, "a", steps=60, eval_every=20)
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_load_run_rows_and_config_columns(home, fmt):
+    write_run(home, "a", steps=60, eval_every=20, fmt=fmt)
     df = R.load_run("a")
     assert (df.kind == "train").sum() == 60 and (df.kind == "eval").sum() == 4
     assert set(df.kind) == {"train", "eval", "sample"}  # unknown kinds dropped
     assert df.params.unique().tolist() == [param_counts(GPTConfig(depth=2, model_dim=64, head_dim=32,
                                                                    vocab_size=512, sequence_len=128))["total"]]
     assert (df.tokens_per_step == 2048).all() and (df.run == "a").all()
-    assert df.attrs["config"]["format"] == 1
+    assert (df.planned_steps == 60).all() and (df.device_batch_size == 8).all()  # every knob is a column
+    assert df.label.iloc[0] == "a · d2 · 64w · 0.16M"
+    assert df.attrs["config"]["format"] == 2  # format 1 is read in today's layout
 
 
 def test_partial_last_line_is_ignored_silently(home):
@@ -95,7 +106,7 @@ def test_missing_metrics_gives_empty_frame_and_warning(home):
     assert df.empty and set(R.METRIC_COLUMNS + R.CONFIG_COLUMNS) <= set(df.columns)
 
 
-@pytest.mark.parametrize("fmt, match", [(None, "older tinylab"), (2, "format 2.*reads format 1")])
+@pytest.mark.parametrize("fmt, match", [(None, "older tinylab"), (3, "format 3.*reads formats 1 and 2")])
 def test_old_or_unknown_format_is_refused(home, fmt, match):
     write_run(home, "old", fmt=fmt)
     with pytest.raises(R.RunError, match=f"run 'old'.*{match}"):
@@ -126,12 +137,12 @@ def test_list_runs_includes_docs_runs_and_unreadable(home, tmp_path, monkeypatch
     write_run(home, "a", steps=60)
     write_run(home, "old", fmt=None)
     write_run(tmp_path / "docs", "real", steps=30)
-    monkeypatch.setattr(R, "DOCS_RUNS", tmp_path / "docs")
+    monkeypatch.setattr(run_mod, "DOCS_RUNS", tmp_path / "docs")
     t = R.list_runs()
     assert list(t.index) == ["a", "old", "real"]
     assert t.loc["a", "status"] == "done" and t.loc["old", "status"] == "unreadable"
     assert "older tinylab" in t.loc["old", "problem"]
-    assert R.resolve_run("real") == tmp_path / "docs" / "real"
+    assert Run.find("real").dir == tmp_path / "docs" / "real"
 
 
 def test_ema_is_debiased_and_smooths():
@@ -212,17 +223,17 @@ def test_cli_list_and_plot(home, tmp_path, capsys):
     png = tmp_path / "out" / "curves.png"
     assert R.main(["plot", "a", "b", "-o", str(png), "--x", "tokens", "--logx"]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
-    assert R.main(["plot", "a", "nope", "-o", str(png)]) == 1
+    assert cli(R.main, ["plot", "a", "nope", "-o", str(png)]) == 2
     assert "no run 'nope'" in capsys.readouterr().err
 
 
 def test_published_run_shadowed_by_a_local_run_resolves(home, tmp_path, monkeypatch):
     write_run(home, "same", model_dim=32, steps=40)
     write_run(tmp_path / "docs", "same", model_dim=64, steps=60)
-    monkeypatch.setattr(R, "DOCS_RUNS", tmp_path / "docs")
+    monkeypatch.setattr(run_mod, "DOCS_RUNS", tmp_path / "docs")
     assert list(R.find_runs()) == ["same", "docs/runs/same"]
     for key, path in R.find_runs().items():  # every name find_runs (and the runs widget) offers loads
-        assert R.resolve_run(key) == path
+        assert Run.find(key).dir == path
     df = R.load_runs(list(R.find_runs()))
     assert df.groupby("run", sort=False).model_dim.first().to_dict() == {"same": 32, "docs/runs/same": 64}
 

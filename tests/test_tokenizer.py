@@ -13,6 +13,7 @@ from tiktoken.load import load_tiktoken_bpe
 
 from tinylab import tokenizer as T
 from tinylab.data import iter_texts
+from tinylab.errors import cli
 from tinylab.presets import get_preset
 from tinylab.widgets.tokens import render_tokens, token_pieces
 
@@ -196,9 +197,9 @@ def test_compression_by_vocab_matches_trained(texts, tok):
 def test_cli(tmp_path, monkeypatch, capsys, no_network):
     monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
-    assert T.main(["train", "--preset", "nope"]) == 2
+    assert cli(T.main, ["train", "--preset", "nope"]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
-    assert T.main(["train", "--preset", "smoke", "--corpus", "fineweb"]) == 2
+    assert cli(T.main, ["train", "--preset", "smoke", "--corpus", "fineweb"]) == 2
     assert "tinylab.data download" in capsys.readouterr().err
     assert T.main(["train", "--preset", "smoke", "--vocab-size", "300", "--max-chars", "100000"]) == 0
     out = capsys.readouterr().out

@@ -8,9 +8,13 @@ import torch
 import torch.multiprocessing as mp
 
 from tinylab import checkpoint, paths
+from tinylab.config import ConfigError
+from tinylab.errors import cli
 from tinylab.model import build_model
-from tinylab.presets import get_preset
-from tinylab.train import NonFiniteLossError, TrainError, ensure_run, main, plan, resolve, train
+from tinylab.presets import get_preset, resolve
+from tinylab.run import Run
+from tinylab.schedule import plan
+from tinylab.train import Dist, NonFiniteLossError, OutOfMemoryError, TrainError, ensure_run, main, train
 
 # a few micro-steps of the smoke model: seq 128, micro-batch 2 × 128 tokens
 TINY = dict(device_batch_size=2, total_batch_size=512, eval_tokens=512, eval_every=3, sample_every=0, log_every=1)
@@ -37,7 +41,7 @@ def test_resume_reproduces_the_uninterrupted_loss_curve():
 
     with pytest.raises(Kill):
         train("smoke", "cut", num_iterations=6, progress=False, callback=kill_after_step_4, **TINY)
-    assert checkpoint.latest_checkpoint(paths.runs_dir() / "cut").name == "step_000003"
+    assert Run.at("cut").latest_checkpoint().name == "step_000003"
     with pytest.raises(TrainError, match="resume"):  # never silently overwrites
         train("smoke", "cut", num_iterations=6, progress=False, **TINY)
     summary = train("smoke", "cut", num_iterations=6, progress=False, resume=True, **TINY)
@@ -45,7 +49,7 @@ def test_resume_reproduces_the_uninterrupted_loss_curve():
     assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]  # lines after the checkpoint were dropped
     assert max(abs(a[s] - b[s]) for s in a) <= 1e-6
     assert summary["step"] == 6 and summary["val_bpb"] == pytest.approx(metrics("full")[-1]["val_bpb"], abs=1e-6)
-    meta = checkpoint.read_meta(checkpoint.latest_checkpoint(paths.runs_dir() / "cut"))
+    meta = checkpoint.read_meta(Run.at("cut").latest_checkpoint())
     assert meta["finished"] and meta["step"] == 6
 
 
@@ -65,7 +69,7 @@ def test_ddp_on_two_gloo_ranks_equals_single_process_accumulation():
         port = s.getsockname()[1]
     mp.spawn(_ddp_worker, args=(port, overrides), nprocs=2, join=True)
     cfg = json.loads((paths.runs_dir() / "ddp" / "config.json").read_text())
-    assert cfg["world_size"] == 2 and cfg["train"]["grad_accum"] == 2
+    assert cfg["world_size"] == 2 and cfg["derived"]["grad_accum"] == 2
     m1 = checkpoint.load_model("single")[0].state_dict()
     m2 = checkpoint.load_model("ddp")[0].state_dict()
     torch.manual_seed(42)  # train()'s default seed: the same initial weights
@@ -96,7 +100,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(monkeypatch):
     monkeypatch.setattr(T, "lr_multiplier", lambda step, *a: 1.0 if step < 3 else float("nan"))
     with pytest.raises(NonFiniteLossError, match="step_000003"):
         train("smoke", "nan", num_iterations=8, progress=False, **dict(TINY, eval_every=100, save_every=3))
-    ckpt = checkpoint.latest_checkpoint(paths.runs_dir() / "nan")
+    ckpt = Run.at("nan").latest_checkpoint()
     assert ckpt.name == "step_000003"
     model = checkpoint.load_model("nan")[0]
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -104,16 +108,17 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(monkeypatch):
 
 
 def test_ensure_run_trains_once_and_load_model():
-    run_dir = ensure_run("smoke", "ens", progress=False, num_iterations=2, **TINY)
-    before = (run_dir / "metrics.jsonl").read_text()
-    assert ensure_run("smoke", "ens", progress=False, num_iterations=2, **TINY) == run_dir
-    assert (run_dir / "metrics.jsonl").read_text() == before  # finished: nothing retrained
+    run = ensure_run("smoke", "ens", progress=False, num_iterations=2, **TINY)
+    before = run.metrics.path.read_text()
+    assert ensure_run("smoke", "ens", progress=False, num_iterations=2, **TINY).dir == run.dir
+    assert run.metrics.path.read_text() == before  # finished: nothing retrained
     model, tok, meta = checkpoint.load_model("ens")
     assert not model.training and meta["step"] == 2 and tok.hash == meta["tokenizer"]["hash"]
-    cfg = json.loads((run_dir / "config.json").read_text())
-    for key in ("run", "preset", "model", "train", "params", "flops_per_token", "tokenizer", "device",
-                "world_size", "created", "format"):
+    cfg = json.loads(run.config_path.read_text())
+    for key in ("run", "preset", "model", "data", "batch", "loop", "optim", "eval", "derived", "tokenizer",
+                "device", "world_size", "created", "format"):
         assert key in cfg
+    assert cfg["derived"]["params"] == 163_840 and cfg["loop"]["num_iterations"] == 2
     rec = [r for r in metrics("ens") if r["kind"] == "train"][-1]
     for key in ("step", "tokens", "flops", "loss", "lr", "tok_per_s", "mfu", "mem_gb", "elapsed"):
         assert key in rec
@@ -125,7 +130,7 @@ def test_plan_rounds_batch_48_and_bad_options_are_named():
     assert p["num_iterations"] == round(500_000_000 / 491_520)
     p = plan("ittybitty", depth=6, seq_len=1024, device_batch_size=64, tie_embeddings=True)
     assert "depth 6" in p["model"] and "tied" in p["model"] and p["grad_accum"] == 8
-    with pytest.raises(TrainError, match="lernrate"):
+    with pytest.raises(ConfigError, match="lernrate"):
         resolve("smoke", dict(lernrate=1))
 
 
@@ -135,7 +140,7 @@ def test_cli_prints_rounding_once_and_finishes(capsys):
     out = capsys.readouterr().out
     assert rc == 0
     assert out.count("not a multiple") == 1 and "using 1,152" in out and "done: 2 steps" in out
-    assert main(["--preset", "smoke", "--run", "cli", "--num-iterations", "2", "--no-progress"]) == 1
+    assert cli(main, ["--preset", "smoke", "--run", "cli", "--num-iterations", "2", "--no-progress"]) == 2
     assert "--resume" in capsys.readouterr().err
 
 
@@ -155,8 +160,8 @@ def test_resume_uses_the_requested_learning_rates():
     train("smoke", "relr", num_iterations=2, progress=False, **TINY)
     train("smoke", "relr", num_iterations=3, resume=True, matrix_lr=0.05, progress=False, **TINY)
     cfg = json.loads((paths.runs_dir() / "relr" / "config.json").read_text())
-    assert cfg["train"]["matrix_lr"] == 0.05 and cfg["train"]["lrs"]["matrix"] == pytest.approx(0.05)
-    ckpt = checkpoint.read_meta(checkpoint.latest_checkpoint(paths.runs_dir() / "relr"))
+    assert cfg["optim"]["matrix_lr"] == 0.05 and cfg["derived"]["lrs"]["matrix"] == pytest.approx(0.05)
+    ckpt = checkpoint.read_meta(Run.at("relr").latest_checkpoint())
     muon = ckpt["optimizers"][1]["param_groups"][0]
     assert muon["initial_lr"] == pytest.approx(0.05)
 
@@ -185,9 +190,9 @@ def test_overwrite_under_ddp_waits_for_rank_0_before_looking_for_checkpoints(mon
         events.append("barrier")
         raise Stop
 
-    monkeypatch.setattr(T, "setup_distributed", lambda device: (1, 2, torch.device("cpu"), False))
+    monkeypatch.setattr(T, "setup_distributed", lambda device: Dist(1, 2, torch.device("cpu"), False))
     monkeypatch.setattr(T.dist, "barrier", barrier)
-    monkeypatch.setattr(T.checkpoint, "latest_checkpoint", lambda run_dir: events.append("latest_checkpoint"))
+    monkeypatch.setattr(T.Run, "latest_checkpoint", lambda run: events.append("latest_checkpoint"))
     with pytest.raises(Stop):
         train("smoke", "ddp-overwrite", overwrite=True, progress=False, **TINY)
     assert events == ["barrier"]
@@ -199,7 +204,7 @@ def test_evaluation_reuses_one_val_loader_and_repeats_exactly(monkeypatch):
     from tinylab.tokenizer import get_tokenizer
     from tinylab.train import make_loaders
 
-    preset, _ = resolve("smoke", dict(eval_tokens=1024))
+    preset = resolve("smoke", dict(eval_tokens=1024, device_batch_size=2))
     tok = get_tokenizer(preset)
     built = []
     init = L.TokenLoader.__init__
@@ -209,7 +214,7 @@ def test_evaluation_reuses_one_val_loader_and_repeats_exactly(monkeypatch):
         init(self, tokens, split, *a, **kw)
 
     monkeypatch.setattr(L.TokenLoader, "__init__", counting_init)
-    train_loader, val = make_loaders(preset, tok, 2, 0, 1, torch.device("cpu"), progress=False)
+    train_loader, val = make_loaders(preset, tok, Dist(0, 1, torch.device("cpu"), False), progress=False)
     torch.manual_seed(0)
     model = build_model(preset.model)
     token_bytes = torch.as_tensor(tok.token_bytes, dtype=torch.int64)
@@ -244,7 +249,7 @@ def test_cli_preset_defaults_to_tinylab_preset(monkeypatch, capsys):
     assert main(["--no-progress"]) == 0
     assert seen == dict(preset="smoke", run="smoke")
     monkeypatch.setenv("TINYLAB_PRESET", "nope")
-    assert main(["--no-progress"]) == 1 and "unknown preset 'nope'" in capsys.readouterr().err
+    assert cli(main, ["--no-progress"]) == 2 and "unknown preset 'nope'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "$TINYLAB_PRESET" in capsys.readouterr().out
@@ -257,7 +262,7 @@ def test_out_of_memory_says_which_batch_to_use_and_keeps_the_checkpoint(monkeypa
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(T, "train_step", oom)
-    with pytest.raises(TrainError) as err:
+    with pytest.raises(OutOfMemoryError) as err:
         T.train("smoke", "oom", num_iterations=3, progress=False, **TINY)
     msg = str(err.value)
     assert "out of memory at device batch 2 × 128" in msg and "Lower --device-batch-size" in msg

@@ -1,6 +1,7 @@
 """Checkpoints that can be resumed exactly and loaded without unpickling anything.
 
-Layout of one checkpoint, $TINYLAB_HOME/runs/<run>/checkpoints/step_NNNNNN/:
+This module owns what is inside a checkpoint directory; where checkpoints live and which
+are complete is tinylab.run's business. Layout of one checkpoint, runs/<run>/checkpoints/step_NNNNNN/:
 
     model.safetensors   weights (safetensors.torch.save_model: a tied wte/lm_head is stored once)
     optim.safetensors   optimizer state tensors, keyed "<optimizer>.<param index>.<name>"
@@ -29,14 +30,15 @@ from safetensors.torch import load_file, load_model as st_load_model, save_file,
 
 from . import paths
 from .config import GPTConfig
+from .errors import TinylabError
 from .model import GPT, build_model
+from .run import CHECKPOINT_MARKER, Run
 
 FORMAT = 1
-CKPT_DIR = "checkpoints"
 RUNTIME_FLAGS = ("fused", "foreach", "capturable", "differentiable")  # depend on the device, not the run
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(TinylabError, RuntimeError):
     """A run or checkpoint that cannot be loaded; the message says what to do."""
 
 
@@ -119,11 +121,11 @@ def restore_optimizers(optimizers, tensors: dict[str, torch.Tensor], meta: list[
         opt.load_state_dict(dict(state=state, param_groups=groups))
 
 
-# ---------------------------------------------------------------- save / find / load
+# ---------------------------------------------------------------- save / load
 
-def save_checkpoint(run_dir: Path, step: int, model: GPT, optimizers, meta: dict, keep: int = 1) -> Path:
+def save_checkpoint(run: Run, step: int, model: GPT, optimizers, meta: dict, keep: int = 1) -> Path:
     """Write checkpoints/step_<step>/ atomically and prune all but the newest `keep`."""
-    root = Path(run_dir) / CKPT_DIR
+    root = run.checkpoints_dir
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-step_{step:06d}-"))
@@ -134,7 +136,7 @@ def save_checkpoint(run_dir: Path, step: int, model: GPT, optimizers, meta: dict
         save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp / "optim.safetensors"))
         body = dict(format=FORMAT, step=step, model=model.config.to_dict(), optimizers=opt_meta,
                     rng=rng_state(), **meta)
-        write_json(tmp / "checkpoint.json", body)
+        write_json(tmp / CHECKPOINT_MARKER, body)  # last: its presence marks the checkpoint complete
         if final.exists():  # re-saving the same step (e.g. final save right after a periodic one)
             old = root / f".old{tmp.name}"
             os.rename(final, old)
@@ -146,33 +148,31 @@ def save_checkpoint(run_dir: Path, step: int, model: GPT, optimizers, meta: dict
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+    for stale in run.checkpoints()[:-keep] if keep > 0 else []:
         shutil.rmtree(stale, ignore_errors=True)
     return final
 
 
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoint directories of a run, oldest first."""
-    root = Path(run_dir) / CKPT_DIR
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.glob("step_*") if (p / "checkpoint.json").is_file())
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = list_checkpoints(run_dir)
-    return ckpts[-1] if ckpts else None
-
-
 def read_meta(ckpt: Path) -> dict:
     try:
-        meta = json.loads((Path(ckpt) / "checkpoint.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{ckpt}/checkpoint.json is unreadable ({e}); delete {ckpt} to fall back "
+        meta = json.loads((Path(ckpt) / CHECKPOINT_MARKER).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{ckpt}/{CHECKPOINT_MARKER} is unreadable ({e}); delete {ckpt} to fall back "
                               f"to an older checkpoint") from e
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{ckpt} has checkpoint format {meta.get('format')}, this tinylab reads {FORMAT}")
     return meta
+
+
+def _load_tensors(what: str, fn, ckpt: Path):
+    """Run a safetensors load, turning a damaged file into one CheckpointError that says what to do."""
+    from safetensors import SafetensorError
+
+    try:
+        return fn()
+    except (SafetensorError, FileNotFoundError, RuntimeError) as e:  # truncated, missing, or another shape
+        raise CheckpointError(f"{ckpt}/{what} is damaged or missing ({type(e).__name__}: {str(e)[:200]}); delete "
+                              f"{ckpt} to fall back to an older checkpoint, or train the run again") from None
 
 
 def load_checkpoint(ckpt: Path, model: GPT, optimizers=None, device="cpu") -> dict:
@@ -182,48 +182,46 @@ def load_checkpoint(ckpt: Path, model: GPT, optimizers=None, device="cpu") -> di
     if meta["model"] != model.config.to_dict():
         raise CheckpointError(f"{ckpt} holds a different architecture ({GPTConfig.from_dict(meta['model']).describe()}) "
                               f"than requested ({model.config.describe()}): use a new --run name or the same knobs")
-    st_load_model(model, str(ckpt / "model.safetensors"), strict=True, device=str(device))
+    _load_tensors("model.safetensors", lambda: st_load_model(model, str(ckpt / "model.safetensors"), strict=True,
+                                                             device=str(device)), ckpt)
     if optimizers is not None:
-        restore_optimizers(optimizers, load_file(str(ckpt / "optim.safetensors"), device=str(device)),
-                           meta["optimizers"])
+        tensors = _load_tensors("optim.safetensors", lambda: load_file(str(ckpt / "optim.safetensors"),
+                                                                       device=str(device)), ckpt)
+        restore_optimizers(optimizers, tensors, meta["optimizers"])
         set_rng_state(meta["rng"])
     return meta
 
 
-def resolve(run_or_path) -> Path:
-    """A checkpoint directory from a run name, a run directory or a checkpoint directory."""
-    p = Path(run_or_path)
-    if not p.is_dir():
-        p = paths.home() / "runs" / str(run_or_path)
-    if (p / "checkpoint.json").is_file():
-        return p
-    ckpt = latest_checkpoint(p)
-    if ckpt is None:
-        have = sorted(d.name for d in (paths.home() / "runs").glob("*") if d.is_dir()) if (paths.home() / "runs").is_dir() else []
-        raise CheckpointError(f"no checkpoint for run {str(run_or_path)!r} (looked in {p}); existing runs: "
-                              f"{', '.join(have) or 'none'}. Train it first: python -m tinylab.train --run NAME")
-    return ckpt
+def locate(source, step: int | None = None) -> tuple[Run, Path]:
+    """(run, checkpoint dir) from a run name, a run directory or a checkpoint directory."""
+    p = Path(str(source)).expanduser()
+    if p.is_dir() and (p / CHECKPOINT_MARKER).is_file():
+        if step is not None and p.name != f"step_{step:06d}":
+            raise CheckpointError(f"{p} is the checkpoint of {p.name}, not step {step}: pass the run instead")
+        return Run(p.parent.parent), p
+    run = Run.find(source)
+    return run, run.checkpoint(step)
 
 
-def load_tokenizer(run_dir: Path, info: dict):
+def load_tokenizer(run: Run, info: dict):
     """The run's tokenizer: its own copy if saved, else the shared one; the hash must match."""
-    from .tokenizer import Tokenizer
+    from .tokenizer import Tokenizer, tokenizer_dir
 
-    own = Path(run_dir) / "tokenizer"
-    where = own if own.is_dir() else paths.home() / "tokenizer" / info["name"]
+    where = run.tokenizer_dir if run.tokenizer_dir.is_dir() else tokenizer_dir(info["name"])
     tok = Tokenizer.load(where)
-    tok.check_hash(info["hash"], what=f"run {Path(run_dir).name}")
+    tok.check_hash(info["hash"], what=f"run {run.name}")
     return tok
 
 
-def load_model(run_or_path, device="cpu"):
-    """(model in eval mode, tokenizer, meta) of the newest checkpoint of a run, for sampling and analysis."""
-    ckpt = resolve(run_or_path)
+def load_model(source, device="cpu", step: int | None = None):
+    """(model in eval mode, tokenizer, meta) of a run's newest (or `step`'s) checkpoint, for sampling and analysis."""
+    run, ckpt = locate(source, step)
     meta = read_meta(ckpt)
     model = build_model(GPTConfig.from_dict(meta["model"]), device=device)
-    st_load_model(model, str(ckpt / "model.safetensors"), strict=True, device=str(device))
+    _load_tensors("model.safetensors", lambda: st_load_model(model, str(ckpt / "model.safetensors"), strict=True,
+                                                             device=str(device)), ckpt)
     model.eval()
-    tokenizer = load_tokenizer(ckpt.parent.parent, meta["tokenizer"])
+    tokenizer = load_tokenizer(run, meta["tokenizer"])
     meta = {k: v for k, v in meta.items() if k not in ("optimizers", "rng")}
-    meta["checkpoint"] = str(ckpt)
+    meta["checkpoint"], meta["run"] = str(ckpt), run.name
     return model, tokenizer, meta

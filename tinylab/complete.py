@@ -16,6 +16,7 @@ import sys
 from typing import Callable, TextIO
 
 from .engine import GenerationError, check_prompt, check_settings, complete
+from .errors import ArgumentParser, cli
 
 TRIGGER = "###"
 GRAY, RESET = "\033[90m", "\033[0m"
@@ -75,11 +76,12 @@ def interactive(completer: Completer, stdin: TextIO, err: TextIO, tty: bool) -> 
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tinylab.complete", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p = ArgumentParser(prog="python -m tinylab.complete", description=__doc__.split("\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     src = p.add_mutually_exclusive_group()
     src.add_argument("--run", help="run name under $TINYLAB_HOME/runs (default: the preset's name)")
     src.add_argument("--checkpoint", help="a run directory or a checkpoint directory")
+    p.add_argument("--step", type=int, help="the checkpoint of this step (default: the newest)")
     p.add_argument("--device", default="cpu", help="cpu (default: fast enough for a tiny model), cuda, mps")
     p.add_argument("-t", "--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
     p.add_argument("-k", "--top-k", type=int, default=50, help="sample among the k likeliest tokens (0 = all)")
@@ -90,29 +92,35 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None, stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
-    stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
-    args = parse_args(argv)
-    try:
-        check_settings(args.temperature, args.top_k or None, args.top_p, args.max_tokens)
-    except GenerationError as e:
-        stderr.write(f"error: {e}\n")
-        return 2
+def load(args, stderr: TextIO):
+    """(model, tokenizer, meta) of the run or checkpoint the arguments name."""
+    from .checkpoint import load_model
+    from .devices import pick_device
+
     source = args.checkpoint or args.run
     if source is None:
         from .presets import preset_from_env
         source = preset_from_env().name
+    model, tokenizer, meta = load_model(source, device=pick_device(args.device), step=args.step)
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise GenerationError(f"tokenizer {tokenizer.name} has {tokenizer.vocab_size} ids but the model only "
+                              f"{model.config.vocab_size}: this checkpoint was trained with another tokenizer")
+    return model, tokenizer, meta
+
+
+def main(argv=None, stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """The CLI; the streams can be given (tests), errors become one `error: ...` line on stderr."""
+    stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
+    return cli(lambda a: run(a, stdin, stdout, stderr), argv, stderr=stderr)
+
+
+def run(argv, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    args = parse_args(argv)
+    check_settings(args.temperature, args.top_k or None, args.top_p, args.max_tokens)
     try:
-        from .checkpoint import load_model
-        model, tokenizer, meta = load_model(source, device=args.device)
-        if tokenizer.vocab_size > model.config.vocab_size:
-            raise GenerationError(f"tokenizer {tokenizer.name} has {tokenizer.vocab_size} ids but the model only "
-                                  f"{model.config.vocab_size}: this checkpoint was trained with another tokenizer")
+        model, tokenizer, meta = load(args, stderr)
     except KeyboardInterrupt:
         return 0
-    except (ValueError, RuntimeError, OSError) as e:  # CheckpointError, TokenizerError, bad device
-        stderr.write(f"error: {e}\n")
-        return 2
     settings = dict(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p,
                     max_tokens=args.max_tokens, seed=args.seed)
     tty = stdout.isatty()
@@ -120,9 +128,6 @@ def main(argv=None, stdin: TextIO | None = None, stdout: TextIO | None = None, s
     if args.prompt is not None:
         try:
             completer(args.prompt, echo=False)
-        except GenerationError as e:
-            stderr.write(f"error: {e}\n")
-            return 2
         except KeyboardInterrupt:
             stdout.write("\n")
         return 0

@@ -1,96 +1,149 @@
-"""The GPT architecture as explicit knobs.
+"""Every knob of a tinylab run, declared once: name, type, default, one-line help, group.
 
 nanochat derives the whole architecture from depth (model_dim = 64·depth, head_dim = 128),
 which is how a user asking for "depth 4, dim 512, 8 heads" got a 15.7M model instead of a
 37.75M one. Here every dimension is a field; depth only supplies defaults for fields left
 unset, and every illegal combination is refused with a message that names the fix.
 
+The groups are frozen dataclasses, one field per knob (`knob(default, help)`), like nanoGPT's
+one-block configuration: model (GPTConfig), data, batch, loop, optim and eval. A TrainConfig
+holds one of each. Everything else is derived from these declarations: the argparse flags of
+every CLI that takes knobs (tinylab.cli_args), override resolution (`TrainConfig.override`),
+the sections of a run's config.json (`to_dict` / `from_dict`), the run table's columns
+(`knob_names()`), and the sliders of notebook 01 (their defaults come from a preset). Adding
+a knob is one line in its group. A preset (tinylab.presets) is a named partial assignment of
+these fields.
+
 This module imports no torch, so the calculators and the architecture notebook can use it
 on any machine.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import get_type_hints
+
+from .errors import TinylabError
 
 ASPECT_RATIO = 64        # default model_dim = ASPECT_RATIO * depth (nanochat's rule)
 DEFAULT_HEAD_DIM = 64    # tiny models want more, smaller heads than nanochat's 128
 MLP_RATIO = 4            # hidden width of the ReLU² MLP
+ALIASES = {"seq_len": "sequence_len"}  # the CLI's and the notebooks' short name for sequence_len
+MIN_VOCAB = 257          # 256 byte tokens + BOS: the smallest BPE tinylab.tokenizer can train
+MAX_VOCAB = 2 ** 16      # token shards store uint16 ids (tinylab.loader)
 
 
-class ConfigError(ValueError):
-    """An architecture that cannot be built; the message says which knob to change."""
+class ConfigError(TinylabError, ValueError):
+    """A knob value that cannot work (an illegal architecture, a negative batch); the message says which to change."""
 
 
-@dataclass(frozen=True)
-class GPTConfig:
-    """A fully resolved architecture. Unset (None) fields get depth-based defaults.
+def knob(default, help: str, *, minimum=None, maximum=None, choices=None, flag: str | None = None):
+    """A dataclass field that is a user-facing knob: its default, its help line and its legal range."""
+    return field(default=default, metadata=dict(help=help, minimum=minimum, maximum=maximum, choices=choices,
+                                                flag=flag))
 
-    depth          number of transformer blocks
-    model_dim      residual stream width (default 64·depth)
-    n_head         query heads (default model_dim // head_dim)
-    head_dim       width of one head (default 64, or model_dim // n_head when n_head is given)
-    n_kv_head      key/value heads for grouped-query attention (default n_head: plain MHA)
-    vocab_size     rows of wte and lm_head; must cover the tokenizer's vocabulary
-    sequence_len   the training context; rotary tables are sized for it
-    tie_embeddings share one matrix between wte and lm_head
-    """
 
-    depth: int = 4
-    model_dim: int | None = None
-    n_head: int | None = None
-    head_dim: int | None = None
-    n_kv_head: int | None = None
-    vocab_size: int = 24576
-    sequence_len: int = 2048
-    tie_embeddings: bool = False
+class Knobs:
+    """Base of the knob groups: checks every field's type and range after construction."""
 
     def __post_init__(self):
-        def need(ok: bool, msg: str):
-            if not ok:
-                raise ConfigError(msg)
-
+        hints = get_type_hints(type(self))
         for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name == "tie_embeddings":
-                need(isinstance(v, bool), f"tie_embeddings must be True or False, got {v!r}")
-            elif v is not None:
-                need(isinstance(v, int) and not isinstance(v, bool), f"{f.name} must be an integer, got {v!r}")
-        need(self.depth >= 1, f"depth must be >= 1, got {self.depth}")
-        need(self.vocab_size >= 1, f"vocab_size must be >= 1, got {self.vocab_size}: use the tokenizer's vocab size")
-        need(self.sequence_len >= 1, f"sequence_len must be >= 1, got {self.sequence_len}")
+            value = _coerce(f.name, hints[f.name], getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
+            _check_range(f, value)
 
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown {cls.group} knobs {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**d)
+
+
+KIND_WORDS = {bool: "True or False", int: "an integer", float: "a number", str: "a string"}
+
+
+def _coerce(name: str, hint, value):
+    """value checked against the annotation (int, float, bool, str, optionally None); ints pass as floats."""
+    optional = "None" in str(hint)
+    kind = hint if isinstance(hint, type) else next(t for t in (bool, int, float, str) if t.__name__ in str(hint))
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{name} must be set ({KIND_WORDS[kind]})")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{name} must be {KIND_WORDS[kind]}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    return value
+
+
+def _check_range(f, value) -> None:
+    m = f.metadata
+    if value is None or not m:
+        return
+    if m["minimum"] is not None and value < m["minimum"]:
+        raise ConfigError(f"{f.name} must be >= {m['minimum']}, got {value!r}: {m['help']}")
+    if m["maximum"] is not None and value > m["maximum"]:
+        raise ConfigError(f"{f.name} must be <= {m['maximum']}, got {value!r}: {m['help']}")
+    if m["choices"] is not None and value not in m["choices"]:
+        raise ConfigError(f"{f.name} must be one of {', '.join(map(str, m['choices']))}; got {value!r}")
+
+
+# ------------------------------------------------------------------------------- model
+
+@dataclass(frozen=True)
+class GPTConfig(Knobs):
+    """A fully resolved architecture. Unset (None) fields get depth-based defaults."""
+
+    group = "model"
+    depth: int = knob(4, "number of transformer blocks", minimum=1)
+    model_dim: int | None = knob(None, "residual stream width (default 64 × depth)", minimum=1)
+    n_head: int | None = knob(None, "query heads (default model_dim / head_dim)", minimum=1)
+    head_dim: int | None = knob(None, "width of one head (default 64, or model_dim / n_head)", minimum=1)
+    n_kv_head: int | None = knob(None, "key/value heads for grouped-query attention (default n_head)")
+    vocab_size: int = knob(24576, "rows of wte and lm_head: the tokenizer's vocabulary size", minimum=1)
+    sequence_len: int = knob(2048, "training context in tokens", minimum=1, flag="seq-len")
+    tie_embeddings: bool = knob(False, "share one matrix between wte and lm_head")
+
+    def __post_init__(self):
+        super().__post_init__()
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
         if self.model_dim is None:
             set_("model_dim", ASPECT_RATIO * self.depth)
-        need(self.model_dim >= 1, f"model_dim must be >= 1, got {self.model_dim}")
         if self.head_dim is None:
-            if self.n_head is None:
-                set_("head_dim", min(DEFAULT_HEAD_DIM, self.model_dim))
-            else:
-                need(self.n_head >= 1, f"n_head must be >= 1, got {self.n_head}")
-                need(self.model_dim % self.n_head == 0,
-                     f"model_dim={self.model_dim} is not divisible by n_head={self.n_head}: "
-                     f"pick n_head from {divisors(self.model_dim)} or set head_dim")
-                set_("head_dim", self.model_dim // self.n_head)
-        need(self.head_dim >= 1, f"head_dim must be >= 1, got {self.head_dim}")
-        need(self.head_dim % 2 == 0,
-             f"head_dim={self.head_dim} is odd, but rotary embeddings rotate pairs of channels: use an even head_dim")
-        need(self.model_dim % self.head_dim == 0,
-             f"model_dim={self.model_dim} is not divisible by head_dim={self.head_dim}: "
-             f"use a model_dim that is a multiple of {self.head_dim}, or a head_dim from {even_divisors(self.model_dim)}")
+            set_("head_dim", self._default_head_dim())
+        _need(self.head_dim % 2 == 0, f"head_dim={self.head_dim} is odd, but rotary embeddings rotate pairs of "
+                                      f"channels: use an even head_dim")
+        _need(self.model_dim % self.head_dim == 0,
+              f"model_dim={self.model_dim} is not divisible by head_dim={self.head_dim}: use a model_dim that is "
+              f"a multiple of {self.head_dim}, or a head_dim from {even_divisors(self.model_dim)}")
         if self.n_head is None:
             set_("n_head", self.model_dim // self.head_dim)
-        need(self.n_head * self.head_dim == self.model_dim,
-             f"n_head × head_dim = {self.n_head} × {self.head_dim} = {self.n_head * self.head_dim} "
-             f"must equal model_dim={self.model_dim}: give only two of the three")
+        _need(self.n_head * self.head_dim == self.model_dim,
+              f"n_head × head_dim = {self.n_head} × {self.head_dim} = {self.n_head * self.head_dim} "
+              f"must equal model_dim={self.model_dim}: give only two of the three")
         if self.n_kv_head is None:
             set_("n_kv_head", self.n_head)
-        need(1 <= self.n_kv_head <= self.n_head,
-             f"n_kv_head={self.n_kv_head} must be between 1 and n_head={self.n_head}")
-        need(self.n_head % self.n_kv_head == 0,
-             f"n_head={self.n_head} is not divisible by n_kv_head={self.n_kv_head}: "
-             f"grouped-query attention shares each kv head among an equal number of query heads; "
-             f"pick n_kv_head from {divisors(self.n_head)}")
+        _need(1 <= self.n_kv_head <= self.n_head, f"n_kv_head={self.n_kv_head} must be between 1 and n_head={self.n_head}")
+        _need(self.n_head % self.n_kv_head == 0,
+              f"n_head={self.n_head} is not divisible by n_kv_head={self.n_kv_head}: grouped-query attention "
+              f"shares each kv head among an equal number of query heads; pick n_kv_head from {divisors(self.n_head)}")
+
+    def _default_head_dim(self) -> int:
+        if self.n_head is None:
+            return min(DEFAULT_HEAD_DIM, self.model_dim)
+        _need(self.model_dim % self.n_head == 0, f"model_dim={self.model_dim} is not divisible by "
+                                                 f"n_head={self.n_head}: pick n_head from {divisors(self.model_dim)} "
+                                                 f"or set head_dim")
+        return self.model_dim // self.n_head
 
     @property
     def mlp_dim(self) -> int:
@@ -103,7 +156,7 @@ class GPTConfig:
         the third: a new model_dim keeps head_dim (model_dim 768 on ittybitty: 12 heads of 64),
         a new head_dim or n_head keeps model_dim. n_kv_head goes back to n_head unless given.
         """
-        knobs = {k: v for k, v in knobs.items() if v is not None}
+        knobs = {ALIASES.get(k, k): v for k, v in knobs.items() if v is not None}
         heads = {"model_dim", "head_dim", "n_head"} & set(knobs)
         if heads:
             if heads == {"model_dim"}:
@@ -113,18 +166,10 @@ class GPTConfig:
             for k in {"model_dim", "head_dim", "n_head"} - set(knobs):
                 knobs[k] = None
             knobs.setdefault("n_kv_head", None)
-        return replace(self, **knobs)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "GPTConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
+        unknown = set(knobs) - {f.name for f in fields(self)}
         if unknown:
-            raise ConfigError(f"unknown architecture fields {sorted(unknown)}; valid fields are {sorted(known)}")
-        return cls(**d)
+            raise ConfigError(f"unknown architecture knobs {sorted(unknown)}; valid: {[f.name for f in fields(self)]}")
+        return replace(self, **knobs)
 
     def describe(self) -> str:
         tied = "tied" if self.tie_embeddings else "untied"
@@ -133,9 +178,162 @@ class GPTConfig:
                 f"vocab {self.vocab_size:,}, seq {self.sequence_len}, {tied} embeddings")
 
 
+def _need(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ConfigError(msg)
+
+
 def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def even_divisors(n: int) -> list[int]:
     return [d for d in divisors(n) if d % 2 == 0]
+
+
+# ------------------------------------------------------------------------------- the other groups
+
+@dataclass(frozen=True)
+class DataConfig(Knobs):
+    group = "data"
+    corpus: str = knob("fineweb", "training text: sample (bundled, offline) or fineweb (downloaded shards)",
+                       choices=("sample", "fineweb"))
+    num_shards: int = knob(15, "FineWeb-Edu shards to download; the last one is validation", minimum=0)
+    tokenizer_max_chars: int = knob(2_000_000_000, "characters the tokenizer is trained on", minimum=1,
+                                    flag="max-chars")
+
+
+@dataclass(frozen=True)
+class BatchConfig(Knobs):
+    group = "batch"
+    device_batch_size: int = knob(48, "sequences per forward/backward on one device", minimum=1)
+    total_batch_size: int = knob(524_288, "tokens per optimizer step, across accumulation and GPUs", minimum=1)
+
+
+@dataclass(frozen=True)
+class LoopConfig(Knobs):
+    group = "loop"
+    target_tokens: int = knob(500_000_000, "training tokens; sets num_iterations when that is not given", minimum=1)
+    num_iterations: int | None = knob(None, "optimizer steps (default: target_tokens / total_batch_size)", minimum=1)
+    seed: int = knob(42, "seed of the weight initialisation", minimum=0)
+    log_every: int = knob(10, "steps between loss read-backs and train lines in metrics.jsonl", minimum=1)
+    save_every: int | None = knob(None, "steps between checkpoints (default: eval_every; 0: only the last)",
+                                  minimum=0)
+    compile: bool | None = knob(None, "torch.compile the model (default: on CUDA only)")
+    wandb: bool = knob(False, "also log to Weights & Biases (needs `pip install wandb`)")
+
+
+@dataclass(frozen=True)
+class OptimConfig(Knobs):
+    group = "optim"
+    embedding_lr: float = knob(0.2, "AdamW learning rate of wte", minimum=0.0)
+    unembedding_lr: float = knob(0.004, "AdamW learning rate of lm_head", minimum=0.0)
+    matrix_lr: float = knob(0.02, "Muon learning rate of the block matrices", minimum=0.0)
+    tied_lr: float | None = knob(None, "AdamW learning rate of a tied wte = lm_head (default: unembedding_lr)",
+                                 minimum=0.0)
+    weight_decay: float = knob(0.0, "AdamW weight decay", minimum=0.0)
+    warmup_ratio: float = knob(0.0, "fraction of steps with a linear learning-rate warmup", minimum=0.0, maximum=1.0)
+    warmdown_ratio: float = knob(0.2, "fraction of steps with a linear warmdown at the end", minimum=0.0,
+                                 maximum=1.0)
+    final_lr_frac: float = knob(0.0, "learning rate at the end, as a fraction of the base rate", minimum=0.0,
+                                maximum=1.0)
+    grad_clip: float = knob(0.0, "clip the global gradient norm to this (0: off)", minimum=0.0)
+
+
+@dataclass(frozen=True)
+class EvalConfig(Knobs):
+    group = "eval"
+    eval_every: int = knob(250, "steps between validation bits-per-byte evaluations", minimum=1)
+    eval_tokens: int = knob(10_485_760, "validation tokens per evaluation", minimum=1)
+    sample_every: int = knob(1000, "steps between sample generations (0: never)", minimum=0)
+
+
+GROUPS = (GPTConfig, DataConfig, BatchConfig, LoopConfig, OptimConfig, EvalConfig)
+
+
+def knob_fields() -> dict[str, tuple[type, object]]:
+    """Every knob by name: (its group class, its dataclass field), in declaration order."""
+    return {f.name: (g, f) for g in GROUPS for f in fields(g)}
+
+
+def knob_names() -> list[str]:
+    return list(knob_fields())
+
+
+# ------------------------------------------------------------------------------- a whole run
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a run, by group; `name` is the preset it came from."""
+
+    name: str = "custom"
+    model: GPTConfig = field(default_factory=GPTConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def tokenizer_name(self) -> str:
+        return f"{self.data.corpus}-{self.model.vocab_size}"
+
+    def override(self, **knobs) -> "TrainConfig":
+        """This config with knobs changed by name (None = unchanged); an unknown name lists the valid ones."""
+        knobs = {ALIASES.get(k, k): v for k, v in knobs.items() if v is not None}
+        table = knob_fields()
+        unknown = set(knobs) - set(table)
+        if unknown:
+            raise ConfigError(f"unknown knob(s) {sorted(unknown)}; valid: {sorted(table) + sorted(ALIASES)}")
+        by_group: dict[str, dict] = {}
+        for name, value in knobs.items():
+            by_group.setdefault(table[name][0].group, {})[name] = value
+        changed = {g: replace(getattr(self, g), **kv) for g, kv in by_group.items() if g != "model"}
+        return replace(self, model=self.model.with_knobs(**by_group.get("model", {})), **changed)
+
+    def to_dict(self) -> dict:
+        """The config.json sections: one dict of knobs per group."""
+        return {g.group: getattr(self, g.group).to_dict() for g in GROUPS}
+
+    @classmethod
+    def from_dict(cls, d: dict, name: str = "custom") -> "TrainConfig":
+        return cls(name, **{g.group: g.from_dict(d.get(g.group, {})) for g in GROUPS})
+
+    def flat(self) -> dict:
+        """Every knob by name (the run table's columns)."""
+        return {k: v for section in self.to_dict().values() for k, v in section.items()}
+
+    def __post_init__(self):
+        v = self.model.vocab_size
+        if not MIN_VOCAB <= v <= MAX_VOCAB:
+            raise ConfigError(f"vocab_size={v:,} cannot be trained here: the tokenizer needs at least {MIN_VOCAB} ids "
+                              f"(256 bytes + BOS) and token shards store uint16 ids (at most {MAX_VOCAB:,}); "
+                              f"choose a vocab_size between {MIN_VOCAB} and {MAX_VOCAB:,}")
+
+
+# ------------------------------------------------------------------------------- command lines
+
+def add_knob_arguments(parser, groups=GROUPS, only=None) -> None:
+    """One --flag per knob of `groups` (or just the knobs named in `only`); default None = "not given",
+    so the preset's value stays and an explicit 0 is a value like any other."""
+    import argparse
+
+    hints = {g: get_type_hints(g) for g in groups}
+    for g in groups:
+        section = parser.add_argument_group(f"{g.group} knobs (default: the preset's)")
+        for f in (f for f in fields(g) if only is None or f.name in only):
+            m, hint = f.metadata, str(hints[g][f.name])
+            names = [f"--{f.name.replace('_', '-')}"] + ([f"--{m['flag']}"] if m["flag"] else [])
+            if "bool" in hint:
+                section.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                     help=m["help"])
+                continue
+            kind = next(t for t in (int, float, str) if t.__name__ in hint)
+            section.add_argument(*names, dest=f.name, type=kind, default=None, choices=m["choices"],
+                                 metavar=None if m["choices"] else kind.__name__.upper(), help=m["help"])
+
+
+def knob_arguments(args, groups=GROUPS) -> dict:
+    """The knobs given on a command line parsed with add_knob_arguments (0 counts as given)."""
+    return {f.name: getattr(args, f.name) for g in groups for f in fields(g)
+            if getattr(args, f.name, None) is not None}

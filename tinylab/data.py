@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
@@ -57,6 +58,9 @@ def open_shard(path: Path) -> pq.ParquetFile:
         raise CorpusError(f"{path} is not a readable parquet file ({e}); delete it and download it again") from e
     if "text" not in pf.schema_arrow.names:
         raise CorpusError(f"{path} has no 'text' column (columns: {pf.schema_arrow.names})")
+    kind = pf.schema_arrow.field("text").type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise CorpusError(f"{path}: the 'text' column holds {kind}, not strings; write the documents as text")
     return pf
 
 

@@ -9,15 +9,16 @@ once at batch 1 and the cache is replicated (`expand_cache`), as in nanochat's e
 - `TextStream`   token ids -> text pieces that are always whole UTF-8 characters
 - `complete`     prompt text in, completion text out, streamed through a callback: the one
                  function behind the CLI (tinylab.complete) and the notebook widget
-- `bench`        prefill / decode tokens per second: `python -m tinylab.engine bench`
+
+Decode speed: `python -m tinylab.bench decode`.
 
 Context: a prompt longer than model.config.sequence_len is refused (PromptTooLongError);
 generation stops by itself when the context is full (finish reason "context").
 """
 from __future__ import annotations
 
-import argparse
 import codecs
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -25,10 +26,11 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from .errors import TinylabError
 from .model import GPT, KVCache
 
 
-class GenerationError(ValueError):
+class GenerationError(TinylabError, ValueError):
     """Sampling settings or a prompt the engine cannot use; the message says what to change."""
 
 
@@ -71,6 +73,8 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
 
 
 def check_settings(temperature: float, top_k: int | None, top_p: float | None, max_tokens: int):
+    if not math.isfinite(temperature) or (top_p is not None and not math.isfinite(top_p)):
+        raise GenerationError(f"temperature and top_p must be finite numbers, got {temperature} and {top_p}")
     if temperature < 0:
         raise GenerationError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and top_k < 1:
@@ -194,71 +198,3 @@ def complete(model: GPT, tokenizer, prompt: str, *, temperature: float = 0.8, to
     if reason == "length" and len(ids) == ctx_left and ctx_left < max_tokens:
         reason = "context"
     return Completion(prompt, "".join(pieces), ids, len(prompt_ids), reason, time.perf_counter() - t0)
-
-
-# ----------------------------------------------------------------------------- benchmark
-
-def bench(config, streams: Sequence[int] = (1, 8), prompt_tokens: int = 128, new_tokens: int = 64,
-          device: str = "cpu", use_cache: bool = True, seed: int = 0) -> list[dict]:
-    """Prefill and decode throughput of randomly initialised weights (speed needs no training)."""
-    from .model import build_model
-    torch.manual_seed(seed)
-    model = build_model(config, device=device).eval()
-    prompt = torch.randint(config.vocab_size, (prompt_tokens,)).tolist()
-    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
-    rows = []
-    for n in streams:
-        for _ in generate(model, prompt, max_tokens=3, num_samples=n, seed=seed, use_cache=use_cache):
-            pass  # warm-up: allocator, kernels, thread pool
-        t0 = time.perf_counter()
-        steps = generate(model, prompt, max_tokens=new_tokens, num_samples=n, temperature=1.0, seed=seed,
-                         use_cache=use_cache)
-        next(steps)
-        sync()
-        t1 = time.perf_counter()
-        count = sum(1 for _ in steps)
-        sync()
-        t2 = time.perf_counter()
-        rows.append(dict(streams=n, cache=use_cache, prompt_tokens=prompt_tokens, new_tokens=count + 1,
-                         prefill_tok_s=prompt_tokens / (t1 - t0), decode_tok_s=n * count / (t2 - t1),
-                         ms_per_step=1e3 * (t2 - t1) / max(count, 1)))
-    return rows
-
-
-def format_rows(rows: list[dict]) -> str:
-    lines = ["| streams | KV cache | prompt tokens | new tokens | prefill tok/s | decode tok/s | ms / step |",
-             "|---:|:---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['streams']} | {'yes' if r['cache'] else 'no'} | {r['prompt_tokens']} | "
-                     f"{r['new_tokens']} | {r['prefill_tok_s']:,.0f} | {r['decode_tok_s']:,.1f} | "
-                     f"{r['ms_per_step']:.1f} |")
-    return "\n".join(lines)
-
-
-def main(argv=None):
-    from .presets import get_preset
-    p = argparse.ArgumentParser(prog="python -m tinylab.engine", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("bench", help="prefill/decode tokens per second with random weights")
-    b.add_argument("--preset", default="ittybitty")
-    b.add_argument("--streams", default="1,8", help="comma-separated stream counts")
-    b.add_argument("--tokens", type=int, default=64, help="new tokens per stream")
-    b.add_argument("--prompt-tokens", type=int, default=128)
-    b.add_argument("--device", default="cpu")
-    b.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    b.add_argument("--no-cache-baseline", action="store_true",
-                   help="also time 1 stream recomputing the full forward each step")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = get_preset(args.preset).model
-    streams = [int(s) for s in args.streams.split(",")]
-    rows = bench(config, streams, args.prompt_tokens, args.tokens, args.device)
-    if args.no_cache_baseline:
-        rows += bench(config, [1], args.prompt_tokens, args.tokens, args.device, use_cache=False)
-    print(f"{args.preset}: {config.describe()}; device {args.device}, {torch.get_num_threads()} threads")
-    print(format_rows(rows))
-
-
-if __name__ == "__main__":
-    main()

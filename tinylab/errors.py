@@ -71,16 +71,17 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def cli(main, argv=None) -> int:
+def cli(main, argv=None, stderr=None) -> int:
     """Run main(argv) -> exit status, turning errors into one line on stderr (see module doc)."""
+    stderr = stderr or sys.stderr
     try:
         return main(argv) or 0
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+        print("\ninterrupted", file=stderr)
         return INTERRUPTED
     except BaseException as e:  # noqa: BLE001 - re-raised below unless it is a known kind
         known = explain(e)
         if known is None:
             raise
-        print(f"error: {known}", file=sys.stderr)
+        print(f"error: {known}", file=stderr)
         return known.exit_code

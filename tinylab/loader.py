@@ -17,17 +17,19 @@ Design, and why:
 - Documents are concatenated, each with BOS prepended (`encode_batch(..., prepend_bos=True)`),
   so every document starts with BOS. A training row may span documents (as in nanoGPT and
   nanochat's loaders): the model learns that BOS resets context; nothing is padded or wasted.
-- A batch is one contiguous window of B*T+1 tokens of one shard: x = w[:-1].view(B, T),
-  y = w[1:].view(B, T). Window k of a shard starts at k*B*T, so consecutive windows share one
-  token and every token but a shard's first is a target exactly once per epoch (a shard's
-  tail shorter than a window is dropped).
-- Windows are numbered across the split's shards; rank r of W takes windows r, r+W, r+2W...,
-  so ranks see disjoint data covering the whole, and every rank gets the same number of
-  batches per epoch (leftover windows are dropped so DDP ranks step in lockstep).
-- State is {epoch, batch}: batches this rank has taken in the epoch, plus the batch shape,
-  world size and split size it was taken with (a mismatch is refused, e.g. after more shards
-  were downloaded). Position is a pure function of it, so `TokenLoader(..., state=s)` yields
-  exactly the batch that would have come next, on any rank (ranks move in lockstep).
+- The split is a stream of rows: row j of a shard is tokens [j·T, j·T + T + 1) (the +1 is the
+  last target), so consecutive rows share one token and every token but a shard's first is a
+  target once per epoch (a shard's tail shorter than a row is dropped). Rows are numbered
+  across the split's shards and the stream repeats them epoch after epoch.
+- A micro-batch of all ranks together takes the next B·W rows; rank r gets the r-th group of
+  B, so ranks see disjoint data that covers the whole. When those rows lie in one shard (almost
+  always), a rank's B rows are one contiguous window of B·T + 1 tokens: x = w[:-1].view(B, T),
+  y = w[1:].view(B, T), one copy to the device.
+- The position is a single number, the rows consumed by all ranks together, so it does not
+  depend on B or on the number of ranks: a run stopped by an out-of-memory error resumes with
+  a smaller device batch (same tokens per step, more accumulation) on exactly the same token
+  stream. The state also records the split it belongs to (a mismatch is refused, e.g. after
+  more shards were downloaded).
 - On CUDA the int64 window is pinned (PyTorch caches pinned host blocks, so this is cheap)
   and copied with non_blocking=True; x and y are views of one device tensor.
 """
@@ -45,12 +47,14 @@ import torch
 from tqdm.auto import tqdm
 
 from . import data, paths
+from .config import MAX_VOCAB  # ids 0..65535 fit in uint16
+from .errors import TinylabError
 
-MAX_VOCAB = 2 ** 16  # ids 0..65535 fit in uint16
-FORMAT = 1
+FORMAT = 1        # meta.json of a tokens directory
+STATE_FORMAT = 2  # loader state: rows consumed (1 counted batches of a fixed B and world size)
 
 
-class LoaderError(ValueError):
+class LoaderError(TinylabError, ValueError):
     """Bad tokens directory, tokenizer, batch shape or loader state; the message says what to do."""
 
 
@@ -139,80 +143,113 @@ class TokenLoader:
             raise LoaderError(f"rank must be in [0, {world_size}), got {rank}")
         if self.B < 1 or self.T < 1:
             raise LoaderError(f"batch_size and seq_len must be positive, got {batch_size}, {seq_len}")
-        meta = _read_meta(self.dir)
-        if split not in meta.get("splits", {}):
-            raise LoaderError(f"no pre-tokenized {split!r} split in {self.dir}; run pretokenize(corpus, tokenizer, {split!r})")
-        self.bos_id = meta["bos_id"]
-        self.shards = [np.memmap(self.dir / f"{s}.bin", dtype=np.uint16, mode="r")
-                       if meta["shards"][s]["tokens"] else np.zeros(0, np.uint16) for s in meta["splits"][split]]
-        for s, mm in zip(meta["splits"][split], self.shards):
-            if len(mm) != meta["shards"][s]["tokens"]:
-                raise LoaderError(f"{self.dir / s}.bin has {len(mm)} tokens, meta.json says "
-                                  f"{meta['shards'][s]['tokens']}; delete {self.dir} to re-tokenize")
-        span = self.B * self.T
-        per_shard = [max(0, (len(mm) - 1) // span) for mm in self.shards]
-        self._windows = [(i, k * span) for i, n in enumerate(per_shard) for k in range(n)]
-        self.batches_per_epoch = len(self._windows) // world_size
-        if self.batches_per_epoch == 0:
+        self.shards = self._open_shards(_read_meta(self.dir))
+        rows = [max(0, (len(mm) - 1) // self.T) for mm in self.shards]
+        self._row_start = np.cumsum([0] + rows)  # global index of each shard's first row
+        self.rows_per_epoch = int(self._row_start[-1])
+        if self.rows_per_epoch < self.B * world_size:
             raise LoaderError(f"the {split!r} split ({sum(map(len, self.shards)):,} tokens in {len(self.shards)} "
-                              f"shard(s)) has fewer than {world_size} window(s) of B×T+1 = {span + 1:,} tokens per "
-                              f"shard; lower batch_size or seq_len, or use more data")
-        self.epoch, self.batch = 0, 0
-        if state is not None:
-            self.load_state_dict(state)
+                              f"shard(s)) has fewer than {world_size} window(s) of B×T+1 = {self.B * self.T + 1:,} "
+                              f"tokens; lower batch_size or seq_len, or use more data")
+        self.rows = self._epoch_end = 0  # rows consumed by all ranks together: the position in the stream
+        self.load_state_dict(state or dict(format=STATE_FORMAT, rows=0))
+
+    def _open_shards(self, meta: dict) -> list[np.ndarray]:
+        if self.split not in meta.get("splits", {}):
+            raise LoaderError(f"no pre-tokenized {self.split!r} split in {self.dir}; run "
+                              f"pretokenize(corpus, tokenizer, {self.split!r})")
+        self.bos_id = meta["bos_id"]
+        shards = []
+        for s in meta["splits"][self.split]:
+            n = meta["shards"][s]["tokens"]
+            mm = np.memmap(self.dir / f"{s}.bin", dtype=np.uint16, mode="r") if n else np.zeros(0, np.uint16)
+            if len(mm) != n:
+                raise LoaderError(f"{self.dir / s}.bin has {len(mm)} tokens, meta.json says {n}; delete "
+                                  f"{self.dir} to re-tokenize")
+            shards.append(mm)
+        return shards
+
+    @property
+    def epoch(self) -> int:
+        return self.rows // self.rows_per_epoch
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Whole micro-batches (of all ranks together) in one pass over the split."""
+        return self.rows_per_epoch // (self.B * self.world_size)
 
     @property
     def tokens_per_epoch(self) -> int:
-        return self.batches_per_epoch * self.B * self.T
+        return self.rows_per_epoch * self.T
 
     def state_dict(self) -> dict:
-        return dict(epoch=self.epoch, batch=self.batch, batch_size=self.B, seq_len=self.T, world_size=self.world_size,
-                    split=self.split, tokens=self.dir.name, split_tokens=int(sum(map(len, self.shards))))
+        return dict(format=STATE_FORMAT, rows=self.rows, seq_len=self.T, split=self.split, tokens=self.dir.name,
+                    split_tokens=int(sum(map(len, self.shards))))
 
     def load_state_dict(self, state: dict) -> None:
         mine = self.state_dict()
-        for key in ("batch_size", "seq_len", "world_size", "split", "tokens", "split_tokens"):
+        for key in ("seq_len", "split", "tokens", "split_tokens"):
             if key in state and state[key] != mine[key]:
                 raise LoaderError(f"loader state was saved with {key}={state[key]!r} but this loader has "
                                   f"{mine[key]!r}; resume with the same settings or start the data over")
-        if not 0 <= state["batch"] <= self.batches_per_epoch:
-            raise LoaderError(f"loader state batch {state['batch']} is outside this split's "
-                              f"{self.batches_per_epoch} batches per epoch")
-        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+        rows = state["rows"] if state.get("format") == STATE_FORMAT else self._rows_of_v1(state)
+        if not isinstance(rows, int) or rows < 0:
+            raise LoaderError(f"loader state has a bad position {rows!r}; start the data over")
+        self.rows = rows
+        self._epoch_end = (rows // self.rows_per_epoch + 1) * self.rows_per_epoch  # where infinite=False stops
 
-    def window(self, index: int) -> np.ndarray:
-        """Global window `index` (over the split) as uint16 tokens, B*T+1 long."""
-        shard, start = self._windows[index]
-        return self.shards[shard][start:start + self.B * self.T + 1]
+    def _rows_of_v1(self, state: dict) -> int:
+        """The position of a format-1 state ({epoch, batch} of windows of B·T+1 within shards).
+
+        Exact within the first epoch; later epochs start a few dropped rows apart, so the
+        position is that of the same window in the current epoch."""
+        B, W = state["batch_size"], state["world_size"]
+        windows = [(i, k * B) for i, mm in enumerate(self.shards) for k in range(max(0, (len(mm) - 1) // (B * self.T)))]
+        done = state["batch"] * W
+        row = self.rows_per_epoch if done >= len(windows) else int(self._row_start[windows[done][0]]) + windows[done][1]
+        return state["epoch"] * self.rows_per_epoch + row
+
+    def rows_window(self, first: int) -> np.ndarray:
+        """B rows of the stream from global row `first` as a (B, T+1) uint16 array (wrapping at the epoch end)."""
+        g = (first + np.arange(self.B)) % self.rows_per_epoch
+        shard = np.searchsorted(self._row_start, g, side="right") - 1
+        local = g - self._row_start[shard]
+        if shard[0] == shard[-1] and local[-1] - local[0] == self.B - 1:  # one contiguous window
+            start = int(local[0]) * self.T
+            return self.shards[shard[0]][start:start + self.B * self.T + 1]
+        return np.stack([self.shards[s][j * self.T:(j + 1) * self.T + 1] for s, j in zip(shard, local)])
 
     def __iter__(self):
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.batch >= self.batches_per_epoch:
-            if not self.infinite:
-                raise StopIteration
-            self.epoch, self.batch = self.epoch + 1, 0
-        buf = torch.from_numpy(self.window(self.batch * self.world_size + self.rank).astype(np.int64))
-        self.batch += 1
+        step = self.B * self.world_size
+        if not self.infinite and self.rows + step > self._epoch_end:
+            raise StopIteration
+        w = self.rows_window(self.rows + self.rank * self.B)
+        self.rows += step
+        buf = torch.from_numpy(w.astype(np.int64))
         if self.device.type == "cuda":
             buf = buf.pin_memory().to(self.device, non_blocking=True)
         elif self.device.type != "cpu":
             buf = buf.to(self.device)
-        return buf[:-1].view(self.B, self.T), buf[1:].view(self.B, self.T)
+        if buf.ndim == 1:
+            return buf[:-1].view(self.B, self.T), buf[1:].view(self.B, self.T)
+        return buf[:, :-1].contiguous(), buf[:, 1:].contiguous()
 
 
 def token_batches(preset, tokenizer, split: str = "train", *, batch_size: int | None = None, device="cpu",
                   rank: int = 0, world_size: int = 1, state: dict | None = None, progress: bool = True) -> TokenLoader:
     """pretokenize + TokenLoader in one call: endless (x, y) batches of the preset's corpus.
 
-    batch_size defaults to preset.device_batch_size, seq_len is preset.model.sequence_len.
+    batch_size defaults to preset.batch.device_batch_size, seq_len is preset.model.sequence_len.
     Save `loader.state_dict()` in checkpoints and pass it back as `state` to resume exactly.
     Under DDP call it on every rank (pretokenize is atomic and idempotent; rank 0 first then a
     barrier avoids duplicate work).
     """
-    tokens = pretokenize(preset.corpus, tokenizer, split, progress=progress and rank == 0)
-    return TokenLoader(tokens, split, batch_size or preset.device_batch_size, preset.model.sequence_len,
+    tokens = pretokenize(preset.data.corpus, tokenizer, split, progress=progress and rank == 0)
+    batch_size = preset.batch.device_batch_size if batch_size is None else batch_size
+    return TokenLoader(tokens, split, batch_size, preset.model.sequence_len,
                        rank=rank, world_size=world_size, device=device, state=state)
 
 
@@ -220,12 +257,12 @@ def val_batches(preset, tokenizer, *, batch_size: int | None = None, device="cpu
                 world_size: int = 1, max_tokens: int | None = None, progress: bool = True):
     """A fresh, deterministic pass over validation: the same batches on every call.
 
-    Yields at most max_tokens (default preset.eval_tokens) tokens across all ranks, fewer if the
+    Yields at most max_tokens (default preset.eval.eval_tokens) tokens across all ranks, fewer if the
     split is smaller; each rank gets the same number of batches.
     """
     loader = token_batches(preset, tokenizer, "val", batch_size=batch_size, device=device, rank=rank,
                            world_size=world_size, progress=progress)
-    return val_pass(loader, preset.eval_tokens if max_tokens is None else max_tokens)
+    return val_pass(loader, preset.eval.eval_tokens if max_tokens is None else max_tokens)
 
 
 def val_pass(loader: TokenLoader, max_tokens: int):
@@ -233,73 +270,7 @@ def val_pass(loader: TokenLoader, max_tokens: int):
 
     Training evaluates many times: keeping one val TokenLoader and rewinding it skips
     pretokenize's directory scan and the memmap setup on every eval, with the same batches."""
-    loader.load_state_dict(dict(epoch=0, batch=0))
+    loader.load_state_dict(dict(format=STATE_FORMAT, rows=0))
     loader.infinite = False
     steps = max(1, max_tokens // (loader.B * loader.T * loader.world_size))
     return itertools.islice(loader, steps)
-
-
-def bench(preset, tokenizer, *, corpus: str | None = None, batch_size: int | None = None, seq_len: int | None = None,
-          device: str = "cpu", seconds: float = 3.0, log=print) -> dict:
-    """Pre-tokenization tokens/s (fresh, single process) and loader tokens/s (windows -> int64 -> device)."""
-    import tempfile
-
-    corpus = corpus or preset.corpus
-    with tempfile.TemporaryDirectory() as tmp:
-        src = data.list_shards(corpus, "train")[0]
-        t0 = time.perf_counter()
-        n_tok, _ = tokenize_shard(src, tokenizer, Path(tmp) / "x.bin")
-        pretok = n_tok / (time.perf_counter() - t0)
-    log(f"pretokenize: {pretok / 1e6:.2f} M tok/s ({src.name}, {n_tok:,} tokens, {os.cpu_count()} cores)")
-    tokens = pretokenize(corpus, tokenizer, "train", progress=True)
-    B, T = batch_size or preset.device_batch_size, seq_len or preset.model.sequence_len
-    loader = TokenLoader(tokens, "train", B, T, device=device)
-    sync = torch.cuda.synchronize if loader.device.type == "cuda" else (lambda: None)
-    next(loader)
-    sync()
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        x, y = next(loader)
-        n += 1
-    sync()
-    rate = n * B * T / (time.perf_counter() - t0)
-    log(f"loader: {rate / 1e6:.1f} M tok/s (B={B}, T={T}, device={device}, {n} batches)")
-    return dict(pretokenize_tok_per_s=pretok, loader_tok_per_s=rate, batch_size=B, seq_len=T, device=device)
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    from .presets import get_preset
-    ap = argparse.ArgumentParser(prog="python -m tinylab.loader", description=__doc__.split("\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("bench", help="loader and pre-tokenization throughput")
-    b.add_argument("--preset", default="ittybitty")
-    b.add_argument("--corpus", choices=["sample", "fineweb"], help="default: the preset's (sample if not downloaded)")
-    b.add_argument("--batch-size", type=int)
-    b.add_argument("--seq-len", type=int)
-    b.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    b.add_argument("--seconds", type=float, default=3.0)
-    b.add_argument("--need", type=float, default=2e6, help="training consumption rate (tok/s) to compare against")
-    args = ap.parse_args(argv)
-    from .tokenizer import get_tokenizer
-
-    preset = get_preset(args.preset)
-    corpus = args.corpus or preset.corpus
-    if corpus == "fineweb":
-        try:
-            data.list_shards("fineweb")
-        except data.CorpusError:  # not downloaded: measure on the bundled sample (with a tokenizer trained on it)
-            corpus = "sample"
-    preset = dataclasses.replace(preset, corpus=corpus)
-    try:
-        r = bench(preset, get_tokenizer(preset), corpus=corpus, batch_size=args.batch_size,
-                  seq_len=args.seq_len, device=args.device, seconds=args.seconds)
-    except (LoaderError, data.CorpusError) as e:
-        raise SystemExit(f"error: {e}") from None
-    print(f"loader / training rate ({args.need / 1e6:.1f} M tok/s): {r['loader_tok_per_s'] / args.need:.0f}× "
-          f"(needs ≥ 3×)")
-
-
-if __name__ == "__main__":
-    main()

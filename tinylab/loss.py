@@ -16,7 +16,6 @@ from __future__ import annotations
 import torch
 
 CHUNK_TOKENS = 8192  # 8192 × 24,576 bf16 logits = 0.4 GB of scratch at a time
-USE_TRITON = True    # tinylab.kernels' fused two-pass kernel on CUDA; False = torch.compile'd torch ops
 
 
 def _fp32(t: torch.Tensor) -> torch.Tensor:
@@ -62,9 +61,10 @@ def _triton_loss_and_grad(logits, targets, softcap):
     return softcap_cross_entropy_(logits, targets, softcap).sum(), logits  # logits now hold the gradient
 
 
-def _loss_and_grad_fn(device: torch.device):
-    """The Triton kernel on CUDA when Triton is installed, else the torch version (compiled on CUDA)."""
-    if device.type == "cuda" and USE_TRITON:
+def _loss_and_grad_fn(device: torch.device, kernel: str):
+    """kernel 'auto': the Triton kernel on CUDA when Triton is installed; else (or 'torch') the torch
+    version, compiled on CUDA."""
+    if device.type == "cuda" and kernel == "auto":
         try:
             import triton  # noqa: F401
             return _triton_loss_and_grad
@@ -81,13 +81,13 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, targets, softcap, chunk):
+    def forward(ctx, x, weight, targets, softcap, chunk, kernel):
         dtype = _compute_dtype(x)
         xc, wc = x.to(dtype), weight.to(dtype)
         grad_x = torch.empty_like(xc)
         grad_w = torch.zeros_like(weight, dtype=torch.promote_types(weight.dtype, torch.float32))
         loss = torch.zeros((), device=x.device, dtype=grad_w.dtype)
-        step = _loss_and_grad_fn(x.device)
+        step = _loss_and_grad_fn(x.device, kernel)
         for s in range(0, x.size(0), chunk):
             logits = xc[s:s + chunk] @ wc.t()
             loss_c, dlogits = step(logits, targets[s:s + chunk], softcap)
@@ -103,20 +103,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_x, grad_w, n = ctx.saved_tensors
         scale = grad_loss / n
-        return (grad_x * scale).to(ctx.dtypes[0]), (grad_w * scale).to(ctx.dtypes[1]), None, None, None
+        return (grad_x * scale).to(ctx.dtypes[0]), (grad_w * scale).to(ctx.dtypes[1]), None, None, None, None
 
 
 @torch.compiler.disable  # a Python loop over chunks; its inner kernel is compiled on its own
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, softcap: float,
-                         reduction: str = "mean", chunk: int = CHUNK_TOKENS) -> torch.Tensor:
+                         reduction: str = "mean", chunk: int = CHUNK_TOKENS, kernel: str = "auto") -> torch.Tensor:
     """Cross-entropy of softcap·tanh((x @ weightᵀ)/softcap) against targets, without full logits.
 
     x: (N, d) final hidden states, weight: (V, d) lm_head, targets: (N,) with -1 = ignore.
     reduction 'mean' (over non-ignored targets, differentiable), 'sum' or 'none' (no grad).
+    kernel 'auto' uses tinylab.kernels' Triton kernel for the training gradient on CUDA, 'torch' never does.
     """
     targets = targets.reshape(-1)
     if reduction == "mean" and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return _LinearCrossEntropy.apply(x, weight, targets, softcap, chunk)
+        return _LinearCrossEntropy.apply(x, weight, targets, softcap, chunk, kernel)
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     dtype = _compute_dtype(x)

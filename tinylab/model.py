@@ -13,6 +13,11 @@ Build a large config on the meta device to inspect it without memory:
     with torch.device("meta"):
         model = GPT(config)
     model.to_empty(device="cuda"); model.init_weights()
+
+Two implementation options (not architecture: the same weights give the same function) are
+constructor arguments, so a benchmark can compare them on one model without touching any
+global: `loss` picks how lm_head + cross-entropy is computed (LOSS_IMPLS) and `lowp_residual`
+whether the residual stream is bf16 under autocast.
 """
 from __future__ import annotations
 
@@ -27,6 +32,11 @@ from .loss import linear_cross_entropy
 
 LOGIT_SOFTCAP = 15.0  # nanochat squashes logits with 15·tanh(x/15): stabler early training
 ROPE_BASE = 10_000
+LOSS_IMPLS = {  # how forward(idx, targets) computes lm_head + soft-capped cross-entropy
+    "chunked": "chunks of tokens, logits never all materialised; Triton kernel on CUDA (tinylab.loss)",
+    "chunked-torch": "the same chunks with compiled torch ops instead of the Triton kernel",
+    "plain": "materialised logits, then torch's cross-entropy (the reference)",
+}
 
 
 def norm(x: torch.Tensor) -> torch.Tensor:
@@ -120,12 +130,13 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    chunked_loss = True   # fused chunked lm_head + cross-entropy (tinylab.loss); False = plain, for comparison
-    lowp_residual = True  # under autocast the residual stream is bf16: half the bytes for every norm and add
-
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, *, loss: str = "chunked", lowp_residual: bool = True):
         super().__init__()
+        if loss not in LOSS_IMPLS:
+            raise ValueError(f"loss must be one of {list(LOSS_IMPLS)}, got {loss!r}")
         self.config = config
+        self.loss_impl = loss
+        self.lowp_residual = lowp_residual  # bf16 residual under autocast: half the bytes of every norm and add
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.model_dim),
             h=nn.ModuleList([Block(config, i) for i in range(config.depth)]),
@@ -199,9 +210,9 @@ class GPT(nn.Module):
         for block in self.transformer.h:
             x = block(x, cos_sin, kv_cache)
         x = norm(x)
-        if targets is not None and self.chunked_loss:  # the (B·T, vocab) logits are never materialised
-            return linear_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets,
-                                        LOGIT_SOFTCAP, loss_reduction)
+        if targets is not None and self.loss_impl != "plain":  # the (B·T, vocab) logits are never materialised
+            return linear_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets, LOGIT_SOFTCAP,
+                                        loss_reduction, kernel="torch" if self.loss_impl == "chunked-torch" else "auto")
         logits = self.lm_head(x).float()
         logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
         if targets is None:
@@ -209,10 +220,10 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(B * T, -1), targets.reshape(-1), ignore_index=-1, reduction=loss_reduction)
 
 
-def build_model(config: GPTConfig, device="cpu") -> GPT:
-    """Allocate on the meta device, then materialise and initialise on `device`."""
+def build_model(config: GPTConfig, device="cpu", **options) -> GPT:
+    """Allocate on the meta device, then materialise and initialise on `device` (options: see GPT)."""
     with torch.device("meta"):
-        model = GPT(config)
+        model = GPT(config, **options)
     model.to_empty(device=device)
     model.init_weights()
     return model

@@ -10,13 +10,13 @@ traceback can be read in JupyterLab.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 from pathlib import Path
 
 from . import paths
+from .errors import ArgumentParser, TinylabError, cli
 
 NOTEBOOK_DIR = paths.REPO / "notebooks"
 
@@ -58,7 +58,7 @@ def artifacts_summary(home: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tinylab.pipeline", description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="python -m tinylab.pipeline", description=__doc__.split("\n\n")[0])
     ap.add_argument("only", nargs="*", help="run only notebooks whose file name contains one of these (e.g. 01 03)")
     ap.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
     args = ap.parse_args(argv)
@@ -69,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = paths.subdir("notebooks")
     todo = notebooks(args.only)
     if not todo:
-        print(f"no notebooks matching {args.only} in {NOTEBOOK_DIR}", file=sys.stderr)
-        return 2
+        raise TinylabError(f"no notebooks matching {args.only} in {NOTEBOOK_DIR}: give part of a name, e.g. 01")
     print(f"tinylab main job: preset {preset.name!r}, TINYLAB_HOME={home}")
     os.environ.setdefault("MPLBACKEND", "Agg")
     from nbclient.exceptions import CellExecutionError
@@ -90,4 +89,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

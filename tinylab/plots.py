@@ -21,11 +21,12 @@ from matplotlib.ticker import FuncFormatter
 
 from . import paths
 from .calc import CHINCHILLA_RATIO
+from .errors import TinylabError
 
 X_AXES = {"step": "step", "tokens": "tokens", "flops": "training FLOPs", "elapsed": "wall time"}
 
 
-class PlotError(ValueError):
+class PlotError(TinylabError, ValueError):
     """A plot request that cannot be drawn; the message says what to pass instead."""
 
 
@@ -95,6 +96,86 @@ def split_runs(frames) -> list[tuple[str, str, pd.DataFrame]]:
     return [(name, label, rows) for name, (label, rows) in out.items()]
 
 
+def elapsed_scale(df: pd.DataFrame) -> tuple[float, str]:
+    """Seconds per unit and the unit's label for a wall-time axis that fits the longest run."""
+    t = df.elapsed.max()
+    return (3600.0, " (h)") if t > 3 * 3600 else (60.0, " (min)") if t > 300 else (1.0, " (s)")
+
+
+def draw_run(axes, i: int, name: str, label: str, run: pd.DataFrame, x: str, scale: float, logx: bool,
+             smooth: float | None) -> dict:
+    """One run's lines in the four panels; returns what the figure needs afterwards."""
+    ax_loss, ax_bpb, ax_lr, ax_tps = axes
+    color = f"C{i % 10}"
+    tr = run[run.kind == "train"].dropna(subset=[x])
+    ev = run[run.kind == "eval"].dropna(subset=[x, "val_bpb"])
+    if logx:  # step 0 / 0 tokens has no place on a log axis
+        tr, ev = tr[tr[x] > 0], ev[ev[x] > 0]
+    tx, ex = tr[x].to_numpy(float) / scale, ev[x].to_numpy(float) / scale
+    beta = auto_smooth(len(tr)) if smooth is None else smooth
+    ax_loss.plot(tx, tr.loss, color=color, lw=0.8, alpha=0.3, gid=f"loss-raw:{name}")
+    (handle,) = ax_loss.plot(tx, ema(tr.loss, beta), color=color, lw=1.8, gid=f"loss-smooth:{name}",
+                             label=label if len(run) else f"{label} (no metrics yet)")
+    ax_bpb.plot(ex, ev.val_bpb, "o-", color=color, ms=4, lw=1.4, gid=f"val-bpb:{name}")
+    ax_lr.plot(tx, tr.lr, color=color, lw=1.4, gid=f"lr:{name}")
+    ax_tps.plot(tx, tr.tok_per_s, color=color, lw=0.8, alpha=0.3, gid=f"tok-per-s-raw:{name}")
+    ax_tps.plot(tx, ema(tr.tok_per_s, beta), color=color, lw=1.4, gid=f"tok-per-s:{name}")
+    ct = chinchilla_tokens(run) if len(run) else None
+    cx = to_x(run, ct, x) if ct else None
+    return dict(name=name, color=color, beta=beta, handle=handle, chinchilla=cx / scale if cx else None,
+                # y range of the loss without the first steps' ln(vocab) cliff
+                top=tr.loss.iloc[max(1, len(tr) // 30):].max() if len(tr) > 10 else None,
+                xmax=max(np.nanmax(tx, initial=0), np.nanmax(ex, initial=0)))
+
+
+def mark_chinchilla(axes, drawn: list[dict], x: str, scale: float) -> None:
+    """A dotted line where a run reaches 20 tokens/param, or a note when that lies beyond the axis."""
+    xmax, ax_loss = max(d["xmax"] for d in drawn), axes[0]
+    for d in drawn:
+        cx = d["chinchilla"]
+        if cx is None:
+            continue
+        if cx <= xmax:
+            for ax in axes:
+                ax.axvline(cx, color=d["color"], ls=":", lw=1.2, gid=f"chinchilla:{d['name']}")
+        else:
+            ax_loss.annotate(f"{CHINCHILLA_RATIO} tokens/param at {where(cx * scale, x)} →",
+                             xy=(0.99, 0.97 - 0.07 * len(ax_loss.texts)), xycoords="axes fraction", ha="right",
+                             va="top", color=d["color"], fontsize=8, gid=f"chinchilla:{d['name']}")
+
+
+def label_axes(axes, drawn: list[dict], x: str, unit: str, logx: bool, logy: bool) -> None:
+    ax_loss, ax_bpb, ax_lr, ax_tps = axes
+    tops = [d["top"] for d in drawn if d["top"] is not None]
+    if tops and not logy:
+        lo = np.nanmin([np.nanmin(ln.get_ydata()) for ln in ax_loss.lines
+                        if (ln.get_gid() or "").startswith("loss-") and len(ln.get_ydata())] or [0])
+        ax_loss.set_ylim(lo - 0.05 * (max(tops) - lo), max(tops) + 0.05 * (max(tops) - lo))
+    betas = {d["beta"] for d in drawn}
+    b = f"β={betas.pop():.3g}" if len(betas) == 1 else "β per run"
+    titles = [(ax_loss, f"train loss (nats/token): raw and EMA-smoothed ({b})", "loss"),
+              (ax_bpb, "validation bits per byte", "bpb"),
+              (ax_lr, "learning-rate multiplier", "× base LR"),
+              (ax_tps, "throughput (tokens/s): raw and EMA-smoothed", "tok/s")]
+    for ax, title, ylabel in titles:
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
+        if logx:
+            ax.set_xscale("log")
+    ax_tps.yaxis.set_major_formatter(FuncFormatter(human))
+    ax_tps.set_ylim(bottom=0)
+    for ax in (ax_lr, ax_tps):
+        ax.set_xlabel(X_AXES[x] + unit)
+        if x in ("tokens", "flops") and not logx:
+            ax.xaxis.set_major_formatter(FuncFormatter(human))
+    plain = FuncFormatter(lambda v, _pos: f"{v:.3g}")  # 4.5, not 4.5×10⁰
+    for ax in (ax_loss, ax_bpb) if logy else ():
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+        ax.grid(True, which="minor", alpha=0.15)
+
+
 def plot_runs(frames, x: str = "step", logx: bool = False, logy: bool = False, smooth: float | None = None,
               figsize=(12, 7.5)) -> plt.Figure:
     """Figure of the runs in `frames` (one DataFrame from load_runs, or a list of load_run frames).
@@ -110,81 +191,17 @@ def plot_runs(frames, x: str = "step", logx: bool = False, logy: bool = False, s
     runs = split_runs(frames)
     if not runs:
         raise PlotError("no runs to plot: pass frames from tinylab.runs.load_runs([...])")
-    df = pd.concat([r for _, _, r in runs], ignore_index=True)
-    scale, unit = 1.0, ""
-    if x == "elapsed":
-        t = df.elapsed.max()
-        scale, unit = (3600.0, " (h)") if t > 3 * 3600 else (60.0, " (min)") if t > 300 else (1.0, " (s)")
-
-    fig, axes = plt.subplots(2, 2, figsize=figsize, sharex=True, layout="constrained")
-    ax_loss, ax_bpb, ax_lr, ax_tps = axes.flat
-    for ax, name in zip(axes.flat, ("loss", "val_bpb", "lr", "tok_per_s")):
+    scale, unit = elapsed_scale(pd.concat([r for _, _, r in runs])) if x == "elapsed" else (1.0, "")
+    fig, grid = plt.subplots(2, 2, figsize=figsize, sharex=True, layout="constrained")
+    axes = list(grid.flat)
+    for ax, name in zip(axes, ("loss", "val_bpb", "lr", "tok_per_s")):
         ax.set_label(name)
         ax.grid(alpha=0.3)
-    betas, handles, top, xmax, notes = [], [], [], 0.0, []
-    for i, (name, label, run) in enumerate(runs):
-        color = f"C{i % 10}"
-        tr = run[run.kind == "train"].dropna(subset=[x])
-        ev = run[run.kind == "eval"].dropna(subset=[x, "val_bpb"])
-        if logx:  # step 0 / 0 tokens has no place on a log axis
-            tr, ev = tr[tr[x] > 0], ev[ev[x] > 0]
-        tx, ex = tr[x].to_numpy(float) / scale, ev[x].to_numpy(float) / scale
-        beta = auto_smooth(len(tr)) if smooth is None else smooth
-        betas.append(beta)
-        ax_loss.plot(tx, tr.loss, color=color, lw=0.8, alpha=0.3, gid=f"loss-raw:{name}")
-        (h,) = ax_loss.plot(tx, ema(tr.loss, beta), color=color, lw=1.8, gid=f"loss-smooth:{name}",
-                            label=label if len(run) else f"{label} (no metrics yet)")
-        handles.append(h)
-        ax_bpb.plot(ex, ev.val_bpb, "o-", color=color, ms=4, lw=1.4, gid=f"val-bpb:{name}")
-        ax_lr.plot(tx, tr.lr, color=color, lw=1.4, gid=f"lr:{name}")
-        ax_tps.plot(tx, tr.tok_per_s, color=color, lw=0.8, alpha=0.3, gid=f"tok-per-s-raw:{name}")
-        ax_tps.plot(tx, ema(tr.tok_per_s, beta), color=color, lw=1.4, gid=f"tok-per-s:{name}")
-        if len(tr) > 10:  # y range of the loss without the first steps' ln(vocab) cliff
-            top.append(tr.loss.iloc[max(1, len(tr) // 30):].max())
-        xmax = max(xmax, np.nanmax(tx, initial=0), np.nanmax(ex, initial=0))
-        ct = chinchilla_tokens(run) if len(run) else None
-        cx = to_x(run, ct, x) if ct else None
-        notes.append((name, color, cx / scale if cx else None))
-
-    for name, color, cx in notes:
-        if cx is None:
-            continue
-        if cx <= xmax:
-            for ax in axes.flat:
-                ax.axvline(cx, color=color, ls=":", lw=1.2, gid=f"chinchilla:{name}")
-        else:
-            ax_loss.annotate(f"{CHINCHILLA_RATIO} tokens/param at {where(cx * scale, x)} →",
-                             xy=(0.99, 0.97 - 0.07 * len(ax_loss.texts)), xycoords="axes fraction", ha="right", va="top", color=color, fontsize=8,
-                             gid=f"chinchilla:{name}")
-    if top and not logy:
-        lo = np.nanmin([np.nanmin(ln.get_ydata()) for ln in ax_loss.lines
-                        if (ln.get_gid() or "").startswith("loss-") and len(ln.get_ydata())] or [0])
-        ax_loss.set_ylim(lo - 0.05 * (max(top) - lo), max(top) + 0.05 * (max(top) - lo))
-    b = f"β={betas[0]:.3g}" if len(set(betas)) == 1 else "β per run"
-    ax_loss.set_title(f"train loss (nats/token): raw and EMA-smoothed ({b})")
-    ax_bpb.set_title("validation bits per byte")
-    ax_lr.set_title("learning-rate multiplier")
-    ax_tps.set_title("throughput (tokens/s): raw and EMA-smoothed")
-    ax_loss.set_ylabel("loss")
-    ax_bpb.set_ylabel("bpb")
-    ax_lr.set_ylabel("× base LR")
-    ax_tps.set_ylabel("tok/s")
-    ax_tps.yaxis.set_major_formatter(FuncFormatter(human))
-    ax_tps.set_ylim(bottom=0)
-    for ax in (ax_lr, ax_tps):
-        ax.set_xlabel(X_AXES[x] + unit)
-        if x in ("tokens", "flops") and not logx:
-            ax.xaxis.set_major_formatter(FuncFormatter(human))
-    plain = FuncFormatter(lambda v, _pos: f"{v:.3g}")  # 4.5, not 4.5×10⁰
-    for ax in axes.flat:
-        if logx:
-            ax.set_xscale("log")
-    for ax in (ax_loss, ax_bpb) if logy else ():
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(plain)
-        ax.grid(True, which="minor", alpha=0.15)
-    if any(c is not None for _, _, c in notes):
+    drawn = [draw_run(axes, i, name, label, run, x, scale, logx, smooth) for i, (name, label, run) in enumerate(runs)]
+    mark_chinchilla(axes, drawn, x, scale)
+    label_axes(axes, drawn, x, unit, logx, logy)
+    handles = [d["handle"] for d in drawn]
+    if any(d["chinchilla"] is not None for d in drawn):
         handles.append(plt.Line2D([], [], color="gray", ls=":", label=f"{CHINCHILLA_RATIO} tokens/param (Chinchilla)"))
     fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 4), frameon=False)
     return fig

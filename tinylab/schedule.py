@@ -8,21 +8,19 @@ nearest valid total with one line of explanation instead of an assert: a user as
 The schedules are nanochat's: linear warmup, a constant plateau, a linear warmdown to
 `final_lr_frac`, and Muon momentum ramped from 0.85 to 0.95 over the first 300 steps.
 
-`resolve` splits train()'s keyword overrides into architecture, preset and optimisation
-knobs; `plan` shows what a run will do (and cost) before it starts.
+`RunPlan` is what a run will do, derived from its config before anything is built; `plan`
+adds what it will cost (time and memory estimates) for the notebooks and the CLI.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
 from . import calc
-from .presets import Preset, get_preset
-
-MODEL_KNOBS = ("depth", "model_dim", "n_head", "head_dim", "n_kv_head", "vocab_size", "sequence_len", "tie_embeddings")
-PRESET_KNOBS = ("device_batch_size", "total_batch_size", "target_tokens", "eval_every", "eval_tokens", "sample_every")
+from .config import ConfigError, TrainConfig
+from .presets import resolve
 
 
-class BatchSizeError(ValueError):
+class BatchSizeError(ConfigError):
     """A batch plan that cannot work at all (e.g. a non-positive size)."""
 
 
@@ -91,65 +89,42 @@ def muon_momentum(step: int, start: float = 0.85, end: float = 0.95, warmup_step
     return (1 - frac) * start + frac * end
 
 
-class TrainError(ValueError):
-    """Bad training options or a run-directory conflict; the message says what to do."""
-
-
 @dataclass(frozen=True)
-class TrainSettings:
-    """Optimisation knobs that are not part of a preset (defaults: nanochat's seed run)."""
-    num_iterations: int | None = None  # None: target_tokens / total_batch_size
-    embedding_lr: float = 0.2
-    unembedding_lr: float = 0.004
-    matrix_lr: float = 0.02
-    tied_lr: float | None = None       # None: unembedding_lr (see tinylab.optim)
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    warmdown_ratio: float = 0.2
-    final_lr_frac: float = 0.0
-    grad_clip: float = 0.0             # 0: off
-    seed: int = 42
-    log_every: int = 10                # steps between loss read-backs / train metrics lines
-    save_every: int | None = None      # None: eval_every; 0: only the final checkpoint
-    compile: bool | None = None        # None: on CUDA only
-    wandb: bool = False
+class RunPlan:
+    """The numbers a run derives from its config: batch layout, steps, checkpoint cadence, cost per token."""
+    batch: BatchPlan
+    num_iterations: int
+    save_every: int      # 0: only the final checkpoint
+    params: int
+    flops_per_token: int
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, world_size: int = 1) -> "RunPlan":
+        bp = plan_batch(cfg.batch.total_batch_size, cfg.batch.device_batch_size, cfg.model.sequence_len, world_size)
+        steps = cfg.loop.num_iterations or num_iterations_for(cfg.loop.target_tokens, bp.total_batch_size)
+        save_every = cfg.eval.eval_every if cfg.loop.save_every is None else cfg.loop.save_every
+        return cls(bp, steps, save_every, calc.param_counts(cfg.model)["total"], calc.flops_per_token(cfg.model))
+
+    def tokens_at(self, step: int) -> int:
+        return step * self.batch.total_batch_size
 
 
-def resolve(preset: Preset | str, overrides: dict) -> tuple[Preset, TrainSettings]:
-    """Split keyword overrides into architecture, preset and optimisation knobs (None = unchanged)."""
-    preset = get_preset(preset) if isinstance(preset, str) else preset
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if "seq_len" in overrides:
-        overrides["sequence_len"] = overrides.pop("seq_len")
-    settings_keys = {f.name for f in fields(TrainSettings)}
-    unknown = set(overrides) - set(MODEL_KNOBS) - set(PRESET_KNOBS) - settings_keys
-    if unknown:
-        raise TrainError(f"unknown training option(s) {sorted(unknown)}; valid: "
-                         f"{sorted(set(MODEL_KNOBS) | set(PRESET_KNOBS) | settings_keys | {'seq_len'})}")
-    preset = preset.with_model(**{k: overrides[k] for k in MODEL_KNOBS if k in overrides})
-    preset = replace(preset, **{k: overrides[k] for k in PRESET_KNOBS if k in overrides})
-    return preset, TrainSettings(**{k: overrides[k] for k in settings_keys if k in overrides})
-
-
-def plan(preset: Preset | str, world_size: int = 1, *, gpu: str = "RTX 3090", mfu: float = 0.4, **overrides) -> dict:
+def plan(preset: TrainConfig | str, world_size: int = 1, *, gpu: str = "RTX 3090", mfu: float = 0.4,
+         **overrides) -> dict:
     """What a run will do, before doing it: params, batch plan, steps, tokens, FLOPs, and the
     calculators' estimates of peak VRAM (per device) and wall time on `gpu` at model-FLOPs utilisation `mfu`."""
-    preset, s = resolve(preset, overrides)
-    c = preset.model
-    bp = plan_batch(preset.total_batch_size, preset.device_batch_size, c.sequence_len, world_size)
-    steps = s.num_iterations or num_iterations_for(preset.target_tokens, bp.total_batch_size)
-    fpt = calc.flops_per_token(c)
+    cfg = resolve(preset, overrides)
+    c, p = cfg.model, RunPlan.of(cfg, world_size)
+    bp, tokens = p.batch, p.tokens_at(p.num_iterations)
     peak = calc.gpu_peak_flops(gpu)
     if peak is None:
-        raise TrainError(f"unknown GPU {gpu!r}; choose one of: {', '.join(calc.GPU_PEAK_FLOPS)}")
-    return dict(preset=preset.name, model=c.describe(), params=calc.param_counts(c)["total"],
-                flops_per_token=fpt, device_batch_size=bp.device_batch_size, seq_len=c.sequence_len,
-                world_size=world_size, total_batch_size=bp.total_batch_size, grad_accum=bp.grad_accum,
-                batch_note=bp.note(), num_iterations=steps, tokens=steps * bp.total_batch_size,
-                flops=fpt * steps * bp.total_batch_size,
+        raise ConfigError(f"unknown GPU {gpu!r}; choose one of: {', '.join(calc.GPU_PEAK_FLOPS)}")
+    return dict(preset=cfg.name, model=c.describe(), params=p.params, flops_per_token=p.flops_per_token,
+                device_batch_size=bp.device_batch_size, seq_len=c.sequence_len, world_size=world_size,
+                total_batch_size=bp.total_batch_size, grad_accum=bp.grad_accum, batch_note=bp.note(),
+                num_iterations=p.num_iterations, tokens=tokens, flops=p.flops_per_token * tokens,
                 vram_gib=calc.vram_estimate(c, bp.device_batch_size)["total"] / 2 ** 30, gpu=gpu, mfu=mfu,
-                est_hours=calc.training_time_s(c, steps * bp.total_batch_size, peak * world_size,
-                                               mfu) / 3600)
+                est_hours=calc.training_time_s(c, tokens, peak * world_size, mfu) / 3600)
 
 
 def describe_plan(p: dict) -> str:

@@ -20,13 +20,11 @@ records it can refuse a different tokenizer with the same name.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import io
 import json
 import os
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -36,6 +34,7 @@ import tiktoken
 from tqdm.auto import tqdm
 
 from . import paths
+from .errors import ArgumentParser, TinylabError, cli
 
 SPLIT_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}|"""
                  r""" ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+""")
@@ -45,7 +44,7 @@ FORMAT = 1
 RANKS_FILE, META_FILE, TOKEN_BYTES_FILE = "tokenizer.tiktoken", "tokenizer.json", "token_bytes.npy"
 
 
-class TokenizerError(ValueError):
+class TokenizerError(TinylabError, ValueError):
     """Bad tokenizer input or a missing / foreign tokenizer; the message says what to do."""
 
 
@@ -242,11 +241,12 @@ def train_corpus_tokenizer(corpus: str, vocab_size: int, max_chars: int | None, 
 
 
 def get_tokenizer(preset, *, progress: bool = True) -> Tokenizer:
-    """The preset's tokenizer: loaded from TINYLAB_HOME, trained on its corpus if missing."""
+    """The preset's (a TrainConfig's) tokenizer: loaded from TINYLAB_HOME, trained on its corpus if missing."""
     directory = tokenizer_dir(preset.tokenizer_name)
     if (directory / META_FILE).is_file():
         return Tokenizer.load(directory)
-    return train_corpus_tokenizer(preset.corpus, preset.model.vocab_size, preset.tokenizer_max_chars, progress=progress)
+    return train_corpus_tokenizer(preset.data.corpus, preset.model.vocab_size, preset.data.tokenizer_max_chars,
+                                  progress=progress)
 
 
 # -- evaluation ----------------------------------------------------------------------------
@@ -311,7 +311,7 @@ def load_references(references=REFERENCES, log=print) -> list[tiktoken.Encoding]
 def eval_texts(preset, max_chars: int = 1_000_000) -> list[str]:
     """Held-out text: the validation shard of the preset's corpus (never seen in training)."""
     from .data import iter_texts
-    return list(iter_texts(preset.corpus, "val", max_chars=max_chars))
+    return list(iter_texts(preset.data.corpus, "val", max_chars=max_chars))
 
 
 def bytes_per_token(enc: tiktoken.Encoding, texts: list[str]) -> float:
@@ -359,44 +359,39 @@ def encode_throughput(tok: Tokenizer, texts: list[str], num_threads: int | None 
 
 
 # -- CLI -----------------------------------------------------------------------------------
+TRAIN_KNOBS = ("corpus", "vocab_size", "tokenizer_max_chars")
+
+
 def main(argv=None) -> int:
-    from .data import CorpusError
-    from .presets import UnknownPresetError, get_preset, preset_from_env
-    ap = argparse.ArgumentParser(prog="python -m tinylab.tokenizer", description=__doc__.splitlines()[0])
+    from .config import GROUPS, add_knob_arguments, knob_arguments
+    from .presets import resolve
+
+    ap = ArgumentParser(prog="python -m tinylab.tokenizer", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     tr = sub.add_parser("train", help="train a BPE and save it under $TINYLAB_HOME/tokenizer/<name>/")
     ev = sub.add_parser("eval", help="compression (bytes/token) on held-out text, vs GPT-2 / cl100k if cached")
     for p in (tr, ev):
         p.add_argument("--preset", help="preset name (default: $TINYLAB_PRESET or ittybitty)")
-    tr.add_argument("--vocab-size", type=int, help="total ids incl. special tokens (default: the preset's model)")
-    tr.add_argument("--max-chars", type=int, help="training text budget (default: the preset's)")
-    tr.add_argument("--corpus", choices=["sample", "fineweb"], help="default: the preset's")
+    add_knob_arguments(tr, GROUPS, only=TRAIN_KNOBS)
     tr.add_argument("--force", action="store_true", help="retrain even if the tokenizer exists")
     ev.add_argument("--max-chars", type=int, default=1_000_000, help="held-out characters to evaluate on")
     args = ap.parse_args(argv)
-    try:
-        preset = get_preset(args.preset) if args.preset else preset_from_env()
-        if args.cmd == "train":
-            corpus = args.corpus or preset.corpus
-            vocab = args.vocab_size or preset.model.vocab_size
-            directory = tokenizer_dir(f"{corpus}-{vocab}")
-            if (directory / META_FILE).is_file() and not args.force:
-                print(f"{directory} exists (hash {Tokenizer.load(directory).hash[:12]}); --force retrains")
-                return 0
-            tok = train_corpus_tokenizer(corpus, vocab, args.max_chars or preset.tokenizer_max_chars)
-            print(f"trained {tok} on {tok.stats['chars']:,} chars in {tok.stats['train_seconds']:.1f} s "
-                  f"({tok.stats['chars_per_s']:,.0f} chars/s) -> {directory}")
-        else:
-            tok = get_tokenizer(preset)
-            texts = eval_texts(preset, args.max_chars)
-            print(compression_table(tok, texts).to_string(index=False, float_format="%.3f"))
-            threads = os.cpu_count() or 1
-            print(f"encode_batch: {encode_throughput(tok, texts):,.0f} tokens/s on {threads} threads")
-    except (TokenizerError, CorpusError, UnknownPresetError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from .presets import preset_from_env
+    preset = resolve(args.preset or preset_from_env().name, knob_arguments(args))
+    if args.cmd == "eval":
+        tok, texts = get_tokenizer(preset), eval_texts(preset, args.max_chars)
+        print(compression_table(tok, texts).to_string(index=False, float_format="%.3f"))
+        print(f"encode_batch: {encode_throughput(tok, texts):,.0f} tokens/s on {os.cpu_count() or 1} threads")
+        return 0
+    directory = tokenizer_dir(preset.tokenizer_name)
+    if (directory / META_FILE).is_file() and not args.force:
+        print(f"{directory} exists (hash {Tokenizer.load(directory).hash[:12]}); --force retrains")
+        return 0
+    tok = train_corpus_tokenizer(preset.data.corpus, preset.model.vocab_size, preset.data.tokenizer_max_chars)
+    print(f"trained {tok} on {tok.stats['chars']:,} chars in {tok.stats['train_seconds']:.1f} s "
+          f"({tok.stats['chars_per_s']:,.0f} chars/s) -> {directory}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli(main))

@@ -4,60 +4,83 @@
     torchrun --standalone --nproc_per_node=2 -m tinylab.train -- --preset ittybitty --run my-run   # DDP
     python -m tinylab.train --preset ittybitty --run my-run --resume               # after a crash
 
-Design: DistributedDataParallel with no_sync() on accumulation micro-steps; every rank runs
-the full (replicated) optimizer step on the all-reduced gradients. bf16 autocast and
-torch.compile on CUDA, fp32 elsewhere. The loss is read back to the host only every
-`log_every` steps so the GPU never waits on Python. A run lives in $TINYLAB_HOME/runs/<run>/
-(config.json, metrics.jsonl, checkpoints/, tokenizer/); see tinylab.checkpoint for the format.
+train() runs five phases, each a function below, in this order:
+1. resolve   preset + overrides -> TrainConfig, every knob validated; nothing written yet
+2. prepare   process group, the run directory locked, tokenizer, plan (steps, batch layout) and the
+             resume point checked (architecture, tokenizer hash, step); still nothing written
+3. build     model, optimizers, checkpoint state, compiled forward, loaders; only once all of that
+             succeeded are config.json and metrics.jsonl (re)written: a failed resume changes nothing
+4. loop      on schedule: evaluate, sample, save; then one optimizer step; a log line every log_every
+5. finish    the summary record, wandb, the process group
+
+Design: DistributedDataParallel with no_sync() on accumulation micro-steps; every rank runs the
+full (replicated) optimizer step on the all-reduced gradients. bf16 autocast and torch.compile
+on CUDA, fp32 elsewhere. The loss is read back to the host only every log_every steps so the GPU
+never waits on Python.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
-import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from . import calc, checkpoint, paths, presets
+from . import calc, checkpoint
+from .config import TrainConfig, add_knob_arguments, knob_arguments
+from .devices import pick_device
+from .errors import ArgumentParser, RunFailedError, TinylabError, cli
 from .evaluate import evaluate_bpb
 from .model import build_model
 from .optim import apply_schedule, setup_optimizers
-from .presets import Preset
-from .runs import FORMAT as RUN_FORMAT
-from .schedule import (TrainError, TrainSettings, lr_multiplier, muon_momentum, num_iterations_for, plan,  # noqa: F401
-                       plan_batch, resolve)
+from .presets import DEFAULT, PRESETS, preset_from_env, resolve
+from .run import Run
+from .schedule import RunPlan, lr_multiplier, muon_momentum
 
 SAMPLE_PROMPTS = ("The capital of France is", "Once upon a time,", "The meaning of life is")
 
 
-class NonFiniteLossError(RuntimeError):
+class TrainError(TinylabError, ValueError):
+    """Bad training options or a run-directory conflict; the message says what to do."""
+
+
+class NonFiniteLossError(RunFailedError):
     """The loss became NaN/inf; the last good checkpoint is kept and named in the message."""
 
 
-def pick_device(device=None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+class OutOfMemoryError(RunFailedError):
+    """CUDA ran out of memory; the message names a batch that fits and the checkpoint to resume from."""
 
 
-def setup_distributed(device) -> tuple[int, int, torch.device, bool]:
-    """(rank, world_size, device, we_initialised) from torchrun's environment; (0, 1, ...) without it."""
+# ------------------------------------------------------------------------------- phase 2: prepare
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int
+    world: int
+    device: torch.device
+    own_group: bool  # we initialised the process group, so we destroy it
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def setup_distributed(device=None) -> Dist:
+    """Rank, world size and device from torchrun's environment; rank 0 of 1 without it."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return 0, 1, pick_device(device), False
+        return Dist(0, 1, pick_device(device), False)
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device)
     if dev.type == "cuda":
@@ -66,28 +89,85 @@ def setup_distributed(device) -> tuple[int, int, torch.device, bool]:
     ours = not dist.is_initialized()
     if ours:
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return rank, world, dev, ours
+    return Dist(rank, world, dev, ours)
 
 
-def make_loaders(preset, tokenizer, batch_size, rank, world, device, state=None, progress=True):
+@dataclass
+class Setup:
+    """What a run is before any tensor exists: config, directory, plan, tokenizer, resume point."""
+    cfg: TrainConfig
+    run: Run
+    plan: RunPlan
+    dist: Dist
+    tokenizer: object
+    resume_from: Path | None = None
+    meta: dict = field(default_factory=dict)  # the checkpoint's meta when resuming
+
+
+def load_tokenizer(cfg: TrainConfig, run: Run, resume_meta: dict, d: Dist, progress: bool):
+    """A resumed run's own tokenizer (checked against its checkpoint), else the preset's, trained on rank 0 first."""
+    from .tokenizer import get_tokenizer
+
+    if resume_meta:
+        return checkpoint.load_tokenizer(run, resume_meta["tokenizer"])
+    tokenizer = get_tokenizer(cfg, progress=progress) if d.master else None
+    d.barrier()
+    return tokenizer or get_tokenizer(cfg, progress=False)
+
+
+def check_resume(run: Run, ckpt: Path, cfg: TrainConfig, plan: RunPlan) -> dict:
+    """The checkpoint's meta, once it is known to fit this config (architecture, step count)."""
+    meta = checkpoint.read_meta(ckpt)
+    if meta["model"] != cfg.model.to_dict():
+        from .config import GPTConfig
+        raise TrainError(f"run {run.name!r} was trained as {GPTConfig.from_dict(meta['model']).describe()}, "
+                         f"not {cfg.model.describe()}: resume with the same architecture knobs or use a new --run name")
+    if plan.num_iterations < meta["step"]:
+        raise TrainError(f"run {run.name!r} is already at step {meta['step']}; pass --num-iterations > "
+                         f"{meta['step']} or start a new run")
+    return meta
+
+
+def prepare(cfg: TrainConfig, run: Run, d: Dist, *, resume: bool, overwrite: bool, progress: bool) -> Setup:
+    """Phase 2: everything that can fail before anything is written (see the module docstring)."""
+    if overwrite and d.master:
+        run.clear()
+    d.barrier()  # no rank looks for checkpoints before rank 0 has deleted them
+    ckpt = run.latest_checkpoint()
+    if ckpt is not None and not resume:
+        raise TrainError(f"run {run.name!r} already has a checkpoint ({ckpt.name}) in {run.dir}: pass resume=True "
+                         f"(--resume) to continue it, overwrite=True (--overwrite) to start over, or pick a new run name")
+    if resume and ckpt is None and d.master:
+        print(f"no checkpoint for run {run.name!r} yet: starting it from scratch")
+    plan = RunPlan.of(cfg, d.world)
+    meta = check_resume(run, ckpt, cfg, plan) if resume and ckpt is not None else {}
+    tokenizer = load_tokenizer(cfg, run, meta, d, progress)
+    if tokenizer.vocab_size != cfg.model.vocab_size:
+        raise TrainError(f"tokenizer {tokenizer.name} has {tokenizer.vocab_size} tokens but the model's vocab_size "
+                         f"is {cfg.model.vocab_size}: they must match")
+    if d.master and plan.batch.rounded:
+        print(plan.batch.note())
+    return Setup(cfg, run, plan, d, tokenizer, ckpt if meta else None, meta)
+
+
+# ------------------------------------------------------------------------------- phase 3: build
+
+def make_loaders(cfg: TrainConfig, tokenizer, d: Dist, state=None, progress=True):
     """(train loader, val factory): tinylab.loader over the pre-tokenized corpus, tokenized by rank 0 first.
 
     The val loader is built once; each call of the factory rewinds it for one identical eval pass."""
     from .loader import token_batches, val_pass
 
     def get(split, **kw):
-        return token_batches(preset, tokenizer, split, batch_size=batch_size, device=device, rank=rank,
-                             world_size=world, progress=progress and rank == 0, **kw)
+        return token_batches(cfg, tokenizer, split, device=d.device, rank=d.rank, world_size=d.world,
+                             progress=progress and d.master, **kw)
 
-    if world > 1 and rank != 0:
-        dist.barrier()  # rank 0 pretokenizes first
+    if not d.master:
+        d.barrier()  # rank 0 pretokenizes first
     train_loader, val_loader = get("train", state=state), get("val")
-    if world > 1 and rank == 0:
-        dist.barrier()
-
-    def val():
-        return val_pass(val_loader, preset.eval_tokens)
-    return train_loader, val
+    if d.master:
+        d.barrier()
+    return train_loader, lambda: val_pass(val_loader, cfg.eval.eval_tokens)
 
 
 def peak_flops(device) -> float | None:
@@ -128,270 +208,306 @@ def train_step(net, optimizers, batches, grad_accum: int, *, autocast, grad_clip
     return total / grad_accum
 
 
-def out_of_memory_message(c, bp, device, last_checkpoint) -> str:
-    """What to do after a CUDA out-of-memory error: the batch that fits by tinylab.vram, and where to resume."""
+def out_of_memory_message(cfg: TrainConfig, plan: RunPlan, device, last_checkpoint) -> str:
+    """What to do after a CUDA out-of-memory error: the batch that fits by calc.vram, and where to resume."""
+    c, bp = cfg.model, plan.batch
     est = calc.vram_estimate(c, bp.device_batch_size)["total"] / 2 ** 30
     if device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
-        fit = calc.max_device_batch(c, total)
-        have = f"this GPU has {total / 2 ** 30:.1f} GiB; the estimator's largest batch for it is {fit}"
+        have = (f"this GPU has {total / 2 ** 30:.1f} GiB; the estimator's largest batch for it is "
+                f"{calc.max_device_batch(c, total)}")
     else:
         have = "see `python -m tinylab.calc --gpu-mem-gb N` for what fits"
     return (f"out of memory at device batch {bp.device_batch_size} × {c.sequence_len} (estimated {est:.1f} GiB; "
             f"{have}). Lower --device-batch-size: gradient accumulation keeps the total batch of "
-            f"{bp.total_batch_size:,} tokens. Last good checkpoint: {last_checkpoint or 'none'}"
-            f"{' (--resume continues from it)' if last_checkpoint else ''}")
+            f"{bp.total_batch_size:,} tokens, and --resume continues on the same token stream. Last good "
+            f"checkpoint: {last_checkpoint or 'none'}")
 
 
-class MetricsLog:
-    """metrics.jsonl appender (rank 0 only) that also feeds the callback, wandb and nothing else."""
+@dataclass
+class LoopState:
+    """Where the loop is; everything else the loop reads is fixed at build time."""
+    step: int = 0
+    elapsed: float = 0.0              # seconds of training (evaluations, samples and saves excluded)
+    val_bpb: float | None = None      # of the newest evaluation
+    loss: float | None = None         # mean train loss over the newest log interval
+    resumed_at: int | None = None     # a resumed step was evaluated and saved before the checkpoint
 
-    def __init__(self, path: Path, active: bool, callback=None, wandb_run=None):
-        self.path, self.active, self.callback, self.wandb = path, active, callback, wandb_run
 
-    def __call__(self, **rec):
+class Meter:
+    """Mean loss and tokens/s between two log lines, with pauses (evals, saves) left out of the time."""
+
+    def __init__(self, tokens: int):
+        self.t0, self.tokens0, self.loss_sum, self.steps = time.perf_counter(), tokens, None, 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
+        self.steps += 1
+
+    def pause(self, seconds: float) -> None:
+        self.t0 += seconds
+
+    def read(self, tokens: int, world: int) -> tuple[float, float, float]:
+        """(mean loss, tokens/s, seconds) since the last read; starts the next interval."""
+        mean = self.loss_sum / self.steps
+        if world > 1:
+            dist.all_reduce(mean, op=dist.ReduceOp.AVG)
+        now = time.perf_counter()
+        seconds = max(now - self.t0, 1e-9)
+        out = (mean.item(), (tokens - self.tokens0) / seconds, seconds)
+        self.__init__(tokens)
+        return out
+
+
+class Logger:
+    """metrics.jsonl (rank 0 only), plus the notebook's callback and wandb."""
+
+    def __init__(self, run: Run, active: bool, callback=None, wandb_run=None):
+        self.run, self.active, self.callback, self.wandb = run, active, callback, wandb_run
+
+    def __call__(self, kind: str, **fields) -> None:
         if not self.active:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        rec = self.run.metrics.write(kind, **fields)
         if self.callback is not None:
             self.callback(rec)
-        if self.wandb is not None and rec["kind"] in ("train", "eval"):
+        if self.wandb is not None and kind in ("train", "eval"):
             self.wandb.log({k: v for k, v in rec.items() if isinstance(v, (int, float))}, step=rec["step"])
 
-    def size(self) -> int:
-        return self.path.stat().st_size if self.path.exists() else 0
+
+def run_config(s: Setup, optimizers) -> dict:
+    """config.json: the knobs by group, what was derived from them, and where the run ran."""
+    bp = s.plan.batch
+    derived = dict(params=s.plan.params, flops_per_token=s.plan.flops_per_token, total_batch_size=bp.total_batch_size,
+                   grad_accum=bp.grad_accum, num_iterations=s.plan.num_iterations, save_every=s.plan.save_every,
+                   lrs={g["name"]: g["initial_lr"] for opt in optimizers for g in opt.param_groups})
+    return dict(run=s.run.name, preset=s.cfg.name, **s.cfg.to_dict(), derived=derived,
+                tokenizer=dict(name=s.tokenizer.name, hash=s.tokenizer.hash), device=str(s.dist.device),
+                world_size=s.dist.world, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
-def train(preset: Preset | str, run: str, *, device=None, resume: bool = False, overwrite: bool = False,
+def start_wandb(s: Setup, config: dict):
+    try:
+        import wandb
+    except ImportError:
+        raise TrainError("--wandb needs the wandb package: pip install wandb") from None
+    return wandb.init(project="tinylab", name=s.run.name, config=config, resume="allow")
+
+
+class Trainer:
+    """Phases 3 to 5 of one run: built from a Setup, then loop() and finish()."""
+
+    def __init__(self, s: Setup, callback=None, progress: bool = True):
+        self.s, self.cfg, self.plan, self.d = s, s.cfg, s.plan, s.dist
+        self.progress = progress and self.d.master
+        self.state = LoopState()
+        self.build_model()
+        loader_state = self.restore() if s.meta else None
+        self.build_forward()
+        self.loader, self.val = make_loaders(self.cfg, s.tokenizer, self.d, loader_state, progress)
+        self.token_bytes = torch.as_tensor(s.tokenizer.token_bytes, dtype=torch.int64, device=self.d.device)
+        self.peak = peak_flops(self.d.device)
+        self.log = Logger(s.run, self.d.master, callback, self.write_run_files())
+
+    def build_model(self) -> None:
+        cfg, device = self.cfg, self.d.device
+        torch.manual_seed(cfg.loop.seed)
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.model = build_model(cfg.model, device=device)
+        o = cfg.optim
+        self.optimizers = setup_optimizers(self.model, embedding_lr=o.embedding_lr, unembedding_lr=o.unembedding_lr,
+                                           matrix_lr=o.matrix_lr, tied_lr=o.tied_lr, weight_decay=o.weight_decay)
+
+    def restore(self) -> dict:
+        """Load the checkpoint being resumed into the model and optimizers; return its loader state."""
+        meta = checkpoint.load_checkpoint(self.s.resume_from, self.model, self.optimizers, device=self.d.device)
+        st = self.state
+        st.step, st.elapsed, st.val_bpb, st.resumed_at = meta["step"], meta["elapsed"], meta.get("val_bpb"), meta["step"]
+        if meta.get("num_iterations") != self.plan.num_iterations and self.d.master:
+            print(f"resuming with num_iterations={self.plan.num_iterations} "
+                  f"(checkpoint planned {meta.get('num_iterations')})")
+        return meta["loader"]
+
+    def build_forward(self) -> None:
+        """What runs forward: DDP around the model when distributed, compiled on CUDA unless told otherwise."""
+        device = self.d.device
+        use_compile = device.type == "cuda" if self.cfg.loop.compile is None else self.cfg.loop.compile
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[device.index] if device.type == "cuda" else None) if self.d.world > 1 else None
+        self.eval_model = torch.compile(self.model) if use_compile else self.model
+        self.net = (torch.compile(ddp) if use_compile else ddp) if ddp else self.eval_model
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+    def write_run_files(self):
+        """After a successful build: the tokenizer copy, metrics cut back to the checkpoint, config.json."""
+        if not self.d.master:
+            return None
+        s, run = self.s, self.s.run
+        if not s.meta:  # from scratch: no lines or tokenizer of an earlier attempt
+            run.metrics.truncate(0)
+            s.tokenizer.save(run.tokenizer_dir)
+        else:  # drop lines logged after the checkpoint
+            run.metrics.truncate(s.meta["metrics_bytes"])
+        config = run_config(s, self.optimizers)
+        run.write_config(config)
+        return start_wandb(s, config) if self.cfg.loop.wandb else None
+
+    # -- phase 4: the loop ---------------------------------------------------------------
+    def loop(self) -> None:
+        from tqdm.auto import tqdm
+
+        st, n = self.state, self.plan.num_iterations
+        self.bar = tqdm(total=n, initial=st.step, disable=not self.progress, desc=self.s.run.name, unit="step")
+        self.meter = Meter(self.plan.tokens_at(st.step))
+        try:
+            while True:
+                t0 = time.perf_counter()
+                self.on_schedule()
+                self.meter.pause(time.perf_counter() - t0)  # throughput counts training time only
+                if st.step == n:
+                    break
+                self.step()
+        finally:
+            self.bar.close()
+
+    def on_schedule(self) -> None:
+        """Evaluate, sample and save at this step if the schedule says so (a resumed step already did)."""
+        st, ev, last = self.state, self.cfg.eval, self.state.step == self.plan.num_iterations
+        if st.step == st.resumed_at:
+            return
+        if last or st.step % ev.eval_every == 0:
+            self.evaluate()
+        if self.d.master and ev.sample_every and st.step > 0 and (last or st.step % ev.sample_every == 0):
+            for text in run_samples(self.model, self.s.tokenizer):
+                self.log("sample", step=st.step, text=text)
+        every = self.plan.save_every
+        if st.step > 0 and (last or (every and st.step % every == 0)):
+            self.save(finished=last)
+
+    def evaluate(self) -> None:
+        st, tokens = self.state, self.plan.tokens_at(self.state.step)
+        st.val_bpb = evaluate_bpb(self.eval_model, self.val(), self.token_bytes, self.autocast)
+        self.log("eval", step=st.step, tokens=tokens, flops=self.plan.flops_per_token * tokens, val_bpb=st.val_bpb,
+                 elapsed=st.elapsed)
+        self.bar.set_postfix(loss=st.loss, val_bpb=round(st.val_bpb, 4))
+
+    def save(self, finished: bool) -> None:
+        st, run = self.state, self.s.run
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):  # never replace a good checkpoint
+            raise NonFiniteLossError(f"weights are NaN/inf at step {st.step} of run {run.name!r}; not saving. "
+                                     f"Last good checkpoint: {run.latest_checkpoint() or 'none'}")
+        if self.d.master:
+            tok = self.s.tokenizer
+            checkpoint.save_checkpoint(run, st.step, self.model, self.optimizers, dict(
+                loader=self.loader.state_dict(), num_iterations=self.plan.num_iterations, elapsed=st.elapsed,
+                tokenizer=dict(name=tok.name, hash=tok.hash), metrics_bytes=run.metrics.size(),
+                finished=finished, val_bpb=st.val_bpb, preset=self.cfg.name, run=run.name))
+        self.d.barrier()
+
+    def step(self) -> None:
+        """One optimizer step at the scheduled learning rate, and a log line every log_every steps."""
+        st, o, n = self.state, self.cfg.optim, self.plan.num_iterations
+        apply_schedule(self.optimizers, lr_multiplier(st.step, n, o.warmup_ratio, o.warmdown_ratio, o.final_lr_frac),
+                       muon_momentum(st.step))
+        try:
+            loss = train_step(self.net, self.optimizers, self.loader, self.plan.batch.grad_accum,
+                              autocast=self.autocast, grad_clip=o.grad_clip, model=self.model)
+        except torch.OutOfMemoryError:
+            raise OutOfMemoryError(out_of_memory_message(self.cfg, self.plan, self.d.device,
+                                                         self.s.run.latest_checkpoint())) from None
+        self.meter.add(loss)
+        st.step += 1
+        self.bar.update(1)
+        if st.step % self.cfg.loop.log_every == 0 or st.step == n:
+            self.log_train()
+
+    def log_train(self) -> None:
+        st, run, tokens = self.state, self.s.run, self.plan.tokens_at(self.state.step)
+        st.loss, tok_s, seconds = self.meter.read(tokens, self.d.world)
+        st.elapsed += seconds
+        if not math.isfinite(st.loss):
+            raise NonFiniteLossError(f"loss is {st.loss} at step {st.step} of run {run.name!r}; training stopped. "
+                                     f"Last good checkpoint: {run.latest_checkpoint() or 'none'}. Lower "
+                                     f"matrix_lr/embedding_lr, set grad_clip=1.0, or add warmup_ratio, then --resume "
+                                     f"or start over")
+        o, device = self.cfg.optim, self.d.device
+        self.log("train", step=st.step, tokens=tokens, flops=self.plan.flops_per_token * tokens, loss=st.loss,
+                 lr=lr_multiplier(st.step - 1, self.plan.num_iterations, o.warmup_ratio, o.warmdown_ratio,
+                                  o.final_lr_frac),
+                 tok_per_s=tok_s, mfu=self.plan.flops_per_token * tok_s / (self.peak * self.d.world) if self.peak
+                 else None, mem_gb=torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None,
+                 elapsed=st.elapsed)
+        self.bar.set_postfix(loss=round(st.loss, 4), val_bpb=None if st.val_bpb is None else round(st.val_bpb, 4))
+
+    # -- phase 5: finish -----------------------------------------------------------------
+    def finish(self) -> dict:
+        st, bp = self.state, self.plan.batch
+        summary = dict(kind="done", run=self.s.run.name, run_dir=str(self.s.run.dir), step=st.step,
+                       tokens=self.plan.tokens_at(st.step), val_bpb=st.val_bpb, loss=st.loss, elapsed=st.elapsed,
+                       params=self.plan.params, device=str(self.d.device), world_size=self.d.world,
+                       grad_accum=bp.grad_accum, total_batch_size=bp.total_batch_size)
+        if self.d.master and self.log.callback is not None:
+            self.log.callback(summary)
+        if self.log.wandb is not None:
+            self.log.wandb.finish()
+        return summary
+
+
+# ------------------------------------------------------------------------------- the entry points
+
+def train(preset: TrainConfig | str, run: str, *, device=None, resume: bool = False, overwrite: bool = False,
           callback=None, progress: bool = True, **overrides) -> dict:
-    """Train (or resume) run `run` of `preset` with keyword overrides; return a summary dict.
+    """Train (or resume) run `run` of `preset` with knob overrides (see tinylab.config); return a summary.
 
     callback(record) is called on rank 0 with every metrics record (kind train / eval / sample)
     and finally a {"kind": "done", ...} record. overwrite=True deletes an existing run first.
     """
-    from tqdm.auto import tqdm
-
-    from .tokenizer import get_tokenizer
-
-    preset, s = resolve(preset, overrides)
-    rank, world, device, own_pg = setup_distributed(device)
-    master = rank == 0
-    run_dir = paths.runs_dir() / run
-    if master and overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
-    if overwrite and world > 1:
-        dist.barrier()  # no rank looks for checkpoints before rank 0 has deleted them
-    ckpt = checkpoint.latest_checkpoint(run_dir)
-    if ckpt is not None and not resume:
-        raise TrainError(f"run {run!r} already has a checkpoint ({ckpt.name}) in {run_dir}: pass resume=True "
-                         f"(--resume) to continue it, overwrite=True (--overwrite) to start over, or pick a new run name")
-    if resume and ckpt is None and master:
-        print(f"no checkpoint for run {run!r} yet: starting it from scratch")
-
-    # tokenizer first on rank 0 (it may be trained), then everyone loads it
-    tokenizer = get_tokenizer(preset, progress=progress) if master else None
-    if world > 1:
-        dist.barrier()
-        tokenizer = tokenizer or get_tokenizer(preset, progress=False)
-    if tokenizer.vocab_size != preset.model.vocab_size:
-        raise TrainError(f"tokenizer {tokenizer.name} has {tokenizer.vocab_size} tokens but the model's vocab_size "
-                         f"is {preset.model.vocab_size}: they must match")
-    c = preset.model
-    bp = plan_batch(preset.total_batch_size, preset.device_batch_size, c.sequence_len, world)
-    if master and bp.rounded:
-        print(bp.note())
-    num_iterations = s.num_iterations or num_iterations_for(preset.target_tokens, bp.total_batch_size)
-    save_every = preset.eval_every if s.save_every is None else s.save_every
-
-    torch.manual_seed(s.seed)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    model = build_model(c, device=device)
-    optimizers = setup_optimizers(model, embedding_lr=s.embedding_lr, unembedding_lr=s.unembedding_lr,
-                                  matrix_lr=s.matrix_lr, tied_lr=s.tied_lr, weight_decay=s.weight_decay)
-    step, loader_state, elapsed, meta = 0, None, 0.0, {}
-    if resume and ckpt is not None:
-        meta = checkpoint.load_checkpoint(ckpt, model, optimizers, device=device)
-        step, loader_state, elapsed = meta["step"], meta["loader"], meta["elapsed"]
-        if num_iterations < step:
-            raise TrainError(f"run {run!r} is already at step {step}; pass --num-iterations > {step} "
-                             f"or start a new run")
-        if meta.get("num_iterations") != num_iterations and master:
-            print(f"resuming with num_iterations={num_iterations} (checkpoint planned {meta.get('num_iterations')})")
-
-    fpt, params = calc.flops_per_token(c), calc.param_counts(c)["total"]
-    metrics_path = run_dir / "metrics.jsonl"
-    wandb_run = None
-    if master:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if ckpt is None or not (run_dir / "tokenizer").is_dir():  # from scratch: no stale copy of an old run
-            tokenizer.save(run_dir / "tokenizer")
-        if ckpt is None:  # from scratch (e.g. a crash before the first save): no lines of an old attempt
-            metrics_path.unlink(missing_ok=True)
-        if resume and ckpt is not None and metrics_path.exists():  # drop lines logged after the checkpoint
-            with open(metrics_path, "r+") as f:
-                f.truncate(meta["metrics_bytes"])
-        train_cfg = dict(device_batch_size=bp.device_batch_size, total_batch_size=bp.total_batch_size,
-                         requested_total_batch_size=bp.requested, grad_accum=bp.grad_accum,
-                         num_iterations=num_iterations, target_tokens=preset.target_tokens,
-                         eval_every=preset.eval_every, eval_tokens=preset.eval_tokens,
-                         sample_every=preset.sample_every,
-                         lrs={g["name"]: g["initial_lr"] for opt in optimizers for g in opt.param_groups},
-                         **{k: v for k, v in asdict(s).items() if k != "num_iterations"})
-        config = dict(run=run, preset=preset.name, model=c.to_dict(), train=train_cfg, params=params,
-                      flops_per_token=fpt, tokenizer=dict(name=tokenizer.name, hash=tokenizer.hash),
-                      corpus=preset.corpus, device=str(device), world_size=world,
-                      created=datetime.now(timezone.utc).isoformat(timespec="seconds"), format=RUN_FORMAT)
-        checkpoint.write_json(run_dir / "config.json", config)
-        if s.wandb:
-            try:
-                import wandb
-            except ImportError:
-                raise TrainError("--wandb needs the wandb package: pip install wandb") from None
-            wandb_run = wandb.init(project="tinylab", name=run, config=config, resume="allow")
-    log = MetricsLog(metrics_path, master, callback, wandb_run)
-
-    use_compile = device.type == "cuda" if s.compile is None else s.compile
-    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                    else None) if world > 1 else None
-    net = ddp or model
-    eval_model = torch.compile(model) if use_compile else model
-    if use_compile:
-        net = torch.compile(net) if ddp else eval_model
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    token_bytes = torch.as_tensor(tokenizer.token_bytes, dtype=torch.int64, device=device)
-    loader, val_loader = make_loaders(preset, tokenizer, bp.device_batch_size, rank, world, device, loader_state,
-                                      progress)
-    peak = peak_flops(device)
-
-    def tokens_at(n):
-        return n * bp.total_batch_size
-
-    def save(at_step, finished):
-        if not all(torch.isfinite(p).all() for p in model.parameters()):  # never replace a good checkpoint
-            raise NonFiniteLossError(f"weights are NaN/inf at step {at_step} of run {run!r}; not saving. Last good "
-                                     f"checkpoint: {checkpoint.latest_checkpoint(run_dir) or 'none'}")
-        if master:
-            checkpoint.save_checkpoint(run_dir, at_step, model, optimizers, dict(
-                loader=loader.state_dict(), num_iterations=num_iterations, elapsed=elapsed,
-                tokenizer=dict(name=tokenizer.name, hash=tokenizer.hash), metrics_bytes=log.size(),
-                finished=finished, val_bpb=val_bpb, preset=preset.name, run=run))
-        if world > 1:
-            dist.barrier()
-
-    bar = tqdm(total=num_iterations, initial=step, disable=not (progress and master), desc=run, unit="step")
-    start_step, val_bpb, loss_acc, steps_acc = step, meta.get("val_bpb"), None, 0
-    t_log, tok_log, last_loss = time.perf_counter(), tokens_at(step), None
-    while True:
-        last = step == num_iterations
-        t_pause = time.perf_counter()
-        fresh = step != start_step or not resume or ckpt is None  # a resumed step was evaluated before saving
-        if fresh and (last or step % preset.eval_every == 0):
-            val_bpb = evaluate_bpb(eval_model, val_loader(), token_bytes, autocast)
-            log(kind="eval", step=step, tokens=tokens_at(step), flops=fpt * tokens_at(step), val_bpb=val_bpb,
-                elapsed=elapsed)
-            bar.set_postfix(loss=last_loss, val_bpb=round(val_bpb, 4))
-        if fresh and master and preset.sample_every and step > 0 and (last or step % preset.sample_every == 0):
-            for text in run_samples(model, tokenizer):
-                log(kind="sample", step=step, text=text)
-        if fresh and step > start_step and (last or (save_every and step % save_every == 0)):
-            save(step, finished=last)
-        t_log += time.perf_counter() - t_pause  # throughput counts training time only
-        if last:
-            break
-
-        apply_schedule(optimizers, lr_multiplier(step, num_iterations, s.warmup_ratio, s.warmdown_ratio,
-                                                 s.final_lr_frac), muon_momentum(step))
-        try:
-            loss = train_step(net, optimizers, loader, bp.grad_accum, autocast=autocast, grad_clip=s.grad_clip,
-                              model=model)
-        except torch.OutOfMemoryError:
-            bar.close()
-            raise TrainError(out_of_memory_message(c, bp, device, checkpoint.latest_checkpoint(run_dir))) from None
-        loss_acc = loss if loss_acc is None else loss_acc + loss
-        step, steps_acc = step + 1, steps_acc + 1
-        bar.update(1)
-        if step % s.log_every == 0 or step == num_iterations:
-            mean = loss_acc / steps_acc  # mean loss since the last log line
-            if world > 1:
-                dist.all_reduce(mean, op=dist.ReduceOp.AVG)
-            last_loss, loss_acc, steps_acc = mean.item(), None, 0
-            now = time.perf_counter()
-            tok_s = (tokens_at(step) - tok_log) / max(now - t_log, 1e-9)
-            elapsed += now - t_log
-            t_log, tok_log = now, tokens_at(step)
-            if not math.isfinite(last_loss):
-                bar.close()
-                good = checkpoint.latest_checkpoint(run_dir)
-                raise NonFiniteLossError(f"loss is {last_loss} at step {step} of run {run!r}; training stopped. "
-                                         f"Last good checkpoint: {good or 'none'}. Lower matrix_lr/embedding_lr, "
-                                         f"set grad_clip=1.0, or add warmup_ratio, then --resume or start over")
-            mfu = fpt * tok_s / (peak * world) if peak else None
-            mem = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
-            lrm = lr_multiplier(step - 1, num_iterations, s.warmup_ratio, s.warmdown_ratio, s.final_lr_frac)
-            log(kind="train", step=step, tokens=tokens_at(step), flops=fpt * tokens_at(step), loss=last_loss,
-                lr=lrm, tok_per_s=tok_s, mfu=mfu, mem_gb=mem, elapsed=elapsed)
-            bar.set_postfix(loss=round(last_loss, 4), val_bpb=None if val_bpb is None else round(val_bpb, 4))
-    bar.close()
-    summary = dict(kind="done", run=run, run_dir=str(run_dir), step=step, tokens=tokens_at(step),
-                   val_bpb=val_bpb, loss=last_loss, elapsed=elapsed, params=params, device=str(device),
-                   world_size=world, grad_accum=bp.grad_accum, total_batch_size=bp.total_batch_size)
-    if master and callback is not None:
-        callback(summary)
-    if wandb_run is not None:
-        wandb_run.finish()
-    if own_pg:
-        dist.destroy_process_group()
-    return summary
+    cfg = resolve(preset, overrides)                        # phase 1
+    target = Run.at(run)
+    d = setup_distributed(device)
+    try:
+        with target.lock() if d.master else nullcontext():
+            if d.master:
+                target.clean_orphans()                      # what a kill during a save left behind
+            s = prepare(cfg, target, d, resume=resume, overwrite=overwrite, progress=progress)   # phase 2
+            trainer = Trainer(s, callback, progress)       # phase 3
+            trainer.loop()                                  # phase 4
+            return trainer.finish()                         # phase 5
+    finally:
+        if d.own_group:
+            dist.destroy_process_group()
 
 
-def ensure_run(preset: Preset | str, run: str, *, progress: bool = True, **overrides) -> Path:
-    """The run directory, training (or finishing) the run only if it has no finished checkpoint."""
-    run_dir = paths.runs_dir() / run
-    ckpt = checkpoint.latest_checkpoint(run_dir)
+def ensure_run(preset: TrainConfig | str, run: str, *, progress: bool = True, **overrides) -> Run:
+    """The run, training (or finishing) it only if it has no finished checkpoint."""
+    target = Run.at(run)
+    ckpt = target.latest_checkpoint()
     if ckpt is None or not checkpoint.read_meta(ckpt).get("finished"):
         train(preset, run, resume=ckpt is not None, progress=progress, **overrides)
-    return run_dir
+    return target
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tinylab.train", description="Pretrain a tinylab GPT.")
-    p.add_argument("--preset", help=f"{', '.join(presets.PRESETS)} (default: $TINYLAB_PRESET, else "
-                                    f"{presets.DEFAULT})")
+    p = ArgumentParser(prog="python -m tinylab.train", description="Pretrain a tinylab GPT.")
+    p.add_argument("--preset", help=f"{', '.join(PRESETS)} (default: $TINYLAB_PRESET, else {DEFAULT})")
     p.add_argument("--run", help="run name (default: the preset name); artifacts in $TINYLAB_HOME/runs/<run>/")
     p.add_argument("--resume", action="store_true", help="continue the run from its newest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run of that name first")
-    p.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the best available)")
+    p.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: $TINYLAB_DEVICE, else the best available)")
     p.add_argument("--no-progress", action="store_true")
-    ints = ("depth", "model_dim", "n_head", "head_dim", "n_kv_head", "vocab_size", "seq_len", "device_batch_size",
-            "total_batch_size", "num_iterations", "target_tokens", "eval_every", "eval_tokens", "sample_every",
-            "seed", "log_every", "save_every")
-    floats = ("embedding_lr", "unembedding_lr", "matrix_lr", "tied_lr", "weight_decay", "warmup_ratio",
-              "warmdown_ratio", "final_lr_frac", "grad_clip")
-    for name in ints:
-        p.add_argument("--" + name.replace("_", "-"), type=int)
-    for name in floats:
-        p.add_argument("--" + name.replace("_", "-"), type=float)
-    p.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the model (default: on CUDA only)")
-    p.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (needs `pip install wandb`)")
+    add_knob_arguments(p)
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--"]:  # torchrun ... -m tinylab.train -- --run X: the `--` keeps torchrun off our flags
         argv = argv[1:]
     a = p.parse_args(argv)
-    overrides = {k: getattr(a, k) for k in (*ints, *floats, "tie_embeddings", "compile")}
+    preset = a.preset or preset_from_env().name
     try:
-        a.preset = a.preset or presets.preset_from_env().name
-        summary = train(a.preset, a.run or a.preset, device=a.device, resume=a.resume, overwrite=a.overwrite,
-                        progress=not a.no_progress, wandb=a.wandb or None, **overrides)
-    except (TrainError, NonFiniteLossError, checkpoint.CheckpointError, presets.UnknownPresetError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        summary = train(preset, a.run or preset, device=a.device, resume=a.resume, overwrite=a.overwrite,
+                        progress=not a.no_progress, **knob_arguments(a))
     except KeyboardInterrupt:
-        print(f"\ninterrupted: continue with --run {a.run or a.preset} --resume (from its last checkpoint)",
+        print(f"\ninterrupted: continue with --run {a.run or preset} --resume (from its last checkpoint)",
               file=sys.stderr)
         return 130
     if int(os.environ.get("RANK", "0")) == 0:
@@ -402,4 +518,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

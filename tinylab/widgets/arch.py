@@ -1,8 +1,9 @@
 """Design a GPT with sliders: exact parameter counts, their split, and training VRAM vs batch (notebook 01).
 
-`architecture_report` is the plain function (knobs in, (table, figure) out, usable headless);
-`architecture_view` wraps it in sliders and dropdowns that redraw on every change. An
-illegal combination shows its ConfigError message in place of the report.
+`architecture_report` is the plain function (a config in, (table, figure) out, usable headless);
+`architecture_view` wraps `show_report` in one control per knob of SLIDERS, named after the
+knob and starting at the preset's value, that redraws on every change. An illegal combination
+shows its ConfigError message in place of the report.
 """
 from __future__ import annotations
 
@@ -13,21 +14,26 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..calc import CHINCHILLA_RATIO, GiB, flops_per_token, param_counts, tokens_for_ratio
-from ..config import GPTConfig
+from ..calc import (CHINCHILLA_RATIO, GiB, flops_per_token, group_vram, max_device_batch, param_counts,
+                    tokens_for_ratio, vram_estimate)
+from ..config import ConfigError, GPTConfig, TrainConfig, knob_fields
 from ..paths import REPO
 from ..presets import get_preset
-from ..vram import group_vram, max_device_batch, vram_estimate
 
 GPU_MEMORY_GB = {"RTX 3060 (12 GB)": 12, "RTX 4080 (16 GB)": 16, "RTX 3090 / 4090 (24 GB)": 24,
                  "A100 (40 GB)": 40, "H100 / A100 (80 GB)": 80}
-
-
-def knobs_config(depth: int = 4, model_dim: int = 512, head_dim: int = 64, n_kv_head: int | None = None,
-                 vocab_size: int = 24576, seq_len: int = 2048, tied: bool = False) -> GPTConfig:
-    """The GPTConfig the sliders describe (n_head = model_dim / head_dim; raises ConfigError)."""
-    return GPTConfig(depth=depth, model_dim=model_dim, head_dim=head_dim, n_kv_head=n_kv_head,
-                     vocab_size=vocab_size, sequence_len=seq_len, tie_embeddings=tied)
+# The knobs notebook 01 puts under a control, with the control's range; names, help and starting
+# values come from tinylab.config and the preset. Options always include the preset's value.
+SLIDERS = {
+    "depth": dict(min=1, max=24),
+    "model_dim": dict(min=32, max=2048, step=32),
+    "head_dim": dict(options=[16, 32, 64, 128, 256]),
+    "n_kv_head": dict(options=[1, 2, 4, 8, 16]),      # plus "= n_head"
+    "vocab_size": dict(options=[4096, 8192, 16384, 24576, 32768, 50304, 65536]),
+    "sequence_len": dict(options=[128, 256, 512, 1024, 2048, 4096]),
+    "device_batch_size": dict(min=1, max=256),
+    "tie_embeddings": dict(),
+}
 
 
 def param_table(c: GPTConfig) -> pd.DataFrame:
@@ -102,73 +108,72 @@ def architecture_figure(c: GPTConfig, batch: int, gpu_mem_gb: float, compile: bo
     return fig
 
 
-def architecture_report(depth: int = 4, model_dim: int = 512, head_dim: int = 64, n_kv_head: int | None = None,
-                        vocab_size: int = 24576, seq_len: int = 2048, batch: int = 48, tied: bool = False,
-                        gpu_mem_gb: float = 24, compile: bool = True) -> tuple[pd.DataFrame, Figure]:
-    """(parameter table, figure) for the knobs; raises ConfigError for an illegal combination."""
-    c = knobs_config(depth, model_dim, head_dim, n_kv_head, vocab_size, seq_len, tied)
-    return param_table(c), architecture_figure(c, batch, gpu_mem_gb, compile)
-
-
-def preset_knobs(preset) -> dict:
-    """The report's knobs for a Preset (its architecture and device batch size)."""
+def architecture_report(preset: TrainConfig, gpu_mem_gb: float = 24,
+                        compile: bool = True) -> tuple[pd.DataFrame, Figure]:
+    """(parameter table, figure) of a config's architecture at its device batch size."""
     c = preset.model
-    return dict(depth=c.depth, model_dim=c.model_dim, head_dim=c.head_dim,
-                n_kv_head=None if c.n_kv_head == c.n_head else c.n_kv_head, vocab_size=c.vocab_size,
-                seq_len=c.sequence_len, batch=preset.device_batch_size, tied=c.tie_embeddings)
+    return param_table(c), architecture_figure(c, preset.batch.device_batch_size, gpu_mem_gb, compile)
 
 
-def architecture_view(gpu_mem_gb: float = 24, **knobs):
-    """Widget: sliders for every knob (initial values from `knobs`, e.g. preset_knobs(preset))."""
+def control(name: str, value):
+    """The ipywidgets control of one knob of SLIDERS, labelled with its name, its help as tooltip."""
     import ipywidgets as w
 
-    k = dict(depth=4, model_dim=512, head_dim=64, n_kv_head=None, vocab_size=24576, seq_len=2048, batch=48,
-             tied=False) | knobs
-    choices = lambda opts, v: sorted(set(opts) | {v})  # noqa: E731 (keep the initial value selectable)
-    style = dict(style={"description_width": "90px"})
-    controls = dict(
-        depth=w.IntSlider(k["depth"], min=1, max=24, description="depth", **style),
-        model_dim=w.IntSlider(k["model_dim"], min=32, max=2048, step=32, description="model_dim", **style),
-        head_dim=w.Dropdown(options=choices([16, 32, 64, 128, 256], k["head_dim"]), value=k["head_dim"],
-                            description="head_dim", **style),
-        # 0 stands for "same as n_head" (None): ipywidgets shows a None value as an empty selection
-        n_kv_head=w.Dropdown(options=[("= n_head", 0)] + [(str(n), n) for n in choices([1, 2, 4, 8, 16], k["n_kv_head"] or 1)],
-                             value=k["n_kv_head"] or 0, description="n_kv_head", **style),
-        vocab_size=w.Dropdown(options=choices([4096, 8192, 16384, 24576, 32768, 50304, 65536], k["vocab_size"]),
-                              value=k["vocab_size"], description="vocab_size", **style),
-        seq_len=w.Dropdown(options=choices([128, 256, 512, 1024, 2048, 4096], k["seq_len"]), value=k["seq_len"],
-                           description="seq_len", **style),
-        batch=w.IntSlider(k["batch"], min=1, max=256, description="batch", **style),
-        tied=w.Checkbox(k["tied"], description="tie wte / lm_head"),
-        gpu_mem_gb=w.Dropdown(options=list(GPU_MEMORY_GB.items()), value=gpu_mem_gb if gpu_mem_gb in
-                              GPU_MEMORY_GB.values() else 24, description="GPU memory", **style),
-    )
+    spec, help_ = SLIDERS[name], knob_fields()[name][1].metadata["help"]
+    common = dict(description=name, tooltip=help_, style={"description_width": "120px"})
+    if name == "tie_embeddings":
+        return w.Checkbox(value, **common)
+    if "options" in spec:
+        options = [(str(o), o) for o in sorted(set(spec["options"]) | {value} - {None})]
+        if name == "n_kv_head":  # 0 stands for "same as n_head": ipywidgets shows None as an empty selection
+            options = [("= n_head", 0)] + options
+        return w.Dropdown(options=options, value=value or 0, **common)
+    return w.IntSlider(value, min=spec["min"], max=spec["max"], step=spec.get("step", 1), **common)
+
+
+def slider_values(preset: TrainConfig) -> dict:
+    """The starting value of every control: the preset's knobs (n_kv_head None when it equals n_head)."""
+    flat = preset.flat()
+    values = {name: flat[name] for name in SLIDERS}
+    if preset.model.n_kv_head == preset.model.n_head:
+        values["n_kv_head"] = None
+    return values
+
+
+def architecture_view(preset: TrainConfig, gpu_mem_gb: float = 24):
+    """Widget: one control per knob of SLIDERS (starting at the preset's values) and a GPU size."""
+    import ipywidgets as w
+
+    controls = {name: control(name, v) for name, v in slider_values(preset).items()}
+    controls["gpu_mem_gb"] = w.Dropdown(options=list(GPU_MEMORY_GB.items()), description="GPU memory",
+                                        value=gpu_mem_gb if gpu_mem_gb in GPU_MEMORY_GB.values() else 24,
+                                        style={"description_width": "120px"})
     out = w.Output()
 
     def redraw(_=None):
         with out:
             out.clear_output(wait=True)
-            show_report(**{name: c.value for name, c in controls.items()} | {"n_kv_head": controls["n_kv_head"].value or None})
+            knobs = {name: c.value for name, c in controls.items()}
+            show_report(preset, **knobs | {"n_kv_head": knobs["n_kv_head"] or None})
 
-    for control in controls.values():
-        control.observe(redraw, names="value")
+    for c in controls.values():
+        c.observe(redraw, names="value")
     redraw()
     names = list(controls)
     return w.VBox([w.HBox([w.VBox([controls[n] for n in names[:5]]), w.VBox([controls[n] for n in names[5:]])]), out])
 
 
-def show_report(depth: int = 4, model_dim: int = 512, head_dim: int = 64, n_kv_head: int | None = None,
-                vocab_size: int = 24576, seq_len: int = 2048, batch: int = 48, tied: bool = False,
-                gpu_mem_gb: float = 24, compile: bool = True) -> None:
-    """Display the table, summary and figure for the knobs, or the ConfigError message (what the widget shows)."""
+def show_report(preset: TrainConfig, gpu_mem_gb: float = 24, compile: bool = True, **knobs) -> None:
+    """Display the table, summary and figure of the preset with `knobs` changed, or the ConfigError
+    message (what the widget shows on every change)."""
     from IPython.display import display
 
-    from ..config import ConfigError
     try:
-        c = knobs_config(depth, model_dim, head_dim, n_kv_head, vocab_size, seq_len, tied)
+        cfg = preset.override(**knobs)
     except ConfigError as e:
         print(f"not a valid architecture: {e}")
         return
+    c, batch = cfg.model, cfg.batch.device_batch_size
     fit = memory_fit(c, batch, gpu_mem_gb, compile)  # shared by the summary and the figure
     display(param_table(c))
     print(summary(c, batch, gpu_mem_gb, compile, fit))

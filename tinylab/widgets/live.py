@@ -51,7 +51,7 @@ class LiveLossPlot:
 
     def load(self, metrics_path: Path) -> None:
         """Replay a run's metrics.jsonl (e.g. a finished run that train() did not need to redo)."""
-        from ..runs import read_jsonl  # skips a half-written last line (a run still logging)
+        from ..run import read_jsonl  # skips a half-written last line (a run still logging)
 
         if Path(metrics_path).is_file():
             for rec in read_jsonl(Path(metrics_path)):

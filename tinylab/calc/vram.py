@@ -20,10 +20,11 @@ them with `python -m tinylab.bench vram` when the training step changes.
 """
 from __future__ import annotations
 
-from .calc import param_counts
-from .config import GPTConfig
+from ..config import ConfigError, GPTConfig
+from .counts import param_counts
 
 MiB = 2 ** 20
+GiB = 2 ** 30  # GPU memory as sold: an RTX 3090's "24 GB" is 24 GiB
 
 # Calibration: H100 80GB, torch 2.11+cu130, ittybitty and seed15m at device batch 8, 16, 32,
 # 48, 64 compiled and 16, 48 eager (14 points); measured = torch.cuda.max_memory_reserved()
@@ -100,10 +101,10 @@ def vram_estimate(c: GPTConfig, device_batch_size: int, *, compile: bool = True,
     cuda_context, allocator_reserve, compile_workspace: the named overhead constants
     """
     if not isinstance(device_batch_size, int) or device_batch_size < 0:
-        raise ValueError(f"device_batch_size must be an integer >= 0, got {device_batch_size!r}")
+        raise ConfigError(f"device_batch_size must be an integer >= 0, got {device_batch_size!r}")
     T = c.sequence_len if seq_len is None else seq_len
     if T < 1:
-        raise ValueError(f"seq_len must be >= 1, got {T}")
+        raise ConfigError(f"seq_len must be >= 1, got {T}")
     p = param_counts(c)
     N = device_batch_size * T  # tokens in one micro-batch
     d, V = c.model_dim, c.vocab_size

@@ -1,10 +1,4 @@
-"""GPU benchmarks: matmul ceiling, training throughput / MFU, peak memory, a step profile.
-
-    python -m tinylab.bench matmul                       # bf16 dense matmul TFLOP/s of this card
-    python -m tinylab.bench train --preset ittybitty --batch-sizes 32,48,64 [--plain-loss] [--no-compile]
-    python -m tinylab.bench vram --preset ittybitty,seed15m --batch-sizes 8,16,32,48,64
-    python -m tinylab.bench profile --preset ittybitty --batch-sizes 48
-    python -m tinylab.bench fit --preset ittybitty --batch-sizes 128,136 --gpu-mem-gb 24   # does it fit a 24 GiB card?
+"""GPU benchmarks of a training step: matmul ceiling, throughput / MFU, peak memory, a profile.
 
 A training step here is tinylab.train's own train_step: grad_accum micro-batches of
 forward + backward under bf16 autocast (compiled), then AdamW + Muon.
@@ -16,21 +10,17 @@ append one JSON line per configuration.
 """
 from __future__ import annotations
 
-import argparse
-import itertools
-import json
 import statistics
 import time
 
 import torch
 
-from . import calc
-from . import loss as loss_module
-from .model import build_model
-from .optim import apply_schedule, setup_optimizers
-from .presets import get_preset
-from .schedule import muon_momentum, plan_batch
-from .train import train_step
+from .. import calc
+from ..model import LOSS_IMPLS, build_model
+from ..optim import apply_schedule, setup_optimizers
+from ..presets import get_preset
+from ..schedule import muon_momentum, plan_batch
+from ..train import train_step
 
 MiB = 2 ** 20
 
@@ -58,27 +48,19 @@ def cuda_context_bytes() -> int:
     return total - free - torch.cuda.memory_reserved()
 
 
-LOSSES = {"triton": "chunked, Triton kernel", "torch": "chunked, compiled torch ops",
-          "plain": "materialised logits, compiled"}
-
-
 class TrainStep:
     """One optimizer step of tinylab.train (its train_step) on synthetic tokens, for timing and memory.
 
-    loss / residual pick the implementation under test on this model instance only (see tinylab.loss
-    and GPT.lowp_residual); tinylab.loss.USE_TRITON is set for the duration of each step.
+    loss and residual pick the implementation under test (tinylab.model.LOSS_IMPLS, bf16 or fp32
+    residual stream); they are options of this model instance, nothing global changes.
     """
 
-    def __init__(self, preset_name: str, device_batch_size: int, compile: bool = True, loss: str = "triton",
+    def __init__(self, preset_name: str, device_batch_size: int, compile: bool = True, loss: str = "chunked",
                  residual: str = "bf16", device: str = "cuda"):
-        if loss not in LOSSES:
-            raise SystemExit(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
         preset = get_preset(preset_name)
         self.config = preset.model
-        self.plan = plan_batch(preset.total_batch_size, device_batch_size, self.config.sequence_len)
-        self.model = build_model(self.config, device)
-        self.model.chunked_loss, self.model.lowp_residual = loss != "plain", residual == "bf16"
-        self.use_triton = loss == "triton"
+        self.plan = plan_batch(preset.batch.total_batch_size, device_batch_size, self.config.sequence_len)
+        self.model = build_model(self.config, device, loss=loss, lowp_residual=residual == "bf16")
         self.optimizers = setup_optimizers(self.model)
         self.forward = torch.compile(self.model, dynamic=False) if compile else self.model
         gen = torch.Generator(device=device).manual_seed(0)
@@ -90,12 +72,8 @@ class TrainStep:
     def __call__(self) -> torch.Tensor:
         apply_schedule(self.optimizers, 1.0, muon_momentum(self.step_idx))
         batches = ((micro[:, :-1], micro[:, 1:]) for micro in self.tokens)
-        saved, loss_module.USE_TRITON = loss_module.USE_TRITON, self.use_triton
-        try:
-            loss = train_step(self.forward, self.optimizers, batches, self.plan.grad_accum,
-                              autocast=self.autocast, grad_clip=0.0, model=self.model)
-        finally:
-            loss_module.USE_TRITON = saved
+        loss = train_step(self.forward, self.optimizers, batches, self.plan.grad_accum,
+                          autocast=self.autocast, grad_clip=0.0, model=self.model)
         self.step_idx += 1
         return loss
 
@@ -205,19 +183,18 @@ def fits(preset: str, batch: int, gpu_mem_gib: float) -> dict:
 
 
 def check_loss(preset: str, batch: int = 4) -> None:
-    """Chunked vs materialised loss and gradients on this device, bf16 autocast: relative differences."""
-    model = build_model(get_preset(preset).model, "cuda")
-    c = model.config
+    """Every loss implementation against materialised logits on this device, bf16 autocast: relative differences."""
+    c = get_preset(preset).model
+    torch.manual_seed(0)
     idx = torch.randint(0, c.vocab_size, (batch, c.sequence_len + 1), device="cuda")
     results = {}
-    for name in LOSSES:
-        model.chunked_loss, loss_module.USE_TRITON = name != "plain", name == "triton"
-        model.zero_grad(set_to_none=True)
+    for name in LOSS_IMPLS:
+        torch.manual_seed(0)  # the same initial weights for every implementation
+        model = build_model(c, "cuda", loss=name)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = model(idx[:, :-1], idx[:, 1:])
         loss.backward()
         results[name] = (loss.item(), [p.grad.float().clone() for p in model.parameters()])
-    loss_module.USE_TRITON = True
     l0, g0 = results["plain"]
     for name, (l1, g1) in results.items():
         rel = max(((a - b).norm() / a.norm().clamp(min=1e-12)).item() for a, b in zip(g0, g1))
@@ -225,67 +202,12 @@ def check_loss(preset: str, batch: int = 4) -> None:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"\n{'preset':10s} {'batch':>5s} {'compile':>7s} {'loss':>7s} {'resid':>5s} {'accum':>5s} {'step ms':>8s} "
+    print(f"\n{'preset':10s} {'batch':>5s} {'compile':>7s} {'loss':>13s} {'resid':>5s} {'accum':>5s} {'step ms':>8s} "
           f"{'tok/s':>11s} {'MFU':>6s} {'peak alloc MiB':>14s} {'peak resv MiB':>13s} {'ctx MiB':>7s}")
     for r in rows:
         if r.get("oom"):
             print(f"{r['preset']:10s} {r['batch']:5d}   out of memory")
             continue
-        print(f"{r['preset']:10s} {r['batch']:5d} {str(r['compile']):>7s} {r['loss']:>7s} {r['residual']:>5s} "
+        print(f"{r['preset']:10s} {r['batch']:5d} {str(r['compile']):>7s} {r['loss']:>13s} {r['residual']:>5s} "
               f"{r['grad_accum']:5d} {r['step_ms']:8.1f} {r['tok_per_s']:11,.0f} {100 * r['mfu']:5.1f}% "
               f"{r['peak_allocated_mib']:14,.0f} {r['peak_reserved_mib']:13,.0f} {r['context_mib']:7,.0f}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tinylab.bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["matmul", "check", "train", "vram", "profile", "fit"])
-    ap.add_argument("--preset", default="ittybitty", help="preset name(s), comma-separated")
-    ap.add_argument("--batch-sizes", default="32,48,64")
-    ap.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
-    ap.add_argument("--warmup", type=int, default=5, help="untimed steps first (compile happens here)")
-    ap.add_argument("--no-compile", action="store_true")
-    ap.add_argument("--loss", default="triton", help="comma-separated: " + "; ".join(f"{k} = {v}" for k, v in LOSSES.items()))
-    ap.add_argument("--gpu-mem-gb", type=float, default=24.0, help="fit: emulated card size in GiB")
-    ap.add_argument("--residual", default="bf16", help="residual stream dtype under autocast: bf16, fp32 or both")
-    ap.add_argument("--peak-tflops", type=float, default=None, help="MFU denominator (default: measured now)")
-    ap.add_argument("--json", default=None, help="append one JSON line per configuration to this file")
-    ap.add_argument("--trace", default=None, help="profile: write a chrome trace here")
-    args = ap.parse_args(argv)
-    if not torch.cuda.is_available():
-        ap.error("these benchmarks need a CUDA GPU")
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
-    peak = args.peak_tflops or matmul_tflops()
-    print(f"bf16 matmul ceiling: {peak:.0f} TFLOP/s")
-    if args.what == "matmul":
-        return 0
-    batches = [int(b) for b in args.batch_sizes.split(",")]
-    presets = args.preset.split(",")
-    if args.what == "check":
-        check_loss(presets[0])
-        return 0
-    if args.what == "fit":
-        for preset, batch in itertools.product(presets, batches):
-            print(json.dumps(fits(preset, batch, args.gpu_mem_gb)), flush=True)
-        return 0
-    if args.what == "profile":
-        profile_step(presets[0], batches[0], args.trace)
-        return 0
-    rows = []
-    for preset, batch, loss, residual in itertools.product(presets, batches, args.loss.split(","),
-                                                            args.residual.split(",")):
-        steps, warmup = (args.steps, args.warmup) if args.what == "train" else (2, 2)
-        row = bench_train(preset, batch, compile=not args.no_compile, loss=loss, residual=residual,
-                          warmup=warmup, steps=steps, peak_tflops=peak)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        if args.json:
-            with open(args.json, "a") as f:
-                f.write(json.dumps(row) + "\n")
-    print_table(rows)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

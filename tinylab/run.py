@@ -1,0 +1,290 @@
+"""A training run on disk, owned by one class: `Run`, a directory runs/<name>/.
+
+    config.json        the run's knobs by group and what was derived from them; written once a
+                       start or resume has succeeded, never by a failed one
+    metrics.jsonl      one JSON object per line, `kind` = train | eval | sample | core | probes;
+                       RECORDS below is the one schema the writer and every reader use
+    tokenizer/         the run's own copy of its tokenizer
+    checkpoints/step_NNNNNN/   complete checkpoints (format: tinylab.checkpoint); hidden
+                       .tmp-*/.old-* directories are saves that a kill interrupted
+    .lock              held (flock) by the process that is training the run
+
+Lookup (`Run.find`), the one rule every command and notebook uses: a path to a run directory;
+else a name under $TINYLAB_HOME/runs/ (sweep points are "<sweep>/<point>"); else a name under the
+repository's docs/runs/ (published runs); "docs/runs/<name>" picks the published one when both
+exist. Nothing else in tinylab builds a run path.
+
+This module imports no torch and no pandas: the trainer, the notebooks' readers and the CLIs
+all use it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import paths
+from .errors import TinylabError
+
+FORMAT = 2            # config.json format written; 1 (before knob groups) is still read
+CHECKPOINT_MARKER = "checkpoint.json"   # written last into a checkpoint: its presence means complete
+DOCS_RUNS = paths.REPO / "docs" / "runs"
+PUBLISHED_PREFIX = "docs/runs/"
+RECORDS = {  # kind -> fields of a metrics.jsonl record (besides "kind")
+    "train": ("step", "tokens", "flops", "loss", "lr", "tok_per_s", "mfu", "mem_gb", "elapsed"),
+    "eval": ("step", "tokens", "flops", "val_bpb", "elapsed"),
+    "sample": ("step", "text"),
+}
+
+
+class RunError(TinylabError, ValueError):
+    """A run that cannot be found, read or used; the message names the run and what to do."""
+
+
+class MetricsLog:
+    """metrics.jsonl: append records of a known kind, read them back, cut back to a checkpoint's offset."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def write(self, kind: str, **fields) -> dict:
+        expected = RECORDS.get(kind)
+        if expected is None or set(fields) != set(expected):
+            raise RunError(f"a {kind!r} metrics record needs the fields {expected}, got {sorted(fields)}")
+        record = {"kind": kind, **{k: fields[k] for k in expected}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        return record
+
+    def size(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def truncate(self, nbytes: int) -> None:
+        """Drop what was logged after a checkpoint (its recorded byte offset)."""
+        if self.path.exists():
+            with open(self.path, "r+") as f:
+                f.truncate(nbytes)
+
+    def read(self) -> list[dict]:
+        return read_jsonl(self.path) if self.path.exists() else []
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """JSON objects of a .jsonl file; a partial last line (writer mid-line) is skipped silently.
+
+    A line that does not parse is only "partial" when it is the last one and has no newline
+    yet; anywhere else it is damage and raises RunError with its line number."""
+    lines = Path(path).read_text(encoding="utf-8", errors="replace").split("\n")  # complete files end with ""
+    records = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines):  # unterminated last line: still being written
+                break
+            raise RunError(f"{path}, line {i} is not valid JSON ({e.msg}): the file is damaged; "
+                           f"delete that line (the rest of the run is kept) and load again") from None
+        if not isinstance(obj, dict):
+            raise RunError(f"{path}, line {i} is not a JSON object: the file is damaged; delete that line")
+        records.append(obj)
+    return records
+
+
+class Run:
+    """The directory of one run; see the module docstring for its layout."""
+
+    def __init__(self, directory: Path, name: str | None = None):
+        self.dir = Path(directory)
+        self.name = name or self.dir.name
+        self.config_path = self.dir / "config.json"
+        self.checkpoints_dir = self.dir / "checkpoints"
+        self.tokenizer_dir = self.dir / "tokenizer"
+        self.metrics = MetricsLog(self.dir / "metrics.jsonl")
+
+    def __repr__(self):
+        return f"Run({self.name!r}, {str(self.dir)!r})"
+
+    # -- where runs are ------------------------------------------------------------------
+    @classmethod
+    def at(cls, name: str) -> "Run":
+        """The writable run `name` under $TINYLAB_HOME/runs/ (it need not exist yet)."""
+        parts = Path(name).parts
+        if not name or Path(name).is_absolute() or len(parts) > 2 or any(p.startswith(".") for p in parts):
+            raise RunError(f"{name!r} is not a usable run name: use letters, digits, '-', '_' and at most "
+                           f"one '/' (for sweep points), e.g. itty-1 or mysweep/tied")
+        return cls(paths.home() / "runs" / name, name)
+
+    @staticmethod
+    def roots() -> list[Path]:
+        """Where runs are looked for, in order: $TINYLAB_HOME/runs, then the repository's docs/runs."""
+        return [paths.home() / "runs"] + ([DOCS_RUNS] if DOCS_RUNS.is_dir() else [])
+
+    @classmethod
+    def all(cls) -> dict[str, "Run"]:
+        """Every run found, by name; a published name that is also local is listed as "docs/runs/<name>"."""
+        found: dict[str, Run] = {}
+        for root in cls.roots():
+            for d in _run_dirs(root):
+                name = d.relative_to(root).as_posix()
+                if name in found:
+                    name = PUBLISHED_PREFIX + name
+                found[name] = cls(d, name)
+        return found
+
+    @classmethod
+    def find(cls, run: "str | Path | Run") -> "Run":
+        """The run named or pointed at by `run` (the module docstring gives the rule)."""
+        if isinstance(run, Run):
+            return run
+        text = str(run)
+        if text.startswith(PUBLISHED_PREFIX) and (DOCS_RUNS / text[len(PUBLISHED_PREFIX):]).is_dir():
+            return cls(DOCS_RUNS / text[len(PUBLISHED_PREFIX):], text)
+        p = Path(text).expanduser()
+        if p.is_dir() and _is_run_dir(p):
+            return cls(p)
+        for root in cls.roots():
+            if (root / text).is_dir() and _is_run_dir(root / text):
+                return cls(root / text, text)
+        known = ", ".join(cls.all()) or "none yet"
+        raise RunError(f"no run {text!r} in {' or '.join(map(str, cls.roots()))} (runs found: {known}); pass a run "
+                       f"name or the path of a run directory, or train it with `python -m tinylab.train --run {text}`")
+
+    @property
+    def published(self) -> bool:
+        return self.dir.parent.resolve() == DOCS_RUNS.resolve() if DOCS_RUNS.is_dir() else False
+
+    def exists(self) -> bool:
+        return _is_run_dir(self.dir)
+
+    def clear(self) -> None:
+        """Delete everything of the run but its lock (held by whoever is clearing it)."""
+        if self.dir.is_dir():
+            for p in self.dir.iterdir():
+                if p.name != ".lock":
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+    # -- config.json ---------------------------------------------------------------------
+    def read_config(self) -> dict:
+        """config.json, in this version's format (format 1 is converted); RunError says what is wrong."""
+        if not self.config_path.exists():
+            raise RunError(f"run {self.name!r} ({self.dir}) has no config.json: it was not written by tinylab's "
+                           f"trainer, or it was cut off before starting; delete the directory and train it again")
+        try:
+            cfg = json.loads(self.config_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise RunError(f"{self.config_path} is not valid JSON ({e}); restore it or delete the run "
+                           f"{self.name!r}") from e
+        except (OSError, UnicodeDecodeError) as e:
+            raise RunError(f"cannot read {self.config_path} ({e}); check its permissions, restore it or delete "
+                           f"the run {self.name!r}") from e
+        fmt = cfg.get("format") if isinstance(cfg, dict) else None
+        if fmt == 1:
+            return upgrade_config_v1(cfg)
+        if fmt is None:
+            raise RunError(f"run {self.name!r} ({self.dir}) has no 'format' in config.json: it comes from an older "
+                           f"tinylab whose metrics this version cannot read; train it again (or delete it)")
+        if fmt != FORMAT:
+            raise RunError(f"run {self.name!r} ({self.dir}) has config format {fmt!r}, but this tinylab reads "
+                           f"formats 1 and {FORMAT}: update tinylab (git pull) to read it, or train the run again")
+        return cfg
+
+    def write_config(self, cfg: dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        paths.atomic_write(self.config_path, json.dumps(dict(cfg, format=FORMAT), indent=1))
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoint directories, oldest first."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        return sorted(p for p in self.checkpoints_dir.glob("step_*") if (p / CHECKPOINT_MARKER).is_file())
+
+    def latest_checkpoint(self) -> Path | None:
+        ckpts = self.checkpoints()
+        return ckpts[-1] if ckpts else None
+
+    def checkpoint(self, step: int | None = None) -> Path:
+        """The checkpoint of `step` (None: the newest); RunError says which steps exist."""
+        ckpts = self.checkpoints()
+        if not ckpts:
+            raise RunError(f"run {self.name!r} has no checkpoint yet (looked in {self.checkpoints_dir}): train it "
+                           f"first with `python -m tinylab.train --run {self.name}`")
+        if step is None:
+            return ckpts[-1]
+        for c in ckpts:
+            if c.name == f"step_{step:06d}":
+                return c
+        raise RunError(f"run {self.name!r} has no checkpoint at step {step}; it has "
+                       f"{', '.join(str(int(c.name[5:])) for c in ckpts)}")
+
+    def clean_orphans(self) -> list[Path]:
+        """Delete what an interrupted save left behind (hidden temp directories and files); return them."""
+        left = [p for d in (self.checkpoints_dir, self.dir) if d.is_dir() for p in d.iterdir()
+                if p.name.startswith((".tmp-", ".old")) or (p.name.startswith(".") and p.name.endswith(".tmp"))]
+        for p in left:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        return left
+
+    # -- exclusive use -------------------------------------------------------------------
+    @contextmanager
+    def lock(self):
+        """Hold the run while training it: a second trainer gets a RunError naming the first.
+
+        An flock on .lock: the kernel releases it when the holding process dies, so a lock left by
+        a killed process is simply taken over; the file only records who holds it."""
+        import fcntl
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                raise RunError(f"run {self.name!r} is being trained by {holder}: wait for it to finish, stop it, "
+                               f"or pick another run name") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+            yield self
+        finally:
+            os.close(fd)  # releases the flock
+
+
+def _is_run_dir(d: Path) -> bool:
+    return any((d / name).exists() for name in ("config.json", "metrics.jsonl", "checkpoints"))
+
+
+def _run_dirs(root: Path) -> list[Path]:
+    """Run directories under root, sorted; a directory that is not a run but holds runs is a sweep."""
+    if not root.is_dir():
+        return []
+    found = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if _is_run_dir(d):
+            found.append(d)
+        else:
+            found += [p for p in sorted(d.iterdir()) if p.is_dir() and _is_run_dir(p)]
+    return found
+
+
+def upgrade_config_v1(cfg: dict) -> dict:
+    """A format-1 config.json (model + one flat `train` section) in this version's layout."""
+    from .config import knob_fields
+
+    table = knob_fields()
+    train = dict(cfg.get("train", {}))
+    derived = dict(params=cfg.get("params"), flops_per_token=cfg.get("flops_per_token"),
+                   total_batch_size=train.pop("total_batch_size", None), grad_accum=train.pop("grad_accum", None),
+                   num_iterations=train.pop("num_iterations", None), lrs=train.pop("lrs", None))
+    train["total_batch_size"] = train.pop("requested_total_batch_size", derived["total_batch_size"])
+    train["corpus"] = cfg.get("corpus")
+    out = {k: v for k, v in cfg.items() if k not in ("train", "params", "flops_per_token", "corpus")}
+    for name, value in train.items():
+        if name in table and value is not None:
+            out.setdefault(table[name][0].group, {})[name] = value
+    return dict(out, derived=derived, format=FORMAT)
