@@ -93,10 +93,12 @@ def _check(part: Path, name: str, sha256: str | None, validate) -> None:
 
 def _attempt(url: str, dest: Path, name: str, sha256, validate, bar) -> int:
     """One try: HEAD, resume the part file with Range, check, rename. Returns the bytes counted on `bar`."""
-    from huggingface_hub import get_hf_file_metadata
+    from huggingface_hub import constants, get_hf_file_metadata
     from huggingface_hub.file_download import http_get
 
-    meta = get_hf_file_metadata(url)
+    # the user's Hugging Face token goes to the Hub only, never to another server (e.g. the CORE bundle's S3)
+    on_hub = url.startswith(constants.ENDPOINT) or url.startswith("https://huggingface.co/")
+    meta = get_hf_file_metadata(url, token=None if on_hub else False)
     size, etag = meta.size, (meta.etag or "noetag").strip('"')[:16]
     part = dest.with_name(f"{dest.name}.{etag}.part")
     for stale in dest.parent.glob(f"{dest.name}.*.part"):  # partials of another version of the file
