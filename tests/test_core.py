@@ -136,11 +136,26 @@ def test_truncate_shifts_spans_and_keeps_at_least_one_predicting_token():
     assert ex.rows == [[6, 7, 8, 9], [7, 8]] and ex.starts == [1, 1] and ex.ends == [4, 2] and ex.truncated
 
 
+def nanochat_find_common_length(token_sequences, direction="left"):  # verbatim from nanochat c72b8b2
+    min_len = min(len(seq) for seq in token_sequences)
+    indices = {"left": range(min_len), "right": range(-1, -min_len - 1, -1)}[direction]
+    for i, idx in enumerate(indices):
+        token = token_sequences[0][idx]
+        if not all(seq[idx] == token for seq in token_sequences):
+            return i
+    return min_len
+
+
 def test_common_length():
     assert core.common_length([[1, 2, 3], [1, 2, 4], [1, 2]], "left") == 2
     assert core.common_length([[1, 2], [1, 2, 3]], "left") == 2
     assert core.common_length([[5, 1, 9], [6, 2, 1, 9]], "right") == 2
     assert core.common_length([[1], [2]], "right") == 0
+    rng = random.Random(0)
+    for _ in range(3000):
+        rows = [[rng.randint(0, 2) for _ in range(rng.randint(0, 6))] for _ in range(rng.randint(1, 4))]
+        for d in ("left", "right"):
+            assert core.common_length(rows, d) == nanochat_find_common_length(rows, d), (rows, d)
 
 
 def test_fused_losses_equal_nanochats_logits_path():
