@@ -158,19 +158,31 @@ def test_common_length():
             assert core.common_length(rows, d) == nanochat_find_common_length(rows, d), (rows, d)
 
 
-def test_fused_losses_equal_nanochats_logits_path():
-    """nanochat takes cross-entropy of model(x) against x rolled left; tinylab asks for the loss."""
+@torch.no_grad()
+def nanochat_forward_model(model, input_ids):  # verbatim from nanochat c72b8b2 (core_eval.py)
+    batch_size, seq_len = input_ids.size()
+    outputs = model(input_ids)
+    target_ids = torch.roll(input_ids, shifts=-1, dims=1)
+    losses = torch.nn.functional.cross_entropy(
+        outputs.view(batch_size * seq_len, -1), target_ids.view(batch_size * seq_len), reduction="none"
+    ).view(batch_size, seq_len)
+    losses[:, -1] = float("nan")
+    predictions = outputs.argmax(dim=-1)
+    return losses, predictions
+
+
+def test_forward_rows_is_nanochats_forward_model_a_few_rows_at_a_time(monkeypatch):
     from tinylab.model import build_model
     from tinylab.presets import get_preset
     torch.manual_seed(0)
     model = build_model(get_preset("smoke").model)
     torch.nn.init.normal_(model.lm_head.weight, std=0.5)  # logits far from uniform
-    x = torch.randint(0, 512, (3, 20))
-    logits = model(x)
-    want = F.cross_entropy(logits.flatten(0, 1), torch.roll(x, -1, 1).flatten(), reduction="none").view(3, 20)
-    got = core.row_losses(model, x)
-    assert torch.allclose(got[:, :-1], want[:, :-1], atol=1e-5)
-    assert torch.equal(core.row_predictions(model, x), logits.argmax(-1))
+    x = torch.randint(0, 512, (5, 20))
+    monkeypatch.setattr(core, "LOGITS_BYTES", 2 * 20 * 512 * 4)  # two rows per forward: 3 forwards
+    losses, predictions = core.forward_rows(model, x)
+    want_losses, want_predictions = nanochat_forward_model(model, x)
+    assert torch.allclose(losses[:, :-1], want_losses[:, :-1], atol=1e-5)
+    assert torch.equal(predictions, want_predictions)
 
 
 def test_smoke_model_runs_the_fixture():

@@ -26,8 +26,7 @@ Deliberate deviations, none of which changes a number nanochat computes:
   scored; where it would crash (a malformed line, max_per_task too small for a k-shot task, a
   tokenizer without BOS), tinylab raises one CoreError that says what to do;
 - examples are scored several at a time in one right-padded batch (padding is BOS, as in nanochat;
-  causal attention keeps it from changing a row), and multiple-choice / schema losses come from the
-  model's fused loss, so the (rows, T, vocab) logits exist only for language-modeling rows;
+  causal attention keeps it from changing a row), with at most LOGITS_BYTES of logits per forward;
 - accuracy is correct / n in float64 (nanochat takes a float32 mean: differences below 1e-7).
 """
 from __future__ import annotations
@@ -47,6 +46,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import download, paths
@@ -65,7 +65,7 @@ TASK_FIELDS = {  # what each task type reads from a jsonl example
     "language_modeling": ("context", "continuation"),
 }
 ENCODE_CHUNK = 512  # examples tokenized at once: bounds the token lists, leaves enough to sort by length
-LOGITS_BYTES = 1 << 30  # fp32 (rows, T, vocab) logits one language-modeling forward may materialise
+LOGITS_BYTES = 1 << 30  # fp32 (rows, T, vocab) logits per forward; cross-entropy briefly needs a second copy
 
 
 class CoreError(TinylabError):
@@ -321,18 +321,20 @@ def encode(task: Task, examples: list[dict], indices, tokenizer, max_len: int) -
 
 # -- scoring -------------------------------------------------------------------------------
 @torch.no_grad()
-def row_losses(model, x: torch.Tensor) -> torch.Tensor:
-    """(B, T) loss of predicting x[:, t + 1] at position t; the last column has nothing to predict (0)."""
-    y = torch.full_like(x, -1)
-    y[:, :-1] = x[:, 1:]
-    return model(x, y, loss_reduction="none").float().view(x.shape)
+def forward_rows(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """nanochat's forward_model: (B, T) loss of predicting x[:, t + 1] at t, and (B, T) argmax.
 
-
-@torch.no_grad()
-def row_predictions(model, x: torch.Tensor) -> torch.Tensor:
-    """(B, T) argmax next token, a few rows per forward so their fp32 logits stay under LOGITS_BYTES."""
+    The last column predicts nothing (its target wraps around; it is never read). A few rows go
+    through the model at a time, so their fp32 logits stay under LOGITS_BYTES.
+    """
     per_call = max(1, LOGITS_BYTES // (x.size(1) * model.config.vocab_size * 4))
-    return torch.cat([model(x[i:i + per_call]).argmax(-1) for i in range(0, len(x), per_call)])
+    losses, predictions = [], []
+    for rows in x.split(per_call):
+        logits = model(rows).float()
+        targets = torch.roll(rows, -1, dims=1)
+        losses.append(F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(rows.shape))
+        predictions.append(logits.argmax(-1))
+    return torch.cat(losses), torch.cat(predictions)
 
 
 def pack(examples: list[Example], batch_size: int) -> list[list[int]]:
@@ -356,15 +358,14 @@ def score_batch(model, examples: list[Example], task_type: str, pad_id: int, dev
     x = torch.full((len(rows), max(map(len, rows))), pad_id, dtype=torch.long)
     for i, r in enumerate(rows):
         x[i, :len(r)] = torch.tensor(r)
-    lm = task_type == "language_modeling"
-    out = (row_predictions if lm else row_losses)(model, x.to(device)).cpu()
+    losses, predictions = (t.cpu() for t in forward_rows(model, x.to(device)))
     right, b = [], 0
     for ex in examples:
-        if lm:  # position t predicts token t + 1
+        if task_type == "language_modeling":  # position t predicts token t + 1
             s, e = ex.starts[0], ex.ends[0]
-            right.append(torch.equal(out[b, s - 1:e - 1], x[b, s:e]))
+            right.append(torch.equal(predictions[b, s - 1:e - 1], x[b, s:e]))
         else:  # lowest mean loss wins; ties go to the first candidate (list.index of min), as nanochat
-            means = [out[b + j, s - 1:e - 1].mean().item() for j, (s, e) in enumerate(zip(ex.starts, ex.ends))]
+            means = [losses[b + j, s - 1:e - 1].mean().item() for j, (s, e) in enumerate(zip(ex.starts, ex.ends))]
             right.append(means.index(min(means)) == ex.gold)
         b += len(ex.rows)
     return right
@@ -456,11 +457,13 @@ def check_tokenizer(model, tokenizer) -> None:
 
 def evaluate_core(model, tokenizer, *, bundle_dir=None, max_per_task: int | None = None, batch_size: int = 32,
                   device=None, progress: bool = True) -> CoreResult:
-    """CORE of `model` (tinylab GPT: model(idx) -> logits, model(idx, targets, loss_reduction='none')).
+    """CORE of `model`: a tinylab GPT, or anything with model(idx) -> (B, T, vocab) logits and .config.
 
     bundle_dir: an unpacked eval bundle; None downloads the pinned one to $TINYLAB_HOME/eval_bundle.
     max_per_task: score only the first N shuffled examples of each task (nanochat's --max-per-task).
-    batch_size: candidate rows per forward. Every task file is read and checked before any scoring.
+    batch_size: candidate rows per forward. Batches come in many shapes, so pass the model itself,
+    not a torch.compile'd wrapper (it would recompile for each). Runs in bf16 autocast on CUDA.
+    Every task file is read and checked before the first forward.
     """
     check_tokenizer(model, tokenizer)
     if max_per_task is not None and max_per_task < 1:
