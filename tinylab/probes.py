@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import paths
@@ -212,7 +213,9 @@ def sentence_logprobs(model, tokenizer, sentences: list[str], *, batch_size: int
             for row, i in enumerate(chunk):
                 t = torch.tensor(ids[i])
                 x[row, :len(t)], y[row, :len(t) - 1] = t, t[1:]
-            nll = model(x.to(device), y.to(device), loss_reduction="none").float().view(x.shape).sum(1)
+            logits = model(x.to(device)).float()  # not the fused loss: it compiles for every shape on CUDA
+            nll = F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten(), ignore_index=-1, reduction="none")
+            nll = nll.view(x.shape).sum(1)
             for row, i in enumerate(chunk):
                 out[i] = -nll[row].item()
             bar.update(len(chunk))
@@ -276,7 +279,7 @@ def score_pairs(pairs: list[Pair], logprob) -> ProbeResult:
 
 def evaluate_probes(model, tokenizer, *, pairs: list[Pair] | None = None, batch_size: int = 256, device=None,
                     progress: bool = True) -> ProbeResult:
-    """Every phenomenon's accuracy for a tinylab model (model(idx, targets, loss_reduction='none'))."""
+    """Every phenomenon's accuracy for a tinylab GPT, or anything with model(idx) -> logits and .config."""
     if not isinstance(getattr(tokenizer, "bos_id", None), int):
         raise ProbeError(f"probes score BOS + sentence, but {type(tokenizer).__name__} has no bos_id: "
                          f"use the tinylab Tokenizer saved with the checkpoint")
