@@ -20,6 +20,7 @@ is '?' (5). Worked out by hand, in file order:
       "Say it." + "aa" wrong ('.' is followed by 'a');  "Why?" + "ab" wrong ('a' is followed by 'a')
 """
 import csv
+import functools
 import hashlib
 import http.server
 import io
@@ -214,14 +215,19 @@ NANOCHAT_LM = """
 {{ item.context | trim }}{{ continuation_delimiter }}{% if include_continuation %}{{ item.continuation }}{% endif %}""".strip()
 
 
-def nanochat_render(task_type, item, delim, shots):
+@functools.cache
+def template(source):
     from jinja2 import Template
+    return Template(source)
+
+
+def nanochat_render(task_type, item, delim, shots):
     ctx = dict(fewshot_examples=shots, continuation_delimiter=delim, item=item)
     if task_type == "multiple_choice":
-        return [Template(NANOCHAT_MC).render(choice=c, **ctx) for c in item["choices"]]
+        return [template(NANOCHAT_MC).render(choice=c, **ctx) for c in item["choices"]]
     if task_type == "schema":
-        return [Template(NANOCHAT_SCHEMA).render(context=c, **ctx) for c in item["context_options"]]
-    t = Template(NANOCHAT_LM)
+        return [template(NANOCHAT_SCHEMA).render(context=c, **ctx) for c in item["context_options"]]
+    t = template(NANOCHAT_LM)
     return [t.render(include_continuation=False, **ctx).strip(), t.render(include_continuation=True, **ctx)]
 
 

@@ -106,14 +106,14 @@ def test_sentence_logprobs_sum_the_tokens_after_bos():
         assert lp == pytest.approx(logp.gather(1, ids[0, 1:, None]).sum().item(), abs=1e-4)
 
 
-def test_smoke_model_runs_every_probe_in_seconds():
+def test_smoke_model_runs_every_probe():
     from tinylab.model import build_model
     from tinylab.presets import get_preset
     model = build_model(get_preset("smoke").model)
     tok = Tokenizer({bytes([i]): i for i in range(256)}, name="bytes")  # more tokens than a BPE: a worst case
     t0 = time.perf_counter()
     result = evaluate_probes(model, tok, progress=False)
-    assert time.perf_counter() - t0 < 20
+    assert time.perf_counter() - t0 < 60  # ~3 s batched on 2 idle cores; one forward per sentence takes minutes
     assert len(result.rows) == len(probes.PHENOMENA) and all(0 <= r["accuracy"] <= 1 for r in result.rows)
 
 
