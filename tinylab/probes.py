@@ -176,8 +176,8 @@ class Pair:
 def make_pairs(per_phenomenon: int = PAIRS_PER_PHENOMENON, seed: int = 0) -> list[Pair]:
     """per_phenomenon pairs of each phenomenon: half of them drawn combinations, half their mirrors.
 
-    The draw is seeded per phenomenon (random.Random of a string is stable across processes and
-    Python versions), so the pairs are the same on every machine.
+    The draw is seeded per phenomenon (random.Random of a string hashes it with SHA-512, untouched by
+    PYTHONHASHSEED), so the pairs are the same in every process; nanochat's CORE draws rely on the same.
     """
     if per_phenomenon < 2 or per_phenomenon % 2:
         raise ProbeError(f"per_phenomenon must be even and at least 2 (pairs come with mirrors), got {per_phenomenon}")
