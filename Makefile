@@ -4,13 +4,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lab notebooks e2e clean
+.PHONY: run test test-gpu lab notebooks e2e clean
 
 run: $(STAMP)  ## execute every notebook headless on the bundled sample (smoke preset)
 	TINYLAB_PRESET=smoke $(BIN)/python -m tinylab.pipeline
 
 test: $(STAMP)  ## unit tests + nbval on every notebook under the smoke preset
 	$(BIN)/python -m pytest
+
+test-gpu: $(STAMP)  ## only the tests marked gpu (tests/gpu/), on a CUDA GPU
+	$(BIN)/python -m pytest -m gpu
 
 lab: $(STAMP)  ## JupyterLab on notebooks/ with the real preset
 	$(BIN)/jupyter lab notebooks/

@@ -4,7 +4,8 @@ Triton reads TRITON_INTERPRET when a @triton.jit function is defined, i.e. when 
 is imported, so the kernel runs in a fresh Python subprocess started with the variable set; it
 loads its inputs from, and saves its outputs to, files this process writes and then checks
 against torch references. Skipped where Triton is not installed (the dev extra installs it on
-Linux x86_64).
+Linux x86_64). Run under Triton 3.6 (torch 2.11's) and 3.9; see softcap_cross_entropy_ for
+what the 3.6 interpreter needs.
 """
 import os
 import subprocess
@@ -35,7 +36,7 @@ SCRIPT = textwrap.dedent("""
     logits = inp["logits"].clone()
     losses = softcap_cross_entropy_(logits, inp["targets"], inp["softcap"])
 
-    loss._loss_and_grad_fn = lambda device, kernel: loss._triton_loss_and_grad
+    loss._loss_and_grad_fn = lambda *args: loss._triton_loss_and_grad
     x = inp["x"].clone().requires_grad_()
     w = inp["w"].clone().requires_grad_()
     lce = loss.linear_cross_entropy(x, w, inp["lce_targets"], inp["softcap"], chunk=inp["chunk"])
@@ -84,13 +85,15 @@ def test_softcap_cross_entropy_matches_torch_loss_and_autograd(run):
     assert out["grad"].abs().max() > 0.1  # the targets' entries (-1 + p)·(1 - th²), not all ~0
 
 
-def test_linear_cross_entropy_triton_step_matches_torch_step(run):
+def test_linear_cross_entropy_triton_step_matches_torch_step(run, monkeypatch):
     seed, inp, out = run
     x = inp["x"].clone().requires_grad_()
     w = inp["w"].clone().requires_grad_()
-    assert loss_mod._loss_and_grad_fn(x.device, "auto") is loss_mod._chunk_loss_and_grad  # CPU: the plain torch step
+    triton_calls = []
+    monkeypatch.setattr(loss_mod, "_triton_loss_and_grad", lambda *args: triton_calls.append(args))
     lce = loss_mod.linear_cross_entropy(x, w, inp["lce_targets"], SOFTCAP, chunk=inp["chunk"])
     lce.backward()
+    assert not triton_calls  # CPU tensors take the plain torch step: this compares the two steps
     msg = lambda m: f"seed {seed}: {m}"  # noqa: E731
     torch.testing.assert_close(out["lce"], lce.detach(), rtol=1e-5, atol=1e-6, msg=msg)
     torch.testing.assert_close(out["gx"], x.grad, rtol=1e-5, atol=1e-6, msg=msg)

@@ -58,6 +58,12 @@ def softcap_cross_entropy_(logits: torch.Tensor, targets: torch.Tensor, softcap:
     assert (logits.is_cuda or interpret) and logits.stride(1) == 1 and targets.numel() == logits.size(0)
     n_rows, n_cols = logits.shape
     losses = torch.empty(n_rows, device=logits.device, dtype=torch.float32)
+    if interpret:
+        # The interpreter wraps an int argument in a 1-element NumPy array, which the loops' range() turns
+        # back with int(): Triton 3.6 does int(array), refused by NumPy >= 2.4 ("only 0-dimensional arrays
+        # can be converted to Python scalars"; Triton 3.9 squeezes first). A constexpr reaches the body as
+        # is. CUDA launches are untouched: the same int argument, so the same compiled kernel.
+        n_cols = tl.constexpr(n_cols)
     _softcap_ce_kernel[(n_rows,)](logits, logits.stride(0), targets.contiguous(), losses, n_cols, float(softcap),
                                   BLOCK=4096, num_warps=8)
     return losses
