@@ -34,7 +34,7 @@ def max_logit_diff(model, hf, ids):
 @pytest.fixture(scope="module")
 def run():
     from tinylab.train import train
-    train("smoke", "export-smoke", num_iterations=5, progress=False, overwrite=True)
+    train("smoke", "export-smoke", num_iterations=5, eval_tokens=2048, progress=False, overwrite=True)
     return "export-smoke"
 
 
