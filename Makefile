@@ -35,7 +35,7 @@ e2e: $(STAMP)  ## real-browser test: JupyterLab in Chromium drives the widgets o
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,hf]'
 	touch $@
 
 clean:  ## remove the environment (artifacts under data/ are kept)

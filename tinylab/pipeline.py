@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,19 +30,35 @@ def notebooks(selection: list[str] | None = None) -> list[Path]:
     return found
 
 
+def kernel_config(socket_dir: str):
+    """Talk to the kernel over Unix sockets in `socket_dir` (IPC) instead of TCP on localhost.
+
+    ipykernel >= 7 warns "Kernel is running over TCP without encryption" at every start, because
+    any local user can connect to a TCP port. IPC sockets are files in a directory only we can
+    open (tempfile makes it 0700), so there is nothing to encrypt. The socket prefix must be an
+    absolute path: the default, a relative "kernel-ipc", would resolve against the kernel's working
+    directory (the notebook's) on one side and ours on the other. Windows keeps TCP.
+    """
+    from traitlets.config import Config
+    if os.name != "posix":
+        return Config()
+    return Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(socket_dir, "kernel")}})
+
+
 def execute(path: Path, out_dir: Path, timeout: int = 900) -> float:
     """Run one notebook top to bottom in a fresh kernel; write the executed copy; return seconds."""
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
     t0 = time.perf_counter()
-    try:
-        client.execute()
-    finally:
-        nbformat.write(nb, out_dir / path.name)
+    with tempfile.TemporaryDirectory(prefix="tinylab-kernel-") as sockets:
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", config=kernel_config(sockets),
+                                resources={"metadata": {"path": str(path.parent)}})
+        try:
+            client.execute()
+        finally:
+            nbformat.write(nb, out_dir / path.name)
     return time.perf_counter() - t0
 
 
