@@ -158,7 +158,7 @@ def test_bad_input_is_one_line_with_exit_2(run, tmp_path, capsys):
     assert cli(ex.main, ["--run", run, "--out", str(tmp_path / "a"), "--push-to-hub", "me/x"]) == 2  # offline
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3 and all(line.startswith("error: ") for line in err)
-    assert "steps [5]" in err[1] and "HF_HUB_OFFLINE" in err[2]
+    assert "no checkpoint at step 3; it has 5" in err[1] and "HF_HUB_OFFLINE" in err[2]
     assert not (tmp_path / "a").exists()
 
 

@@ -14,7 +14,8 @@ def requirement_name(req: str) -> str:
 
 def test_environment_yml_lists_every_dependency():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    wanted = {requirement_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    extras = project["optional-dependencies"]
+    wanted = {requirement_name(r) for r in project["dependencies"] + extras["dev"] + extras["hf"]}
     wanted.discard("triton")  # Linux-only test extra; conda users run that test only if they install it
     env = (REPO / "environment.yml").read_text().lower().replace("_", "-")
     listed = set(re.findall(r"^\s*- ([a-z0-9.-]+)", env, flags=re.M))

@@ -21,7 +21,6 @@ next to it and renamed into place, so a crash never leaves half an export.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -170,13 +169,11 @@ def hf_tokenizer(tokenizer, model_max_length: int):
 
 # ------------------------------------------------------------------ model card
 
-def run_evaluations(run_dir: Path) -> list[dict]:
-    """The latest record of each evaluation kind in metrics.jsonl (anything but train / sample lines)."""
+def run_evaluations(run) -> list[dict]:
+    """The latest record of each evaluation kind in the run's metrics (anything but train / sample lines)."""
     latest = {}
-    path = Path(run_dir) / "metrics.jsonl"
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        rec = json.loads(line)
-        if rec.get("kind") not in ("train", "sample", "done", None):
+    for rec in run.metrics.read():
+        if rec.get("kind") not in ("train", "sample", None):
             latest[rec["kind"]] = rec
     return list(latest.values())
 
@@ -190,7 +187,7 @@ def model_card(title: str, where: str, config, meta: dict, run: dict, evaluation
 
     p = param_counts(config)
     lm_head = "shared with wte (tied)" if config.tie_embeddings else f"{p['lm_head']:,}"
-    batch = run.get("train", {}).get("total_batch_size")
+    batch = run.get("derived", {}).get("total_batch_size")
     tokens = f"{meta['step'] * batch:,} ({meta['step']:,} steps × {batch:,})" if batch else "unknown"
     bpb = meta.get("val_bpb")
     skip = {"kind", "step", "tokens", "flops", "elapsed"}
@@ -263,46 +260,24 @@ def staging(out: Path, force: bool):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def find_checkpoint(run, step: int | None) -> Path:
-    """The checkpoint dir of `run` (name or path): the newest, or the one of `step`."""
-    from .checkpoint import CheckpointError, list_checkpoints, resolve
-
-    try:
-        ckpt = resolve(run)
-    except CheckpointError as e:
-        raise ExportError(str(e)) from e
-    if step is None:
-        return ckpt
-    found = {int(p.name.split("_")[1]): p for p in list_checkpoints(ckpt.parent.parent)}
-    if step not in found:
-        raise ExportError(f"run {run} has no checkpoint of step {step}; it has steps "
-                          f"{sorted(found) or 'none'}: pass one of them to --step, or leave --step out")
-    return found[step]
-
-
 def export(run, out, *, step: int | None = None, dtype: str = "fp32", force: bool = False,
            repo_id: str | None = None) -> Path:
     """Write run `run` (a name or a path) as a transformers NanoChat model + tokenizer + card to `out`.
 
     repo_id: the Hub repo it will be pushed to, for the model card's usage example.
     """
-    from .checkpoint import CheckpointError, load_model
-    from .tokenizer import TokenizerError
+    from .checkpoint import load_model, locate
 
     if dtype not in DTYPES:
         raise ExportError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
     out = Path(out).expanduser().resolve()
     check_target(out, force)
-    ckpt = find_checkpoint(run, step)
-    try:
-        model, tokenizer, meta = load_model(ckpt)
-    except (CheckpointError, TokenizerError) as e:
-        raise ExportError(str(e)) from e
-    run_dir = ckpt.parent.parent
-    run_config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+    source, ckpt = locate(run, step)
+    model, tokenizer, meta = load_model(ckpt)
+    run_config = source.read_config() if source.config_path.is_file() else {}
     hf = to_transformers(model, tokenizer, DTYPES[dtype])
-    card = model_card(run_config.get("run", run_dir.name), repo_id or str(out), model.config, meta, run_config,
-                      run_evaluations(run_dir))
+    card = model_card(run_config.get("run", source.name), repo_id or str(out), model.config, meta, run_config,
+                      run_evaluations(source))
     with staging(out, force) as tmp:
         with quiet_transformers():
             hf.save_pretrained(tmp)

@@ -157,42 +157,43 @@ def convert(checkpoint_dir, step: int | None = None, tokenizer_dir=None):
 
 
 def write_run(run: str, config, state_dict, tokenizer, meta: dict, *, force: bool = False) -> Path:
-    """Store a converted model as run `run` in today's layout, built in a temp dir and renamed into place:
-    config.json, tokenizer/, checkpoints/step_<N>/{model.safetensors, checkpoint.json} (no optimizer state)."""
-    from . import paths
+    """Store a converted model as run `run`, built in a temp dir and renamed into place: config.json,
+    tokenizer/, checkpoints/step_<N>/{model.safetensors, checkpoint.json} (no optimizer state)."""
     from .calc import flops_per_token, param_counts
-    from .checkpoint import save_checkpoint, write_json
+    from .checkpoint import save_checkpoint
     from .model import build_model
-    from .runs import FORMAT
+    from .run import Run
 
-    run_dir = paths.runs_dir() / run
-    if run_dir.exists() and any(run_dir.iterdir()) and not force:
-        raise NanochatImportError(f"run {run!r} already exists ({run_dir}): pick another --run, or --force")
+    target = Run.at(run)
+    if target.dir.exists() and any(target.dir.iterdir()) and not force:
+        raise NanochatImportError(f"run {run!r} already exists ({target.dir}): pick another --run, or --force")
     model = build_model(config)
     model.load_state_dict(state_dict, strict=True)
     user = meta.get("user_config", {})
     source = {"nanochat": meta["checkpoint_dir"], "step": meta["step"], "val_bpb": meta.get("val_bpb"),
               "user_config": user}
     tok_info = dict(name=tokenizer.name, hash=tokenizer.hash)
-    tmp = Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f".{run}.tmp-"))
+    target.dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Run(Path(tempfile.mkdtemp(dir=target.dir.parent, prefix=f".{target.dir.name}.tmp-")), run)
     try:
-        tokenizer.save(tmp / "tokenizer")
+        tokenizer.save(tmp.tokenizer_dir)
         save_checkpoint(tmp, meta["step"], model, [], dict(run=run, tokenizer=tok_info, finished=True,
                                                            val_bpb=meta.get("val_bpb"), imported=source))
-        write_json(tmp / "config.json", dict(
-            run=run, preset=None, model=config.to_dict(), params=param_counts(config)["total"],
-            flops_per_token=flops_per_token(config), tokenizer=tok_info, imported=source,
-            train=dict(total_batch_size=user.get("total_batch_size"), num_iterations=meta["step"]),
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"), format=FORMAT))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        old = run_dir.with_name(f".{run}.old-{os.getpid()}")
-        if run_dir.exists():  # --force: the old run goes only once the new one is complete
-            os.rename(run_dir, old)
-        os.rename(tmp, run_dir)
+        batch = user.get("total_batch_size")
+        tmp.write_config(dict(
+            run=run, preset=None, model=config.to_dict(), tokenizer=tok_info, imported=source,
+            derived=dict(params=param_counts(config)["total"], flops_per_token=flops_per_token(config),
+                         total_batch_size=batch, num_iterations=meta["step"]),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds")))
+        os.chmod(tmp.dir, 0o755)  # mkdtemp makes it 0700
+        old = target.dir.with_name(f".{target.dir.name}.old-{os.getpid()}")
+        if target.dir.exists():  # --force: the old run goes only once the new one is complete
+            os.rename(target.dir, old)
+        os.rename(tmp.dir, target.dir)
         shutil.rmtree(old, ignore_errors=True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return run_dir
+        shutil.rmtree(tmp.dir, ignore_errors=True)
+    return target.dir
 
 
 def main(argv=None) -> int:
