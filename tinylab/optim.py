@@ -71,17 +71,27 @@ class Muon(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self):
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p.grad)
-                buf = state["momentum_buffer"]
-                buf.lerp_(p.grad, 1 - group["momentum"])
-                g = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
-                g = zeropower_via_newtonschulz5(g, group["ns_steps"])
-                p.add_(g.to(p.dtype), alpha=-group["lr"] * max(1.0, p.size(-2) / p.size(-1)) ** 0.5)
+            params = [p for p in group["params"] if p.grad is not None]
+            by_shape: dict[tuple, list] = {}
+            for p, g in zip(params, self._nesterov_updates(params, group)):
+                by_shape.setdefault(tuple(p.shape), []).append((p, g))
+            # one Newton–Schulz on the stack of each shape: ittybitty's 24 matrices are 3 shapes, so 3 × 15
+            # batched matmuls instead of 24 × 15 small ones (bit-identical on the CPU, see tests/test_optim.py)
+            for pairs in by_shape.values():
+                X = zeropower_via_newtonschulz5(torch.stack([g for _, g in pairs]), group["ns_steps"])
+                p0 = pairs[0][0]
+                torch._foreach_add_([p for p, _ in pairs], list(X.to(p0.dtype).unbind(0)),
+                                    alpha=-group["lr"] * max(1.0, p0.size(-2) / p0.size(-1)) ** 0.5)
+
+    def _nesterov_updates(self, params, group) -> list[torch.Tensor]:
+        """Momentum buf = lerp(buf, g, 1 - momentum), then the Nesterov update lerp(g, buf, momentum), for all at once."""
+        for p in params:
+            if "momentum_buffer" not in self.state[p]:
+                self.state[p]["momentum_buffer"] = torch.zeros_like(p.grad)
+        grads = [p.grad for p in params]
+        bufs = [self.state[p]["momentum_buffer"] for p in params]
+        torch._foreach_lerp_(bufs, grads, 1 - group["momentum"])
+        return torch._foreach_lerp(grads, bufs, group["momentum"]) if group["nesterov"] else bufs
 
 
 def setup_optimizers(model: GPT, *, embedding_lr: float = 0.2, unembedding_lr: float = 0.004,
