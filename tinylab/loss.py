@@ -79,6 +79,15 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
+def _accumulate(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """acc += a @ b. With bf16 operands on CUDA the GEMM accumulates straight into the fp32 acc (its
+    epilogue adds, so no bf16-rounded product and no separate add kernel per chunk)."""
+    if a.dtype != acc.dtype and acc.is_cuda:
+        torch.addmm(acc, a, b, out_dtype=acc.dtype, out=acc)
+    else:
+        acc += a @ b
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, targets, softcap, chunk, kernel):
@@ -92,8 +101,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             logits = xc[s:s + chunk] @ wc.t()
             loss_c, dlogits = step(logits, targets[s:s + chunk], softcap)
             loss += loss_c
-            grad_x[s:s + chunk] = dlogits @ wc
-            grad_w += dlogits.t() @ xc[s:s + chunk]
+            torch.mm(dlogits, wc, out=grad_x[s:s + chunk])
+            _accumulate(grad_w, dlogits.t(), xc[s:s + chunk])
         n = (targets >= 0).sum().clamp(min=1)
         ctx.save_for_backward(grad_x, grad_w, n)
         ctx.dtypes = (x.dtype, weight.dtype)
