@@ -20,6 +20,8 @@ import torch.nn.functional as F
 pytest.importorskip("triton", reason="triton not installed: the interpreter test of tinylab.kernels needs it")
 
 from tinylab import loss as loss_mod  # noqa: E402
+from tinylab.config import GPTConfig  # noqa: E402
+from tinylab.model import GPT, apply_rotary_emb, norm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SOFTCAP = 15.0
@@ -41,8 +43,20 @@ SCRIPT = textwrap.dedent("""
     w = inp["w"].clone().requires_grad_()
     lce = loss.linear_cross_entropy(x, w, inp["lce_targets"], inp["softcap"], chunk=inp["chunk"])
     lce.backward()
-    torch.save({"losses": losses, "grad": logits, "lce": lce.detach(), "gx": x.grad, "gw": w.grad}, sys.argv[2])
+
+    from tinylab.kernels import rope_rms_norm
+    xr = inp["rope_x"].clone().requires_grad_()
+    yr = rope_rms_norm(xr, inp["cos"], inp["sin"])
+    (yr * inp["rope_dy"]).sum().backward()
+    torch.save({"losses": losses, "grad": logits, "lce": lce.detach(), "gx": x.grad, "gw": w.grad,
+                "rope_y": yr.detach(), "rope_dx": xr.grad}, sys.argv[2])
 """)
+
+
+def rotary_tables(seq_len: int, head_dim: int):
+    with torch.device("meta"):
+        model = GPT(GPTConfig(depth=1, model_dim=head_dim, head_dim=head_dim, vocab_size=300, sequence_len=seq_len))
+    return model._rotary_tables(device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +74,9 @@ def run(tmp_path_factory):
         "logits": torch.randn(n, v, generator=g) * 5, "targets": targets, "softcap": SOFTCAP,
         "x": torch.randn(50, 32, generator=g), "w": torch.randn(300, 32, generator=g), "lce_targets": lce_targets,
         "chunk": 16,  # 50 tokens: three full chunks and a partial one
+        # rotary + QK-norm: 2 × 70 × 3 rows (not a multiple of the 64-row block), head_dim 16, the model's tables
+        "rope_x": torch.randn(2, 70, 3, 16, generator=g) * 3, "rope_dy": torch.randn(2, 70, 3, 16, generator=g),
+        **dict(zip(("cos", "sin"), rotary_tables(70, 16))),
     }
     d = tmp_path_factory.mktemp("kernels")
     torch.save(inp, d / "in.pt")
@@ -105,3 +122,15 @@ def test_linear_cross_entropy_triton_step_matches_torch_step(run, monkeypatch):
     torch.testing.assert_close(lce.detach(), ref.detach(), rtol=1e-5, atol=1e-6, msg=msg)
     torch.testing.assert_close(x.grad, x2.grad, rtol=1e-5, atol=1e-6, msg=msg)
     torch.testing.assert_close(w.grad, w2.grad, rtol=1e-5, atol=1e-6, msg=msg)
+
+
+def test_fused_rotary_qk_norm_matches_torch_forward_and_backward(run):
+    """tinylab.kernels.rope_rms_norm (the model's fused path on CUDA) against norm(rotary(x)) in fp32 autograd."""
+    seed, inp, out = run
+    x = inp["rope_x"].clone().requires_grad_()
+    ref = norm(apply_rotary_emb(x, inp["cos"], inp["sin"]))
+    (ref * inp["rope_dy"]).sum().backward()
+    msg = lambda m: f"seed {seed}: {m}"  # noqa: E731
+    torch.testing.assert_close(out["rope_y"], ref.detach(), rtol=1e-5, atol=1e-5, msg=msg)
+    torch.testing.assert_close(out["rope_dx"], x.grad, rtol=1e-5, atol=1e-5, msg=msg)
+    assert out["rope_y"].is_contiguous() and out["rope_dx"].abs().max() > 0

@@ -14,10 +14,11 @@ Build a large config on the meta device to inspect it without memory:
         model = GPT(config)
     model.to_empty(device="cuda"); model.init_weights()
 
-Two implementation options (not architecture: the same weights give the same function) are
-constructor arguments, so a benchmark can compare them on one model without touching any
-global: `loss` picks how lm_head + cross-entropy is computed (LOSS_IMPLS) and `lowp_residual`
-whether the residual stream is bf16 under autocast.
+Three implementation options (not architecture: the same weights give the same function) are
+constructor arguments, so a benchmark can compare them without touching any global: `loss` picks
+how lm_head + cross-entropy is computed (LOSS_IMPLS), `lowp_residual` whether the residual stream
+is bf16 under autocast, and `rope_norm` whether rotary + QK-norm is tinylab.kernels' fused Triton
+op on CUDA ("auto": when Triton is installed) or torch ops that torch.compile fuses ("torch").
 """
 from __future__ import annotations
 
@@ -49,6 +50,22 @@ def apply_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> t
     d = x.shape[-1] // 2
     x1, x2 = x[..., :d], x[..., d:]
     return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1)
+
+
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def rotary_norm(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, fused: bool) -> torch.Tensor:
+    """QK-norm of rotated x: norm(apply_rotary_emb(x)); one Triton op on CUDA when `fused`."""
+    if fused and x.is_cuda:
+        from .kernels import rope_rms_norm
+        return rope_rms_norm(x, cos, sin)
+    return norm(apply_rotary_emb(x, cos, sin))
 
 
 class KVCache:
@@ -84,6 +101,7 @@ class CausalSelfAttention(nn.Module):
         self.c_k = nn.Linear(d, self.n_kv_head * self.head_dim, bias=False)
         self.c_v = nn.Linear(d, self.n_kv_head * self.head_dim, bias=False)
         self.c_proj = nn.Linear(d, d, bias=False)
+        self.fused_rope_norm = False  # set by GPT (its rope_norm option)
 
     def forward(self, x, cos_sin, kv_cache: KVCache | None = None):
         B, T, _ = x.shape
@@ -91,7 +109,7 @@ class CausalSelfAttention(nn.Module):
         k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)
         v = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)
         cos, sin = cos_sin
-        q, k = norm(apply_rotary_emb(q, cos, sin)), norm(apply_rotary_emb(k, cos, sin))
+        q, k = rotary_norm(q, cos, sin, self.fused_rope_norm), rotary_norm(k, cos, sin, self.fused_rope_norm)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
         prefix = 0
         if kv_cache is not None:
@@ -130,10 +148,13 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, config: GPTConfig, *, loss: str = "chunked", lowp_residual: bool = True):
+    def __init__(self, config: GPTConfig, *, loss: str = "chunked", lowp_residual: bool = True,
+                 rope_norm: str = "auto"):
         super().__init__()
         if loss not in LOSS_IMPLS:
             raise ValueError(f"loss must be one of {list(LOSS_IMPLS)}, got {loss!r}")
+        if rope_norm not in ("auto", "fused", "torch"):
+            raise ValueError(f"rope_norm must be 'auto', 'fused' or 'torch', got {rope_norm!r}")
         self.config = config
         self.loss_impl = loss
         self.lowp_residual = lowp_residual  # bf16 residual under autocast: half the bytes of every norm and add
@@ -142,6 +163,10 @@ class GPT(nn.Module):
             h=nn.ModuleList([Block(config, i) for i in range(config.depth)]),
         ))
         self.lm_head = nn.Linear(config.model_dim, config.vocab_size, bias=False)
+        half = config.head_dim // 2  # the kernel's tl.arange needs a power of two: other heads use torch ops
+        fused = half & (half - 1) == 0 and (rope_norm == "fused" or (rope_norm == "auto" and triton_available()))
+        for block in self.transformer.h:
+            block.attn.fused_rope_norm = fused
         self._tie()
         cos, sin = self._rotary_tables()
         self.register_buffer("cos", cos, persistent=False)

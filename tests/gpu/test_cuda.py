@@ -87,6 +87,32 @@ def test_triton_loss_kernel_matches_torch_fp32_on_bf16_logits(n_cols):
     assert (grad[rows, targets[~ignored]] < 0).all()  # p - 1 at the target
 
 
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_fused_rotary_qk_norm_matches_torch_fp32_on_bf16(head_dim):
+    """tinylab.kernels.rope_rms_norm, the model's rotary + QK-norm on CUDA, forward and backward, against
+    norm(apply_rotary_emb(x)) in fp32 autograd on the same bf16 values (a head count and length that do
+    not fill the 64-row blocks evenly)."""
+    kernels = pytest.importorskip("tinylab.kernels", reason="triton is not installed")
+    from tinylab.model import GPT, apply_rotary_emb, norm
+
+    with torch.device("meta"):
+        model = GPT(GPTConfig(depth=1, model_dim=3 * head_dim, head_dim=head_dim, vocab_size=300, sequence_len=333))
+    cos, sin = model._rotary_tables(device="cuda")
+    g = torch.Generator(device="cuda").manual_seed(head_dim)
+    x = (3 * torch.randn(2, 333, 3, head_dim, device="cuda", generator=g)).bfloat16()
+    dy = torch.randn(x.shape, device="cuda", generator=g).bfloat16()
+    xf = x.float().requires_grad_()
+    ref = norm(apply_rotary_emb(xf, cos, sin))
+    (ref * dy.float()).sum().backward()
+    xb = x.clone().requires_grad_()
+    y = kernels.rope_rms_norm(xb, cos, sin)
+    y.backward(dy)
+    # y and dx are computed in fp32 and rounded once to bf16 (2^-9 relative), so 2^-7 allows a full ulp
+    # either way plus the GPU's rsqrt; a wrong rotation sign or a missing rstd term is off by O(1).
+    torch.testing.assert_close(y.float(), ref.detach(), rtol=2 ** -7, atol=2 ** -7)
+    torch.testing.assert_close(xb.grad.float(), xf.grad, rtol=2 ** -7, atol=2 ** -6)
+
+
 # ----------------------------------------------------------------------------- bf16 + compile step
 
 def test_compiled_bf16_step_matches_the_fp32_eager_step():

@@ -43,6 +43,7 @@ def parser() -> ArgumentParser:
                                                                                       for k, v in LOSS_IMPLS.items()))
     ap.add_argument("--gpu-mem-gb", type=float, default=24.0, help="fit: emulated card size in GiB")
     ap.add_argument("--residual", default="bf16", help="residual stream dtype under autocast: bf16, fp32 or both")
+    ap.add_argument("--rope-norm", default="auto", help="rotary + QK-norm, comma-separated: auto (fused Triton op), torch")
     ap.add_argument("--peak-tflops", type=float, default=None, help="MFU denominator (default: measured now)")
     ap.add_argument("--json", default=None, help="append one JSON line per configuration to this file")
     ap.add_argument("--trace", default=None, help="profile: write a chrome trace here")
@@ -112,11 +113,11 @@ def run_train(a, presets, peak) -> None:
     from . import gpu
 
     rows = []
-    for preset, batch, loss, residual in itertools.product(presets, a.batch_sizes, a.loss.split(","),
-                                                            a.residual.split(",")):
+    for preset, batch, loss, residual, rope in itertools.product(presets, a.batch_sizes, a.loss.split(","),
+                                                                  a.residual.split(","), a.rope_norm.split(",")):
         steps, warmup = (a.steps, a.warmup) if a.what == "train" else (2, 2)
         row = gpu.bench_train(preset, batch, compile=not a.no_compile, loss=loss, residual=residual,
-                              warmup=warmup, steps=steps, peak_tflops=peak)
+                              warmup=warmup, steps=steps, peak_tflops=peak, rope_norm=rope)
         rows.append(row)
         print(json.dumps(row), flush=True)
         if a.json:
