@@ -235,3 +235,23 @@ def test_empty_shard_has_no_documents(tmp_path):
     path = tmp_path / "shard_00000.parquet"
     pq.write_table(pa.table({"text": pa.array([], pa.string())}), path)
     assert list(data.iter_row_groups(path)) in ([], [[]])
+
+
+def test_prepare_corpus_downloads_or_says_why_not_in_one_line(hub, tmp_path, monkeypatch):
+    """Notebook 02's cell: the sample is bundled; FineWeb shards download (resumably) from the Hub; offline,
+    one line that says what to run instead of a traceback."""
+    import huggingface_hub.constants
+
+    from tinylab.presets import get_preset
+
+    assert data.prepare_corpus(get_preset("smoke")).startswith("corpus 'sample': 4 shards bundled")
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    preset = get_preset("ittybitty").override(num_shards=3)
+    monkeypatch.setattr(data, "download_shards", lambda n, progress: download_shards(
+        n, endpoint=hub.endpoint, workers=2, progress=progress))
+    line = data.prepare_corpus(preset, progress=False)
+    assert line.startswith("corpus 'fineweb': 3 shards") and "\n" not in line
+    assert [p.name for p in data.list_shards("fineweb")] == [data.shard_name(i) for i in range(3)]
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    line = data.prepare_corpus(preset.override(num_shards=4), progress=False)
+    assert "FineWeb-Edu is not available" in line and "python -m tinylab.data download -n 4" in line

@@ -153,6 +153,22 @@ def download_shards(num_shards: int = 15, *, out_dir: Path | None = None, worker
     return [done[i] for i in range(num_shards)]
 
 
+def prepare_corpus(preset, *, progress: bool = True) -> str:
+    """Make the preset's corpus available (a notebook cell): download its FineWeb-Edu shards if any are
+    missing, with a progress bar. Returns one line saying what is there, or why it could not be fetched
+    and what to run instead; a notebook user gets that line rather than a traceback."""
+    corpus = preset.data.corpus
+    if corpus == "sample":
+        return f"corpus 'sample': {len(list_shards('sample'))} shards bundled in {corpus_dir('sample')}"
+    try:
+        found = download_shards(preset.data.num_shards, progress=progress)
+    except DownloadError as e:
+        return (f"FineWeb-Edu is not available: {e} Once online, run "
+                f"`python -m tinylab.data download -n {preset.data.num_shards}` or this cell again.")
+    size = sum(p.stat().st_size for p in found) / 1e9
+    return f"corpus 'fineweb': {len(found)} shards ({size:.2f} GB) in {found[0].parent}; the last one is validation"
+
+
 # ---------------------------------------------------------------- CLI
 
 def main(argv: list[str] | None = None) -> int:
