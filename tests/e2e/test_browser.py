@@ -127,7 +127,7 @@ def test_architecture_sliders_update_param_table(lab_server, notebooks, e2e_page
 
     jlab.press_slider(page, depth, "ArrowRight")
     assert depth.locator(".widget-readout").inner_text().strip() == str(d0 + 1)
-    expected = param_counts(smoke.with_model(depth=d0 + 1).model)["total"]
+    expected = param_counts(smoke.override(depth=d0 + 1).model)["total"]
     jlab.wait_for_text(total, rf"^{expected}$", timeout=30)
     assert report.locator("img").first.get_attribute("src") != figure, "the figure was not redrawn"
     jlab.collapse_left_sidebar(page)
