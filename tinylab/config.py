@@ -149,6 +149,12 @@ class GPTConfig(Knobs):
     def mlp_dim(self) -> int:
         return MLP_RATIO * self.model_dim
 
+    @property
+    def fusable_rope_norm(self) -> bool:
+        """Can tinylab.kernels' fused rotary + QK-norm run it? Its tl.arange needs head_dim/2 a power of two."""
+        half = self.head_dim // 2
+        return half & (half - 1) == 0
+
     def with_knobs(self, **knobs) -> "GPTConfig":
         """This config with some knobs changed (None leaves a knob as is), re-deriving the head layout.
 

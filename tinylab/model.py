@@ -163,8 +163,7 @@ class GPT(nn.Module):
             h=nn.ModuleList([Block(config, i) for i in range(config.depth)]),
         ))
         self.lm_head = nn.Linear(config.model_dim, config.vocab_size, bias=False)
-        half = config.head_dim // 2  # the kernel's tl.arange needs a power of two: other heads use torch ops
-        fused = half & (half - 1) == 0 and (rope_norm == "fused" or (rope_norm == "auto" and triton_available()))
+        fused = config.fusable_rope_norm and (rope_norm == "fused" or (rope_norm == "auto" and triton_available()))
         for block in self.transformer.h:
             block.attn.fused_rope_norm = fused
         self._tie()

@@ -20,7 +20,11 @@ them with `python -m tinylab.bench vram` when the training step changes.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from ..config import ConfigError, GPTConfig
+from ..paths import REPO
 from .counts import param_counts
 
 MiB = 2 ** 20
@@ -59,7 +63,8 @@ FIT_HEADROOM_BYTES = 128 * MiB
 BF16, FP32, INT64 = 2, 4, 8
 
 
-def activation_bytes_per_token(c: GPTConfig, *, compile: bool = True) -> dict[str, int]:
+def activation_bytes_per_token(c: GPTConfig, *, compile: bool = True, fused_rope_norm: bool | None = None
+                               ) -> dict[str, int]:
     """Bytes one block saves for backward per token, by tensor (eager autograd's view).
 
     residual     bf16 block input and post-attention residual (inputs of the two RMSNorms)
@@ -71,13 +76,20 @@ def activation_bytes_per_token(c: GPTConfig, *, compile: bool = True) -> dict[st
     attn_out     bf16 attention output (saved by SDPA) and its contiguous copy into c_proj
     attn_lse     fp32 logsumexp per query head
     mlp_hidden   bf16 ReLU output (saved by relu and square) and ReLU² output (input of c_proj)
+
+    fused_rope_norm (default: whenever the kernel can run it, as training does on CUDA): tinylab.kernels'
+    rotary + QK-norm op saves only its input and recomputes the rotation and the RMS in backward, so
+    the QK-norm's own saved tensors (qk_prenorm and the q/k part of norm_stats) are not held. Measured
+    on an H100: 812 MiB less at ittybitty batch 48 (10,289 -> 9,477 MiB), these terms come to 830 MiB.
     """
     d, H, Hkv, hd = c.model_dim, c.n_head, c.n_kv_head, c.head_dim
+    fused = c.fusable_rope_norm if fused_rope_norm is None else fused_rope_norm
+    qk = 0 if fused else 1
     return dict(
         residual=2 * BF16 * d,
-        norm_stats=FP32 * (2 + H + Hkv),
+        norm_stats=FP32 * (2 + qk * (H + Hkv)),
         matmul_in=BF16 * d * ((1 if compile else 3) + 1),
-        qk_prenorm=BF16 * (H + Hkv) * hd,
+        qk_prenorm=qk * BF16 * (H + Hkv) * hd,
         qkv=BF16 * (H + 2 * Hkv) * hd,
         attn_out=2 * BF16 * H * hd,
         attn_lse=FP32 * H,
@@ -85,8 +97,8 @@ def activation_bytes_per_token(c: GPTConfig, *, compile: bool = True) -> dict[st
     )
 
 
-def vram_estimate(c: GPTConfig, device_batch_size: int, *, compile: bool = True,
-                  seq_len: int | None = None) -> dict[str, int]:
+def vram_estimate(c: GPTConfig, device_batch_size: int, *, compile: bool = True, seq_len: int | None = None,
+                  fused_rope_norm: bool | None = None) -> dict[str, int]:
     """Peak training memory on one GPU in bytes, by component, with their sum as 'total'.
 
     weights            fp32 parameters (a tied wte/lm_head counted once)
@@ -108,7 +120,7 @@ def vram_estimate(c: GPTConfig, device_batch_size: int, *, compile: bool = True,
     p = param_counts(c)
     N = device_batch_size * T  # tokens in one micro-batch
     d, V = c.model_dim, c.vocab_size
-    per_layer = sum(activation_bytes_per_token(c, compile=compile).values())
+    per_layer = sum(activation_bytes_per_token(c, compile=compile, fused_rope_norm=fused_rope_norm).values())
     factor = ACTIVATION_FACTOR_COMPILED if compile else ACTIVATION_FACTOR_EAGER
     v = dict(
         weights=FP32 * p["total"],
@@ -127,14 +139,15 @@ def vram_estimate(c: GPTConfig, device_batch_size: int, *, compile: bool = True,
     return v
 
 
-def max_device_batch(c: GPTConfig, gpu_mem_bytes: float, *, compile: bool = True,
-                     seq_len: int | None = None, limit: int = 1 << 16) -> int:
+def max_device_batch(c: GPTConfig, gpu_mem_bytes: float, *, compile: bool = True, seq_len: int | None = None,
+                     fused_rope_norm: bool | None = None, limit: int = 1 << 16) -> int:
     """The largest device batch whose vram_estimate fits gpu_mem_bytes less FIT_HEADROOM_BYTES (0 if none).
 
     Binary search on the estimator itself, so it stays right whatever the terms become.
     """
     budget = gpu_mem_bytes - FIT_HEADROOM_BYTES
-    fits = lambda b: vram_estimate(c, b, compile=compile, seq_len=seq_len)["total"] <= budget  # noqa: E731
+    fits = lambda b: vram_estimate(c, b, compile=compile, seq_len=seq_len,  # noqa: E731
+                                   fused_rope_norm=fused_rope_norm)["total"] <= budget
     if not fits(1):
         return 0
     lo, hi = 1, 2
@@ -160,3 +173,20 @@ VRAM_GROUPS = {
 def group_vram(v: dict[str, int]) -> dict[str, int]:
     """vram_estimate's terms summed into VRAM_GROUPS (the groups add up to v['total'])."""
     return {g: sum(v[k] for k in keys) for g, keys in VRAM_GROUPS.items()}
+
+
+# Peaks measured on an H100, the estimator's calibration (docs/benchmarks.md): `python -m tinylab.bench vram`
+# rows (peak reserved + CUDA context) measured before the fused rotary + QK-norm op existed, and rows with it.
+CALIBRATION = (REPO / "docs" / "bench" / "vram_h100.jsonl", REPO / "docs" / "bench" / "vram_h100_fused.jsonl")
+
+
+def calibration_points(files=CALIBRATION) -> list[dict]:
+    """Each measured peak as dict(preset, batch, compile, fused_rope_norm, measured) with measured in bytes."""
+    points = []
+    for f in files:
+        for line in Path(f).read_text().splitlines():
+            r = json.loads(line)
+            mib = r["measured_mib"] if "measured_mib" in r else r["peak_reserved_mib"] + r["context_mib"]
+            points.append(dict(preset=r["preset"], batch=r["batch"], compile=r["compile"],
+                               fused_rope_norm=r.get("rope_norm", "torch") != "torch", measured=mib * MiB))
+    return points

@@ -7,17 +7,15 @@ shows its ConfigError message in place of the report.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import replace
-from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
 
 from ..calc import (CHINCHILLA_RATIO, GiB, flops_per_token, group_vram, max_device_batch, param_counts,
                     tokens_for_ratio, vram_estimate)
+from ..calc.vram import calibration_points
 from ..config import ConfigError, GPTConfig, TrainConfig, knob_fields
-from ..paths import REPO
 from ..presets import get_preset
 
 GPU_MEMORY_GB = {"RTX 3060 (12 GB)": 12, "RTX 4080 (16 GB)": 16, "RTX 3090 / 4090 (24 GB)": 24,
@@ -180,24 +178,22 @@ def show_report(preset: TrainConfig, gpu_mem_gb: float = 24, compile: bool = Tru
     display(architecture_figure(c, batch, gpu_mem_gb, compile, fit))
 
 
-CALIBRATION = REPO / "docs" / "bench" / "vram_h100.jsonl"
-
-
-def vram_calibration_figure(path=CALIBRATION) -> Figure:
+def vram_calibration_figure(points=None) -> Figure:
     """Measured H100 peaks (points; `python -m tinylab.bench vram`) against vram_estimate (lines)."""
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    points = calibration_points() if points is None else points
     fig = Figure(figsize=(7.5, 4))
     ax = fig.subplots()
-    batches = range(1, max(r["batch"] for r in rows) + 9)
-    for i, key in enumerate(sorted({(r["preset"], r["compile"]) for r in rows})):
-        name, compiled = key
-        pts = sorted((r["batch"], (r["peak_reserved_mib"] + r["context_mib"]) / 1024) for r in rows
-                     if (r["preset"], r["compile"]) == key)
-        c, label = get_preset(name).model, f"{name}, {'compiled' if compiled else 'eager'}"
-        est = [vram_estimate(c, b, compile=compiled)["total"] / GiB for b in batches]
-        ax.plot(batches, est, color=f"C{i}", lw=1.2, label=f"{label}: estimate")
+    batches = range(1, max(p["batch"] for p in points) + 9)
+    keys = sorted({(p["preset"], p["compile"], p["fused_rope_norm"]) for p in points})
+    for i, (name, compiled, fused) in enumerate(keys):
+        pts = sorted((p["batch"], p["measured"] / GiB) for p in points
+                     if (p["preset"], p["compile"], p["fused_rope_norm"]) == (name, compiled, fused))
+        c = get_preset(name).model
+        label = f"{name}, {'compiled' if compiled else 'eager'}{', fused QK-norm' if fused else ''}"
+        estimate = lambda b: vram_estimate(c, b, compile=compiled, fused_rope_norm=fused)["total"] / GiB  # noqa: E731
+        ax.plot(batches, [estimate(b) for b in batches], color=f"C{i}", lw=1.2, label=f"{label}: estimate")
         ax.plot(*zip(*pts), "o", color=f"C{i}", ms=5, label=f"{label}: measured")
-        worst = max(abs(vram_estimate(c, b, compile=compiled)["total"] / GiB / m - 1) for b, m in pts)
+        worst = max(abs(estimate(b) / m - 1) for b, m in pts)
         ax.annotate(f"max err {100 * worst:.1f}%", pts[-1], textcoords="offset points", xytext=(6, -3),
                     fontsize=8, color=f"C{i}")
     ax.set(xlabel="device batch (sequences of 2048)", ylabel="peak GPU memory (GiB)",
