@@ -58,6 +58,7 @@ def write_run(root, name, *, model_dim=64, steps=60, eval_every=20, tokens_per_s
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
     monkeypatch.setattr(run_mod, "DOCS_RUNS", tmp_path / "no-docs")
+    monkeypatch.setattr(run_mod, "DOCS_SWEEPS", tmp_path / "no-sweeps")
     return tmp_path / "runs"
 
 

@@ -266,6 +266,60 @@ def knob_names() -> list[str]:
     return list(knob_fields())
 
 
+def unknown_knob(name: str) -> ConfigError:
+    """The error for a knob name that does not exist, naming the closest valid ones."""
+    import difflib
+
+    valid = knob_names() + sorted(ALIASES)
+    close = difflib.get_close_matches(name, valid, n=3)
+    hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+    return ConfigError(f"unknown knob {name!r}{hint}; valid knobs: {', '.join(valid)}")
+
+
+def check_knob(name: str, value):
+    """`value` checked against knob `name` alone (its declared type and range) and returned coerced
+    (an integer for a float knob becomes a float). Combinations are checked when a config is built."""
+    name = ALIASES.get(name, name)
+    if name not in knob_fields():
+        raise unknown_knob(name)
+    group, f = knob_fields()[name]
+    value = _coerce(name, get_type_hints(group)[name], value)
+    _check_range(f, value)
+    return value
+
+
+TRUE_WORDS, FALSE_WORDS, NONE_WORDS = ("true", "yes", "on", "1"), ("false", "no", "off", "0"), ("none", "null")
+
+
+def parse_knob(name: str, text: str):
+    """A knob's value from command-line text, by its declared type: true/false for a flag, an integer
+    (5e7 is accepted: it is one), a number, a string, or none for a knob that may be left unset."""
+    name = ALIASES.get(name, name)
+    if name not in knob_fields():
+        raise unknown_knob(name)
+    group, _ = knob_fields()[name]
+    hint, word = str(get_type_hints(group)[name]), text.strip()
+    if word.lower() in NONE_WORDS and "None" in hint:
+        return None
+    kind = next(t for t in (bool, int, float, str) if t.__name__ in hint)
+    try:
+        if kind is bool:
+            if word.lower() not in TRUE_WORDS + FALSE_WORDS:
+                raise ValueError
+            value = word.lower() in TRUE_WORDS
+        elif kind is int:
+            number = float(word)
+            if not number.is_integer():
+                raise ValueError
+            value = int(word) if word.lstrip("+-").isdigit() else int(number)
+        else:
+            value = kind(word)
+    except (ValueError, OverflowError):
+        unset = " or none" if "None" in hint else ""
+        raise ConfigError(f"{name}={text!r}: {name} takes {KIND_WORDS[kind]}{unset}") from None
+    return check_knob(name, value)
+
+
 # ------------------------------------------------------------------------------- a whole run
 
 @dataclass(frozen=True)

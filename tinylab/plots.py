@@ -45,12 +45,12 @@ def auto_smooth(n: int) -> float:
     return 1 - 1 / min(max(n / 15, 1), 200)
 
 
-def human(v: float, _pos=None) -> str:
-    """1234567 -> '1.2M' (tick labels for token and FLOP counts)."""
+def human(v: float, _pos=None, digits: int = 3) -> str:
+    """1234567 -> '1.23M' (tick labels for token and FLOP counts), to `digits` significant digits."""
     for div, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
         if abs(v) >= div:
-            return f"{v / div:.3g}{suffix}"
-    return f"{v:.3g}"
+            return f"{v / div:.{digits}g}{suffix}"
+    return f"{v:.{digits}g}"
 
 
 def where(v: float, x: str) -> str:

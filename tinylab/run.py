@@ -11,8 +11,10 @@
 
 Lookup (`Run.find`), the one rule every command and notebook uses: a path to a run directory;
 else a name under $TINYLAB_HOME/runs/ (sweep points are "<sweep>/<point>"); else a name under the
-repository's docs/runs/ (published runs); "docs/runs/<name>" picks the published one when both
-exist. Nothing else in tinylab builds a run path.
+repository's docs/runs/ (published runs), then docs/sweeps/ (published sweeps' points, "<sweep>/<point>");
+"docs/runs/<name>" or "docs/sweeps/<sweep>/<point>" picks the published one when a local run has the
+same name. Sweeps themselves (a directory holding spec.json and its points) follow the same rule:
+`find_sweep`. Nothing else in tinylab builds a run path.
 
 This module imports no torch and no pandas: the trainer, the notebooks' readers and the CLIs
 all use it.
@@ -32,7 +34,10 @@ from .errors import TinylabError
 FORMAT = 2            # config.json format written; 1 (before knob groups) is still read
 CHECKPOINT_MARKER = "checkpoint.json"   # written last into a checkpoint: its presence means complete
 DOCS_RUNS = paths.REPO / "docs" / "runs"
+DOCS_SWEEPS = paths.REPO / "docs" / "sweeps"
 PUBLISHED_PREFIX = "docs/runs/"
+SWEEPS_PREFIX = "docs/sweeps/"
+SWEEP_SPEC = "spec.json"   # marks a directory of runs/ (or docs/sweeps/) as a sweep (tinylab.sweep)
 RECORDS = {  # kind -> fields of a metrics.jsonl record (besides "kind")
     "train": ("step", "tokens", "flops", "loss", "lr", "tok_per_s", "mfu", "mem_gb", "elapsed"),
     "eval": ("step", "tokens", "flops", "val_bpb", "elapsed"),
@@ -120,19 +125,26 @@ class Run:
         return cls(paths.home() / "runs" / name, name)
 
     @staticmethod
-    def roots() -> list[Path]:
-        """Where runs are looked for, in order: $TINYLAB_HOME/runs, then the repository's docs/runs."""
-        return [paths.home() / "runs"] + ([DOCS_RUNS] if DOCS_RUNS.is_dir() else [])
+    def published_roots() -> dict[str, Path]:
+        """The repository's published runs and sweeps, by the prefix that names them explicitly."""
+        return {PUBLISHED_PREFIX: DOCS_RUNS, SWEEPS_PREFIX: DOCS_SWEEPS}
+
+    @classmethod
+    def roots(cls) -> list[Path]:
+        """Where runs are looked for, in order: $TINYLAB_HOME/runs, then docs/runs, then docs/sweeps."""
+        return [paths.home() / "runs"] + [root for root in cls.published_roots().values() if root.is_dir()]
 
     @classmethod
     def all(cls) -> dict[str, "Run"]:
-        """Every run found, by name; a published name that is also local is listed as "docs/runs/<name>"."""
+        """Every run found, by name; a published name that is also local is listed with its prefix
+        ("docs/runs/<name>", "docs/sweeps/<sweep>/<point>")."""
+        prefixes = {root: prefix for prefix, root in cls.published_roots().items()}
         found: dict[str, Run] = {}
         for root in cls.roots():
             for d in _run_dirs(root):
                 name = d.relative_to(root).as_posix()
                 if name in found:
-                    name = PUBLISHED_PREFIX + name
+                    name = prefixes[root] + name
                 found[name] = cls(d, name)
         return found
 
@@ -142,8 +154,9 @@ class Run:
         if isinstance(run, Run):
             return run
         text = str(run)
-        if text.startswith(PUBLISHED_PREFIX) and (DOCS_RUNS / text[len(PUBLISHED_PREFIX):]).is_dir():
-            return cls(DOCS_RUNS / text[len(PUBLISHED_PREFIX):], text)
+        for prefix, root in cls.published_roots().items():
+            if text.startswith(prefix) and _is_run_dir(root / text[len(prefix):]):
+                return cls(root / text[len(prefix):], text)
         p = Path(text).expanduser()
         if p.is_dir() and _is_run_dir(p):
             return cls(p)
@@ -156,7 +169,10 @@ class Run:
 
     @property
     def published(self) -> bool:
-        return self.dir.parent.resolve() == DOCS_RUNS.resolve() if DOCS_RUNS.is_dir() else False
+        """Shipped in the repository: in docs/runs/, or a point of a sweep in docs/sweeps/."""
+        d = self.dir.resolve()
+        return (DOCS_RUNS.is_dir() and d.parent == DOCS_RUNS.resolve()) or \
+            (DOCS_SWEEPS.is_dir() and d.parent.parent == DOCS_SWEEPS.resolve())
 
     def exists(self) -> bool:
         return _is_run_dir(self.dir)
@@ -270,6 +286,37 @@ def _run_dirs(root: Path) -> list[Path]:
         else:
             found += [p for p in sorted(d.iterdir()) if p.is_dir() and _is_run_dir(p)]
     return found
+
+
+def sweep_roots() -> dict[str, Path]:
+    """Where sweeps are looked for, in order, by the prefix that names them: $TINYLAB_HOME/runs, docs/sweeps."""
+    return {"": paths.home() / "runs", SWEEPS_PREFIX: DOCS_SWEEPS}
+
+
+def all_sweeps() -> dict[str, Path]:
+    """Every sweep directory (one holding spec.json) by name; a published one that is also local is
+    listed as "docs/sweeps/<name>"."""
+    found: dict[str, Path] = {}
+    for prefix, root in sweep_roots().items():
+        for d in sorted(root.glob(f"*/{SWEEP_SPEC}")) if root.is_dir() else []:
+            name = d.parent.name
+            found[prefix + name if name in found else name] = d.parent
+    return found
+
+
+def find_sweep(name: "str | Path") -> Path:
+    """The directory of sweep `name`: a path to one; else $TINYLAB_HOME/runs/<name>; else docs/sweeps/<name>
+    ("docs/sweeps/<name>" picks the published one when a local sweep has the same name)."""
+    text = str(name)
+    if text.startswith(SWEEPS_PREFIX) and (DOCS_SWEEPS / text[len(SWEEPS_PREFIX):] / SWEEP_SPEC).is_file():
+        return DOCS_SWEEPS / text[len(SWEEPS_PREFIX):]
+    candidates = [Path(text).expanduser()] + [root / text for root in sweep_roots().values()]
+    for d in candidates:
+        if (d / SWEEP_SPEC).is_file():
+            return d
+    known = ", ".join(all_sweeps()) or "none yet"
+    raise RunError(f"no sweep {text!r} in {' or '.join(map(str, sweep_roots().values()))} (sweeps found: {known}); "
+                   f"start one with `python -m tinylab.sweep {text} --preset P --grid KNOB=A,B`")
 
 
 def upgrade_config_v1(cfg: dict) -> dict:

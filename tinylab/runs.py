@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import run as run_module
 from .config import knob_names
 from .errors import ArgumentParser, cli
 from .run import DOCS_RUNS, RECORDS, Run, RunError, read_jsonl  # noqa: F401 (re-exported for notebooks)
@@ -37,8 +38,10 @@ def find_runs() -> dict[str, Path]:
 
 
 def published_runs() -> dict[str, Path]:
-    """The runs shipped in the repository's docs/runs/ (real GPU curves), by name."""
-    return {name: run.dir for name, run in Run.all().items() if run.published}
+    """The runs shipped in the repository's docs/runs/ (real GPU curves), by name; the points of
+    published sweeps (docs/sweeps/) are read through tinylab.sweeps."""
+    return {name: run.dir for name, run in Run.all().items() if run.published and
+            run.dir.parent.resolve() == run_module.DOCS_RUNS.resolve()}
 
 
 def load_config(run) -> dict:

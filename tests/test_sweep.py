@@ -1,0 +1,325 @@
+"""Sweeps: grid parsing and spec errors, budgets, invalid and failing points, resume, the results table,
+the parallel launcher, the child command line, and published sweeps in docs/sweeps."""
+import json
+import shutil
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from tinylab import calc, paths, run as run_mod, sweep as S, sweeps as SS
+from tinylab import train as train_mod
+from tinylab.config import ConfigError
+from tinylab.errors import cli
+from tinylab.presets import get_preset, resolve
+from tinylab.run import Run, all_sweeps, find_sweep
+from tinylab.runs import published_runs
+from tinylab.schedule import RunPlan
+
+# the smoke model at its smallest: micro-batches of 2 × 128 tokens, 2 per step, an eval of 512 tokens
+TINY = dict(device_batch_size=2, total_batch_size=512, eval_tokens=512, eval_every=4, sample_every=0, log_every=1)
+
+
+class Kill(Exception):
+    """Stands for Ctrl-C or a crash in the middle of a sweep."""
+
+
+def fresh(*names):
+    """Sweep names free to start (a TINYLAB_HOME kept from an earlier session may hold them)."""
+    for name in names:
+        shutil.rmtree(paths.home() / "runs" / name, ignore_errors=True)
+    return names[0]
+
+
+def spec(points=None, grid=None, budget=None, **knobs):
+    return dict(preset="smoke", knobs={**TINY, **knobs}, grid=grid or {}, points=points or [],
+                budget=budget or {"tokens": 4 * 512})
+
+
+# ------------------------------------------------------------------------------- the spec
+
+def test_grid_values_parse_by_the_knobs_declared_type():
+    grid = S.parse_grid(["tie_embeddings=false,True", "head_dim=64,128", "vocab_size=8192,24_576", "seq_len=256",
+                         "n_kv_head=none,2", "matrix_lr=0.02,3e-2", "target_tokens=5e7", "preset=smoke,seed15m"])
+    assert grid == dict(tie_embeddings=[False, True], head_dim=[64, 128], vocab_size=[8192, 24576],
+                        sequence_len=[256], n_kv_head=[None, 2], matrix_lr=[0.02, 0.03], target_tokens=[50_000_000],
+                        preset=["smoke", "seed15m"])
+    assert [type(v) for v in grid["matrix_lr"] + grid["target_tokens"]] == [float, float, int]
+    assert S.parse_point(["depth=6", "model_dim=448"]) == dict(depth=6, model_dim=448)
+
+
+@pytest.mark.parametrize("items, match", [
+    (["head_dimm=64,128"], "unknown knob 'head_dimm' .did you mean head_dim"),
+    (["head_dim=abc"], r"head_dim='abc': head_dim takes an integer"),
+    (["head_dim=1.5"], "takes an integer"),
+    (["tie_embeddings=maybe"], "tie_embeddings takes True or False"),
+    (["head_dim"], "is not KNOB=VALUE,VALUE"),
+    (["head_dim=64,64"], "lists a value twice"),
+    (["head_dim=-4"], "head_dim must be >= 1"),
+    (["corpus=web"], "corpus must be one of sample, fineweb"),
+    (["preset=smok"], "unknown preset 'smok'"),
+    (["depth=2", "depth=3"], "lists depth twice"),
+])
+def test_bad_grid_input_is_named(items, match):
+    with pytest.raises(ConfigError, match=match):  # SweepError and the knobs' ConfigError share this root
+        S.parse_grid(items)
+
+
+@pytest.mark.parametrize("d, match", [
+    (dict(preset="smoke", grids={}), r"unknown spec key\(s\) \['grids'\]"),
+    (dict(knobs={}), "names no preset"),
+    (dict(preset="smoke", knobs=dict(num_iterations=5), budget=dict(tokens=100)), "the budget decides the steps"),
+    (dict(preset="smoke", points=[dict(target_tokens=5)], budget=dict(flops=1e9)), r"points\[0\] sets target_tokens"),
+    (dict(preset="smoke", budget=dict(tokens=1, flops=1)), "budget must be one of"),
+    (dict(preset="smoke", budget=dict(seconds=-1)), "must be a positive number"),
+    (dict(preset="smoke", knobs=dict(preset="seed15m")), "the spec's own \"preset\""),
+    (dict(preset="smoke", points=[dict(head_dim="64")]), r"points\[0\]: head_dim must be an integer"),
+    (dict(preset="smoke", grid=dict(depth=[])), "non-empty list"),
+    (dict(preset="smoke", probes=True), "probes_every"),
+])
+def test_bad_specs_are_refused_with_what_to_change(d, match):
+    if "probes_every" in S.knob_names() and d.get("probes"):
+        pytest.skip("the probes_every knob exists: probes are accepted")
+    with pytest.raises(S.SweepError, match=match):
+        S.Spec.from_dict(d)
+
+
+def test_point_names_are_the_knobs_each_point_sets():
+    s = S.Spec.from_dict(dict(preset="ittybitty", grid=dict(tie_embeddings=[False, True], head_dim=[64, 128]),
+                              points=[{}, dict(matrix_lr=0.03, seed=43), dict(preset="seed15m")]))
+    assert [S.point_name(k) for k in S.point_knobs(s)] == [
+        "tie_embeddings-false_head_dim-64", "tie_embeddings-false_head_dim-128", "tie_embeddings-true_head_dim-64",
+        "tie_embeddings-true_head_dim-128", "base", "matrix_lr-0.03_seed-43", "preset-seed15m"]
+    with pytest.raises(S.SweepError, match="'base' and 'head_dim-64' are the same configuration"):
+        S.plan_sweep("dup", dict(preset="ittybitty", points=[{}, dict(head_dim=64)]))
+
+
+# ------------------------------------------------------------------------------- budgets
+
+@pytest.mark.parametrize("knobs", [{}, dict(tie_embeddings=True), dict(vocab_size=8192), dict(depth=8, model_dim=384),
+                                   dict(preset="seed15m"), dict(head_dim=128, device_batch_size=40)])
+def test_compute_matched_budgets_give_equal_flops_within_one_step(knobs):
+    flops = 1.00663296e16  # ittybitty at 50M tokens
+    s = S.Spec.from_dict(dict(preset="ittybitty", budget=dict(flops=flops)))
+    cfg = S.with_budget(s, S.resolve_point(s, knobs))
+    p = RunPlan.of(cfg)
+    step_flops = p.batch.total_batch_size * p.flops_per_token
+    assert abs(p.tokens_at(p.num_iterations) * p.flops_per_token - flops) <= step_flops / 2
+    assert cfg.loop.target_tokens == p.tokens_at(p.num_iterations)
+
+
+def test_token_and_time_budgets():
+    cfg = get_preset("ittybitty")  # 491,520 tokens per step at device batch 48
+    tokens = S.Spec.from_dict(dict(preset="ittybitty", budget=dict(tokens=50_000_000)))
+    assert S.budget_steps(tokens, cfg) == round(50_000_000 / 491_520) == 102
+    seconds = S.Spec.from_dict(dict(preset="ittybitty", budget=dict(seconds=60)))
+    assert S.budget_steps(seconds, cfg, tok_per_s=2.0e6) == round(60 * 2.0e6 / 491_520) == 244
+    assert S.budget_steps(S.Spec("ittybitty"), cfg) is None  # no budget: the config's own steps
+
+
+def test_equal_time_calibrates_each_point_once_and_keeps_the_rate(capsys):
+    s = spec(points=[{}], budget=dict(seconds=0.2), save_every=0, eval_every=1000)
+    rows = S.run_sweep(fresh("timed", "timed-calibration"), s, progress=False)
+    rates = json.loads((Run.at("timed/base").dir.parent / S.CALIBRATION).read_text())
+    steps = max(1, round(0.2 * rates["base"] / 512))
+    assert rows[0]["status"] == "done" and rows[0]["steps"] == steps and not Run.at("timed-calibration/base").exists()
+    again = S.plan_sweep("timed")  # running again reads the rate: the same steps, no calibration run
+    assert again.points[0].config.loop.num_iterations == steps and again.todo() == []
+
+
+# ------------------------------------------------------------------------------- running
+
+def test_invalid_and_failing_points_are_recorded_and_the_sweep_goes_on(capsys):
+    s = spec(points=[dict(device_batch_size=4096), dict(model_dim=48), dict(model_dim=32)])  # 4096: val is too small
+    rows = {r["point"]: r for r in S.run_sweep(fresh("mixed"), s, progress=False)}
+    out = capsys.readouterr().out
+    assert out.index("invalid model_dim-48: model_dim=48 is not divisible by head_dim=32") < \
+        out.index("[1/2] device_batch_size-4096: failed") < out.index("[2/2] model_dim-32: done")
+    assert [r["status"] for r in rows.values()] == ["failed", "invalid", "done"]
+    assert "the 'val' split" in rows["device_batch_size-4096"]["error"]
+    df = SS.load_sweep("mixed")
+    assert list(df.reset_index().columns) == S.RESULT_COLUMNS
+    assert df.status.tolist() == ["failed", "invalid", "done"] and df.error.iloc[1].startswith("model_dim=48")
+    done = df.loc["model_dim-32"]
+    counts = calc.param_counts(resolve("smoke", dict(model_dim=32)).model)
+    assert [done[c] for c in S.PARAM_COLUMNS] == [counts[k] for k in ("wte", "blocks", "lm_head", "total")]
+    assert (done.steps, done.tokens, done.flops) == (4, 2048, 2048 * done.flops_per_token)
+    assert 0 < done.val_bpb < 10 and done.tok_per_s > 0 and done.seconds > 0 and pd.isna(done.core)
+    fig = SS.plot_sweep(df)
+    assert {ln.get_gid() for ax in fig.axes for ln in ax.lines} == {"point:model_dim-32"}
+
+
+def test_a_killed_sweep_resumes_skipping_finished_points():
+    s = spec(points=[{}, dict(seed=43)], budget={"tokens": 6 * 512}, save_every=2)
+
+    def kill_mid_second_point(rec):
+        if rec["kind"] == "done":
+            finished.append(rec["run"])
+        elif finished and rec["kind"] == "train" and rec["step"] == 3:  # seed-43's step-2 checkpoint exists
+            raise Kill
+
+    finished = []
+    with pytest.raises(Kill):
+        S.run_sweep(fresh("killed"), s, progress=False, callback=kill_mid_second_point)
+    base = Run.at("killed/base").metrics.path.read_bytes()
+    assert pd.read_csv(Run.at("killed/base").dir.parent / S.RESULTS).status.tolist() == ["done", "partial"]
+    again = []
+    rows = S.run_sweep("killed", s, progress=False, callback=again.append)
+    assert {r["run"] for r in again if r["kind"] == "done"} == {"killed/seed-43"}  # base was not retrained
+    assert [r["step"] for r in again if r["kind"] == "train"] == [3, 4, 5, 6]    # seed-43 resumed at step 2
+    assert Run.at("killed/base").metrics.path.read_bytes() == base
+    assert [r["status"] for r in rows] == ["done", "done"]
+    with pytest.raises(S.SweepError, match="was started with a different spec"):
+        S.run_sweep("killed", spec(points=[{}]), progress=False)
+
+
+def test_metrics_summary_reads_probes_and_core_by_kind(tmp_path):
+    lines = [dict(kind="train", step=s, elapsed=s * 2.0, tok_per_s=100.0 * s, mfu=None, mem_gb=s / 10)
+             for s in (1, 2, 3)]
+    lines += [dict(kind="eval", val_bpb=2.5), dict(kind="probes", accuracy=0.61), dict(kind="future", x=1),
+              dict(kind="core", core=0.07), dict(kind="eval", val_bpb=2.25), dict(kind="probes", accuracy=None)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert S.metrics_summary(Run(tmp_path)) == dict(seconds=6.0, tok_per_s=200.0, mfu=None, peak_mem_gb=0.3,
+                                                    val_bpb=2.25, probe_accuracy=0.61, core=0.07)
+
+
+# ------------------------------------------------------------------------------- several GPUs
+
+STUB = """import os, sys, time
+slot = os.environ["CUDA_VISIBLE_DEVICES"]
+with open(sys.argv[1], "a") as f: f.write(f"{slot} {time.time()} start\\n")
+time.sleep(0.3)
+with open(sys.argv[1], "a") as f: f.write(f"{slot} {time.time()} end\\n")
+if sys.argv[2] == "fail":
+    print("error: boom", file=sys.stderr); sys.exit(1)
+"""
+
+
+def test_the_queue_runs_one_process_per_gpu_and_starts_the_next_when_one_ends(tmp_path):
+    trace = tmp_path / "trace"
+    jobs = [S.Job(f"p{i}", [sys.executable, "-c", STUB, str(trace), "fail" if i == 2 else "ok"], tmp_path / f"p{i}.log")
+            for i in range(5)]
+    t0 = time.time()
+    results = {job.name: (code, err) for job, code, err in S.run_queue(jobs, ["3", "7"])}
+    assert results == {f"p{i}": (1, "boom") if i == 2 else (0, "") for i in range(5)}
+    events = sorted((float(t), kind, slot) for slot, t, kind in (ln.split() for ln in trace.read_text().splitlines()))
+    running = peak = 0
+    for _, kind, _ in events:
+        running += 1 if kind == "start" else -1
+        peak = max(peak, running)
+    assert peak == 2 and {slot for *_, slot in events} == {"3", "7"}
+    assert time.time() - t0 < 5 * 0.3  # 3 rounds of 0.3 s plus start-up, not 5 in a row
+
+
+def test_each_point_becomes_a_train_command_for_exactly_its_config(monkeypatch):
+    s = S.Spec.from_dict(dict(preset="ittybitty", knobs=dict(eval_every=25, matrix_lr=0.025),
+                              budget=dict(flops=1e16)))
+    seen = {}
+    monkeypatch.setattr(train_mod, "train", lambda preset, run, **kw: seen.update(preset=preset, run=run, **kw) or
+                        dict(step=1, tokens=1, val_bpb=None, run_dir=""))
+    for knobs in [{}, dict(head_dim=128), dict(depth=8, model_dim=384), dict(tie_embeddings=True),
+                  dict(preset="seed15m"), dict(vocab_size=8192, n_kv_head=2)]:
+        cfg = S.with_budget(s, S.resolve_point(s, knobs))
+        argv = S.train_argv(cfg, "sw/p", "cuda", "--resume")
+        assert argv[:3] == [sys.executable, "-m", "tinylab.train"]
+        train_mod.main(argv[3:])
+        knob_args = {k: v for k, v in seen.items() if k not in ("preset", "run", "device", "resume", "overwrite",
+                                                                  "progress")}
+        assert resolve(seen["preset"], knob_args) == cfg and seen["device"] == "cuda" and seen["resume"]
+
+
+def test_gpu_slots(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("TINYLAB_DEVICE")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert S.gpu_slots() == S.gpu_slots("cuda") == ["3", "5"]
+    assert S.gpu_slots("cuda:1") == S.gpu_slots("cpu") == []
+    assert S.gpu_slots("cpu", ["0", "1"]) == ["0", "1"]  # explicit slots: parallel even on the CPU (a dry run)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert S.gpu_slots() == []
+
+
+def test_failed_children_are_recorded(tmp_path, monkeypatch):
+    sweep = S.Sweep.open(fresh("kids"), spec(points=[{}, dict(seed=43)]))
+    monkeypatch.setattr(S, "train_argv", lambda cfg, run, device, *flags: [
+        sys.executable, "-c", STUB, str(tmp_path / "t"), "fail" if cfg.loop.seed == 43 else "ok"])
+    sweep.train_children(["0", "1"], "cpu", progress=False)
+    assert [(p.failed, p.error) for p in sweep.points] == [("", ""), ("failed", "boom")]
+    assert (sweep.dir / S.LOGS / "seed-43.log").read_text().strip().endswith("error: boom")
+
+
+# ------------------------------------------------------------------------------- published sweeps
+
+def test_published_sweeps_are_found_by_the_one_lookup_rule(tmp_path, monkeypatch):
+    docs = tmp_path / "docs-sweeps"
+    monkeypatch.setattr(run_mod, "DOCS_SWEEPS", docs)
+    s = spec(points=[{}])
+    S.run_sweep(fresh("pub"), s, progress=False)
+    local = find_sweep("pub")
+    published = docs / "pub"
+    published.mkdir(parents=True)
+    for f in ("spec.json", "results.csv"):
+        (published / f).write_bytes((local / f).read_bytes())
+    (published / "base").mkdir()
+    for f in ("config.json", "metrics.jsonl"):
+        (published / "base" / f).write_bytes((local / "base" / f).read_bytes())
+    assert find_sweep("pub") == local and find_sweep("docs/sweeps/pub") == published
+    assert all_sweeps()["docs/sweeps/pub"] == published and SS.published_sweeps() == {"docs/sweeps/pub": published}
+    runs = Run.all()
+    assert runs["pub/base"].dir == local / "base" and not runs["pub/base"].published
+    assert runs["docs/sweeps/pub/base"].published and Run.find("docs/sweeps/pub/base").dir == published / "base"
+    assert not any(name.endswith("pub/base") for name in published_runs())  # notebook 04 keeps docs/runs only
+    df = SS.load_sweep("docs/sweeps/pub")
+    assert df.attrs["dir"] == str(published) and SS.sweep_runs(df).run.unique().tolist() == ["base"]
+    shutil.rmtree(local)
+    assert find_sweep("pub") == published and Run.find("pub/base").published
+
+
+# ------------------------------------------------------------------------------- the answer table
+
+def test_answer_table_pools_seeds_and_weighs_margins_against_their_range():
+    points = [{}, dict(seed=43), dict(seed=44), dict(tie_embeddings=True), dict(head_dim=128), dict(preset="seed15m"),
+              dict(vocab_size=8192)]
+    sweep = S.plan_sweep("answers", dict(preset="ittybitty", points=points, budget=dict(flops=1e16)))
+    df = pd.DataFrame(sweep.rows()).set_index("point")
+    df["status"] = "done"
+    df["val_bpb"] = [1.000, 1.004, 0.998, 1.100, 1.002, 1.300, None]
+    df.loc["vocab_size-8192", "status"] = "failed"
+    df.attrs["spec"] = sweep.spec.to_dict()
+    t = SS.answer_table(df)
+    assert t.loc["wte and lm_head: untied or tied?", "best"] == "untied"
+    assert t.loc["wte and lm_head: untied or tied?", "margin_bpb"] == pytest.approx(1.100 - (1.000 + 1.004 + 0.998) / 3)
+    assert t.loc["wte and lm_head: untied or tied?", "seed_range_bpb"] == pytest.approx(0.006)
+    assert t.loc["attention: 8 heads × 64 or 4 × 128?", "verdict"].startswith("no clear winner")
+    assert t.loc["seed15m or ittybitty?", "arms"] == \
+        "ittybitty (37.7M): 1.0007 ±0.0030 (3 seeds) · seed15m (15.7M): 1.3000"
+    assert t.loc["vocabulary: 8,192, 24,576 or 32,768?", "verdict"] == "not in this sweep"  # its point failed
+
+
+# ------------------------------------------------------------------------------- the command line
+
+@pytest.mark.parametrize("argv, match", [
+    (["x", "--preset", "smoke", "--grid", "head_dimm=1,2"], "unknown knob 'head_dimm'"),
+    (["x", "--preset", "smoke", "--grid", "tie_embeddings=yes,perhaps"], "tie_embeddings takes True or False"),
+    (["x", "--spec", "nope.json"], "no spec file nope.json"),
+    (["x", "--spec", "nope.json", "--tokens", "5"], "--spec takes the whole sweep from its file"),
+    (["x"], "sweep 'x' has not been started"),
+    (["../x", "--preset", "smoke"], "not a usable sweep name"),
+    (["x", "--preset", "smoke", "--tokens", "1.5"], "--tokens must be a whole number"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(argv, match, capsys):
+    assert cli(S.main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and pytest.importorskip("re").search(match, err)
+    assert not (Run.at("x").dir).exists()
+
+
+def test_cli_plan_trains_and_writes_nothing(capsys):
+    argv = ["planned", "--preset", "smoke", "--grid", "model_dim=32,48", "--flops", "1.6e10", "--eval-every", "20"]
+    assert cli(S.main, [*argv, "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "equal training FLOPs" in out and "model_dim-32" in out and "invalid model_dim-48" in out
+    assert not Run.at("planned/model_dim-32").dir.parent.exists()

@@ -1,0 +1,790 @@
+"""Sweeps: ordinary runs that differ in a few knobs, trained under one budget, compared in one table.
+
+    python -m tinylab.sweep NAME --preset ittybitty --grid tie_embeddings=false,true head_dim=64,128 --flops 1e16
+    python -m tinylab.sweep NAME --spec docs/sweeps/arch-questions/spec.json
+    python -m tinylab.sweep NAME           # again: finished points are skipped, an interrupted one resumes
+    python -m tinylab.sweep NAME --plan    # every point, its budget and what is wrong with it; trains nothing
+
+    run_sweep("my-sweep", dict(preset="smoke", grid={"tie_embeddings": [False, True]}))   # from a notebook
+
+A spec (a JSON object, or the flags above) has these keys:
+    preset       the base of every point
+    knobs        knob values for every point, on top of the preset (on the command line: the knob flags)
+    grid         knob -> list of values; every combination is a point
+    points       explicit points, each a dict of knobs (and optionally its own "preset"), for questions
+                 that are not a grid; they come after the grid's points
+    budget       {"tokens": N}: equal tokens. {"flops": F}: equal training FLOPs (compute-matched), each
+                 point gets tokens = F / flops_per_token. {"seconds": S}: equal training time on this
+                 machine (see below). No budget: each point trains as its config says.
+    probes       true: run the probe suite at each point's last step
+    description  free text
+
+Each point is an ordinary run, runs/<sweep>/<point>/, so every notebook and CLI reads it. Its name is
+the knobs it sets, in the order given ("tie_embeddings-true_head_dim-128"; a point that sets none is
+"base"). Every point's config is resolved before anything trains: an unknown knob or a value its knob
+cannot take stops the sweep at once, while an illegal combination (a head_dim that does not divide
+model_dim) is named up front and recorded as `invalid`, and the other points go on. A point that fails
+while training (out of memory, a NaN loss: any TinylabError) is recorded as `failed` with its message,
+and the sweep goes on. Running the sweep again skips finished points and resumes an interrupted one.
+
+Budgets. Steps = round(tokens / total_batch_size), so equal FLOPs holds to within one optimizer step.
+Equal wall time calibrates rather than changing the trainer: each point first trains CALIBRATION_STEPS
+steps as a throwaway run; its median tokens/s (the first step, which compiles, left out) turns seconds
+into tokens, and from there it is a token budget. The LR schedule stays a function of the step, so a
+point resumes and reproduces like any other run, and the rates are kept in calibration.json, so running
+the sweep again never changes a point's step count. The alternative, a time-driven loop, would make
+the step count depend on timing noise and break exact resume.
+
+Devices. With two or more GPUs visible (or --devices 0,1), each point is a plain subprocess,
+`python -m tinylab.train ... --resume` with CUDA_VISIBLE_DEVICES set to one GPU, taken from a queue:
+when a point finishes, the next starts on its GPU. This process first trains every tokenizer and
+pre-tokenizes every corpus the points need, so no two processes ever train the same tokenizer. On one
+GPU or the CPU the points train in order, in this process.
+
+Results: runs/<sweep>/results.csv, one row per point (RESULT_COLUMNS), rewritten atomically after every
+point; tinylab.sweeps loads it into pandas and draws notebook 07's figures and answer table.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from queue import Queue
+
+from tqdm.auto import tqdm
+
+from . import calc, paths
+from .config import (ALIASES, ConfigError, TrainConfig, add_knob_arguments, check_knob, knob_arguments, knob_names,
+                     parse_knob, unknown_knob)
+from .errors import ArgumentParser, RunFailedError, TinylabError, cli
+from .presets import PRESETS, get_preset, preset_from_env
+from .run import SWEEP_SPEC, Run, RunError
+from .schedule import RunPlan, num_iterations_for
+
+SPEC_KEYS = ("preset", "description", "knobs", "grid", "points", "budget", "probes")
+BUDGETS = {"tokens": "equal tokens", "flops": "equal training FLOPs", "seconds": "equal training time"}
+BUDGET_KNOBS = ("target_tokens", "num_iterations")  # what a budget decides, so a spec may not set them too
+CALIBRATION_STEPS = 8  # step 1 compiles; the median of the other 7 is the steady rate
+CALIBRATION_KNOBS = dict(num_iterations=CALIBRATION_STEPS, log_every=1, eval_every=CALIBRATION_STEPS, eval_tokens=1,
+                         save_every=0, sample_every=0)
+RESULTS, CALIBRATION, LOGS = "results.csv", "calibration.json", "logs"
+MAX_NAME = 160  # characters of a point name (a directory name; filesystems stop at 255 bytes)
+PARAM_COLUMNS = ["params_wte", "params_blocks", "params_lm_head", "params_total"]
+METRIC_COLUMNS = ["seconds", "tok_per_s", "mfu", "peak_mem_gb", "val_bpb", "probe_accuracy", "core"]
+RESULT_COLUMNS = ["point", "status", "error", "run", "preset", *knob_names(), *PARAM_COLUMNS, "flops_per_token",
+                  "tokens_per_step", "steps", "tokens", "flops", *METRIC_COLUMNS]
+
+
+class SweepError(ConfigError):
+    """A sweep that cannot start: a bad spec, a knob value, a name; the message says what to change."""
+
+
+# ------------------------------------------------------------------------------- the spec
+
+@dataclass(frozen=True)
+class Spec:
+    """What a sweep trains (the module docstring describes each key); every value already checked."""
+    preset: str
+    description: str = ""
+    knobs: dict = field(default_factory=dict)
+    grid: dict = field(default_factory=dict)
+    points: list = field(default_factory=list)
+    budget: dict = field(default_factory=dict)
+    probes: bool = False
+
+    @classmethod
+    def from_dict(cls, d) -> "Spec":
+        """A spec checked key by key, and each value against its knob's declared type and range."""
+        if not isinstance(d, dict):
+            raise SweepError(f"a sweep spec is a JSON object with the keys {', '.join(SPEC_KEYS)}; got {d!r}")
+        unknown = sorted(set(d) - set(SPEC_KEYS))
+        if unknown:
+            raise SweepError(f"unknown spec key(s) {unknown}; a spec has {', '.join(SPEC_KEYS)}")
+        if "preset" not in d:
+            raise SweepError(f"the spec names no preset: add \"preset\": one of {', '.join(PRESETS)}")
+        grid, points = d.get("grid") or {}, d.get("points") or []
+        if not isinstance(grid, dict) or not isinstance(points, list):
+            raise SweepError("the spec's grid is an object (knob -> list of values), its points a list of objects")
+        budget = checked_budget(d.get("budget") or {})
+        spec = cls(checked_preset(d["preset"], "preset"), str(d.get("description", "")),
+                   checked_knobs(d.get("knobs") or {}, "knobs", budget, False),
+                   {knob_name(k): checked_values(k, v, budget) for k, v in grid.items()},
+                   [checked_knobs(p, f"points[{i}]", budget) for i, p in enumerate(points)], budget,
+                   bool(d.get("probes", False)))
+        if spec.probes and "probes_every" not in knob_names():
+            # HOOK(eval): the probes_every knob comes with the eval integration; until then "probes" is refused
+            raise SweepError("the spec asks for probes, but this tinylab has no probes_every knob yet (it comes with "
+                             "the evaluation integration): drop \"probes\" from the spec for now")
+        return spec
+
+    @classmethod
+    def load(cls, path) -> "Spec":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise SweepError(f"no spec file {path}: pass the path of a JSON spec (see `python -m tinylab.sweep "
+                             f"--help`)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise SweepError(f"{path} is not valid JSON ({e}); fix the spec file") from None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        """spec.json: one line per key, and per point."""
+        d = self.to_dict()
+        lines = [f" {json.dumps(k)}: {json.dumps(v)}" for k, v in d.items() if k != "points"]
+        points = ",\n".join(f"  {json.dumps(p)}" for p in d["points"])
+        lines.insert(list(d).index("points"), f' "points": [\n{points}\n ]' if points else ' "points": []')
+        return "{\n" + ",\n".join(lines) + "\n}\n"
+
+    def same_sweep(self, other: "Spec") -> bool:
+        """Whether two specs train the same points the same way (the description may change)."""
+        return {**self.to_dict(), "description": ""} == {**other.to_dict(), "description": ""}
+
+    @property
+    def budget_text(self) -> str:
+        if not self.budget:
+            return "each point's own steps"
+        (kind, amount), = self.budget.items()
+        unit = {"tokens": f"{amount:,} tokens", "flops": f"{amount:.4g} FLOPs", "seconds": f"{amount:g} s"}[kind]
+        return f"{BUDGETS[kind]} ({unit} per point)"
+
+
+def knob_name(name: str) -> str:
+    """A knob's canonical name ("seq_len" is sequence_len); "preset" picks a point's preset."""
+    name = ALIASES.get(name, name)
+    if name != "preset" and name not in knob_names():
+        raise unknown_knob(name)
+    return name
+
+
+def checked_preset(name, where: str) -> str:
+    if name not in PRESETS:
+        raise SweepError(f"{where}: unknown preset {name!r}; valid presets are: {', '.join(PRESETS)}")
+    return name
+
+
+def checked_knobs(knobs, where: str, budget: dict, preset_ok: bool = True) -> dict:
+    """{knob: value} with each value checked on its own (combinations are checked per point, later)."""
+    if not isinstance(knobs, dict):
+        raise SweepError(f"{where} must be an object of knob values, e.g. {{\"tie_embeddings\": true}}; got {knobs!r}")
+    out = {}
+    for name, value in knobs.items():
+        name = knob_name(name)
+        if name == "preset" and not preset_ok:
+            raise SweepError(f"{where} sets preset: the spec's own \"preset\" key is the base of every point")
+        if budget and name in BUDGET_KNOBS:
+            raise SweepError(f"{where} sets {name}, but the budget decides the steps: drop one of the two")
+        try:
+            out[name] = checked_preset(value, where) if name == "preset" else check_knob(name, value)
+        except ConfigError as e:
+            raise SweepError(f"{where}: {e}") from None
+    return out
+
+
+def checked_values(name: str, values, budget: dict) -> list:
+    if not isinstance(values, list) or not values:
+        raise SweepError(f"grid {name}: give a non-empty list of values, e.g. [64, 128]; got {values!r}")
+    out = [checked_knobs({name: v}, f"grid {name}", budget)[knob_name(name)] for v in values]
+    if len({json.dumps(v) for v in out}) < len(out):
+        raise SweepError(f"grid {name} lists a value twice ({values}): each value once")
+    return out
+
+
+def checked_budget(budget) -> dict:
+    if not isinstance(budget, dict) or len(budget) > 1 or not set(budget) <= set(BUDGETS):
+        raise SweepError(f"budget must be one of {{\"tokens\": N}}, {{\"flops\": F}}, {{\"seconds\": S}} or none; "
+                         f"got {budget!r}")
+    if not budget:
+        return {}
+    (kind, amount), = budget.items()
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 < amount < float("inf"):
+        raise SweepError(f"budget {kind} must be a positive number, got {amount!r}")
+    return {kind: int(amount) if kind == "tokens" else float(amount)}
+
+
+def parse_grid(items: list[str]) -> dict:
+    """Command-line grid axes ["head_dim=64,128", ...] as {knob: [values]}, each value parsed by its knob's type."""
+    grid: dict = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not text:
+            raise SweepError(f"grid axis {item!r} is not KNOB=VALUE,VALUE (e.g. head_dim=64,128)")
+        name = knob_name(name.strip())
+        if name in grid:
+            raise SweepError(f"the grid lists {name} twice: give all its values in one KNOB=A,B")
+        values = [checked_preset(v, "grid preset") if name == "preset" else parse_knob(name, v)
+                  for v in text.split(",")]
+        grid[name] = checked_values(name, values, {})
+    return grid
+
+
+def parse_point(items: list[str]) -> dict:
+    """One command-line point ["depth=6", "model_dim=448"] as {knob: value}."""
+    point = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise SweepError(f"point setting {item!r} is not KNOB=VALUE (e.g. depth=6)")
+        name = knob_name(name.strip())
+        point[name] = checked_preset(text, "point preset") if name == "preset" else parse_knob(name, text)
+    return point
+
+
+# ------------------------------------------------------------------------------- points
+
+@dataclass
+class Point:
+    """One point of a sweep: the knobs it sets (its name), its config, and what is wrong with it."""
+    name: str
+    knobs: dict
+    base: TrainConfig | None = None      # preset + spec knobs + point knobs; None when illegal
+    config: TrainConfig | None = None    # base with the budget's steps; None until a rate is calibrated
+    error: str = ""
+    failed: str = ""                     # "invalid" (illegal config) or "failed" (a TinylabError), else ""
+
+
+def point_knobs(spec: Spec) -> list[dict]:
+    """Every point's own knobs, in order: the grid's combinations, then the explicit points (none: one base point)."""
+    combos = [dict(zip(spec.grid, values)) for values in itertools.product(*spec.grid.values())] if spec.grid else []
+    return combos + list(spec.points) or [{}]
+
+
+def value_word(value) -> str:
+    """A knob value as it appears in a point name: true, none, 128, 0.02, 1e-05, sample."""
+    if isinstance(value, bool) or value is None:
+        word = str(value).lower()
+    else:
+        word = repr(value) if isinstance(value, float) else str(value)
+    return re.sub(r"[^A-Za-z0-9.+-]", "-", word)  # path-safe: a point name is a directory name
+
+
+def point_name(knobs: dict) -> str:
+    return "_".join(f"{k}-{value_word(v)}" for k, v in knobs.items()) or "base"
+
+
+def resolve_point(spec: Spec, knobs: dict) -> TrainConfig:
+    """The point's preset (its own, else the spec's) + the spec's knobs + its own; ConfigError if illegal."""
+    own = dict(knobs)
+    return get_preset(own.pop("preset", spec.preset)).override(**{**spec.knobs, **own})
+
+
+def budget_steps(spec: Spec, cfg: TrainConfig, tok_per_s: float | None = None) -> int | None:
+    """Optimizer steps of the spec's budget for cfg (None: no budget); a seconds budget needs cfg's tokens/s."""
+    if not spec.budget:
+        return None
+    (kind, amount), = spec.budget.items()
+    plan = RunPlan.of(cfg)
+    if kind == "flops":  # compute-matched: tokens = FLOPs / FLOPs per token
+        tokens = amount / plan.flops_per_token
+    elif kind == "seconds":
+        tokens = amount * tok_per_s
+    else:
+        tokens = amount
+    return num_iterations_for(tokens, plan.batch.total_batch_size)  # round(tokens / tokens per step)
+
+
+def with_budget(spec: Spec, cfg: TrainConfig, tok_per_s: float | None = None) -> TrainConfig:
+    """cfg with the budget's steps (and tokens), and the probe suite at its last step if the spec asks."""
+    steps, plan = budget_steps(spec, cfg, tok_per_s), RunPlan.of(cfg)
+    knobs = {} if steps is None else dict(num_iterations=steps, target_tokens=plan.tokens_at(steps))
+    if spec.probes:  # HOOK(eval): probes_every is the eval integration's knob; Spec.from_dict checks that it exists
+        knobs["probes_every"] = steps or plan.num_iterations
+    return cfg.override(**knobs) if knobs else cfg
+
+
+def resolve_points(spec: Spec, rates: dict) -> list[Point]:
+    """Every point resolved before anything trains: illegal ones are kept, named and marked invalid."""
+    points, configs = [], {}
+    for knobs in point_knobs(spec):
+        p = Point(point_name(knobs), knobs)
+        if len(p.name) > MAX_NAME:
+            raise SweepError(f"point name {p.name[:60]}... is {len(p.name)} characters long: vary at most a few "
+                             f"knobs per point (put the common ones in the spec's knobs)")
+        if any(q.name == p.name for q in points):
+            raise SweepError(f"two points are both named {p.name!r}: each point must set different knob values")
+        try:
+            p.base = resolve_point(spec, knobs)
+        except ConfigError as e:
+            p.error, p.failed = str(e), "invalid"
+            points.append(p)
+            continue
+        same = configs.setdefault(json.dumps(p.base.to_dict(), sort_keys=True), p.name)
+        if same != p.name:
+            raise SweepError(f"points {same!r} and {p.name!r} are the same configuration: drop one of them")
+        if "seconds" not in spec.budget or p.name in rates:
+            p.config = with_budget(spec, p.base, rates.get(p.name))
+        points.append(p)
+    return points
+
+
+# ------------------------------------------------------------------------------- subprocesses
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    argv: list
+    log: Path
+
+
+def run_queue(jobs: list[Job], slots: list[str]):
+    """Run jobs as subprocesses, one per slot at a time (a GPU id, passed as CUDA_VISIBLE_DEVICES), in order:
+    when one ends, the next starts on its slot. Yields (job, exit status, error line) as each one ends.
+
+    Each job's stdout and stderr go to its log file; the error line is the `error: ...` line that
+    tinylab's cli() prints, else the log's last line. Leaving early (an exception, Ctrl-C) stops the
+    running jobs and starts no more."""
+    free: Queue = Queue()
+    for slot in slots:
+        free.put(slot)
+    running: set = set()
+    lock, stop = threading.Lock(), threading.Event()
+
+    def work(job: Job):
+        slot = free.get()
+        try:
+            return (job, *launch(job, slot, running, lock, stop))
+        finally:
+            free.put(slot)
+
+    pool = ThreadPoolExecutor(max_workers=len(slots))
+    try:
+        for fut in as_completed([pool.submit(work, job) for job in jobs]):
+            yield fut.result()
+    finally:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        with lock:
+            for proc in running:
+                proc.terminate()
+        pool.shutdown(wait=True)
+
+
+def launch(job: Job, slot: str, running: set, lock: threading.Lock, stop: threading.Event) -> tuple[int, str]:
+    job.log.parent.mkdir(parents=True, exist_ok=True)
+    with open(job.log, "w") as log:
+        with lock:  # never start a process once the queue is being stopped
+            if stop.is_set():
+                return -1, "not started: the sweep was stopped"
+            proc = subprocess.Popen(job.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=dict(os.environ, CUDA_VISIBLE_DEVICES=str(slot)))
+            running.add(proc)
+        code = proc.wait()
+        with lock:
+            running.discard(proc)
+    return code, "" if code == 0 else error_line(job.log, code)
+
+
+def error_line(log: Path, code: int) -> str:
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    errors = [ln[len("error: "):] for ln in lines if ln.startswith("error: ")]
+    return errors[-1] if errors else f"exit status {code}: {lines[-1] if lines else 'no output'} (log: {log})"
+
+
+def knob_flags(cfg: TrainConfig) -> list[str]:
+    """Flags that turn preset cfg.name into cfg on tinylab.train's command line: every architecture knob
+    (the head layout knobs derive from one another, so all of them are given) and every other knob that
+    differs from the preset."""
+    preset, model, flags = get_preset(cfg.name).flat(), set(cfg.model.to_dict()), []
+    for name, value in cfg.flat().items():
+        if value is None or (name not in model and value == preset[name]):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        else:
+            flags += [flag, repr(value) if isinstance(value, float) else str(value)]
+    parser = ArgumentParser(prog="tinylab.train")
+    add_knob_arguments(parser)
+    again = get_preset(cfg.name).override(**knob_arguments(parser.parse_args(flags)))
+    if again.to_dict() != cfg.to_dict():  # a knob left unset (None) where the preset sets it cannot be a flag
+        raise SweepError(f"cannot express this config as tinylab.train flags ({' '.join(flags)}); run the sweep on "
+                         f"one device (--device cuda:0), which trains in-process")
+    return flags
+
+
+def train_argv(cfg: TrainConfig, run: str, device: str, *flags: str) -> list[str]:
+    """`python -m tinylab.train` for cfg as run `run` on `device`, with extra flags (--resume, --overwrite)."""
+    return [sys.executable, "-m", "tinylab.train", "--preset", cfg.name, "--run", run, *flags, "--no-progress",
+            "--device", device, *knob_flags(cfg)]
+
+
+def gpu_slots(device=None, devices=None) -> list[str]:
+    """The GPUs to train on in parallel, one point each: `devices` when given, else every visible GPU when
+    there are two or more and no single device was asked for; [] means in order, in this process."""
+    if devices is not None:
+        return [str(d) for d in devices]
+    device = device or os.environ.get("TINYLAB_DEVICE") or None
+    if device not in (None, "cuda"):
+        return []
+    import torch
+
+    count = torch.cuda.device_count()
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    slots = visible[:count] if visible else [str(i) for i in range(count)]
+    return slots if len(slots) > 1 else []
+
+
+# ------------------------------------------------------------------------------- one run's outcome
+
+def run_status(run: Run, cfg: TrainConfig | None) -> str:
+    """done (a finished checkpoint at the planned step), partial (an unfinished checkpoint) or pending."""
+    from .checkpoint import read_meta
+
+    ckpt = run.latest_checkpoint()
+    if ckpt is None:
+        return "pending"
+    meta = read_meta(ckpt)
+    planned = cfg.loop.num_iterations if cfg is not None else None
+    return "done" if meta.get("finished") and planned in (None, meta["step"]) else "partial"
+
+
+def metrics_summary(run: Run) -> dict:
+    """What a run's metrics.jsonl says: training seconds (compile included, evaluations not), median tokens/s
+    and MFU, peak memory, and the last val bpb, probe accuracy and CORE score (records of kind probes / core,
+    read by name, so a log without them simply has none)."""
+    records = run.metrics.read()
+    train = [r for r in records if r.get("kind") == "train"]
+
+    def numbers(recs, name):
+        return [r[name] for r in recs if isinstance(r.get(name), (int, float)) and not isinstance(r[name], bool)]
+
+    def last(kind, name):
+        found = numbers([r for r in records if r.get("kind") == kind], name)
+        return found[-1] if found else None
+
+    def median(name):
+        found = numbers(train, name)
+        return statistics.median(found) if found else None
+
+    mem = numbers(train, "mem_gb")
+    return dict(seconds=last("train", "elapsed"), tok_per_s=median("tok_per_s"), mfu=median("mfu"),
+                peak_mem_gb=max(mem) if mem else None, val_bpb=last("eval", "val_bpb"),
+                probe_accuracy=last("probes", "accuracy"), core=last("core", "core"))
+
+
+def calibration_rate(run: Run) -> float:
+    """Steady tokens/s of a calibration run: the median over its steps after the first (which compiles)."""
+    rates = [r["tok_per_s"] for r in run.metrics.read() if r.get("kind") == "train" and r.get("step", 0) > 1]
+    if not rates:
+        raise RunFailedError(f"calibration run {run.name!r} logged no steady steps; see {run.metrics.path}")
+    return statistics.median(rates)
+
+
+def release_compiled() -> None:
+    """Forget the last point's compiled graphs and cached GPU memory. Every point compiles its own model:
+    dynamo would keep them all alive and, past its recompile limit (8 shapes), run the rest eagerly."""
+    import torch
+
+    torch._dynamo.reset()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ------------------------------------------------------------------------------- the sweep
+
+def fmt(value, spec: str) -> str:
+    return "?" if value is None else format(value, spec)
+
+
+def check_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name or "") or len(name) > 100:
+        raise SweepError(f"{name!r} is not a usable sweep name: use letters, digits, '.', '-' and '_' "
+                         f"(it names the directory runs/<sweep>/), e.g. heads-vs-vocab")
+    return name
+
+
+class Sweep:
+    """A sweep's directory, runs/<name>/ (spec.json, results.csv, calibration.json, logs/, and its points)."""
+
+    def __init__(self, name: str, spec: Spec):
+        self.name, self.spec = check_name(name), spec
+        self.dir = paths.home() / "runs" / name
+        self.points = resolve_points(spec, self.read_json(CALIBRATION) or {})
+
+    @classmethod
+    def open(cls, name: str, spec: "Spec | dict | str | Path | None" = None) -> "Sweep":
+        """Sweep `name` with `spec` (a Spec, a dict or a JSON file), or as stored when it was started."""
+        stored = paths.home() / "runs" / check_name(name) / SWEEP_SPEC
+        if spec is None:
+            if not stored.is_file():
+                raise SweepError(f"sweep {name!r} has not been started ({stored} does not exist): give a spec "
+                                 f"(--spec FILE, or --preset P --grid KNOB=A,B)")
+            return cls(name, Spec.load(stored))
+        if not isinstance(spec, Spec):
+            spec = Spec.from_dict(spec) if isinstance(spec, dict) else Spec.load(spec)
+        if stored.is_file() and not Spec.load(stored).same_sweep(spec):
+            raise SweepError(f"sweep {name!r} was started with a different spec ({stored}): run it again as it is "
+                             f"(`python -m tinylab.sweep {name}`), pick a new name, or delete {stored.parent}")
+        return cls(name, spec)
+
+    def read_json(self, filename: str):
+        path = self.dir / filename
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def run_of(self, p: Point) -> Run:
+        return Run.at(f"{self.name}/{p.name}")
+
+    def status(self, p: Point) -> str:
+        return p.failed or run_status(self.run_of(p), p.config)
+
+    def todo(self) -> list[Point]:
+        return [p for p in self.points if self.status(p) in ("pending", "partial")]
+
+    # -- what it will do -----------------------------------------------------------------
+    def plan_rows(self) -> list[dict]:
+        """One row per point: name, status, parameters, steps, tokens and FLOPs of its budget, its problem."""
+        rows = []
+        for p in self.points:
+            row = dict(point=p.name, status=self.status(p), params=None, steps=None, tokens=None, flops=None,
+                       error=p.error)
+            if p.base is not None:
+                plan = RunPlan.of(p.config or p.base)
+                steps = plan.num_iterations if p.config else None
+                tokens = None if steps is None else plan.tokens_at(steps)
+                row.update(params=plan.params, steps=steps, tokens=tokens,
+                           flops=None if tokens is None else tokens * plan.flops_per_token)
+            rows.append(row)
+        return rows
+
+    def describe(self) -> str:
+        """The plan as text: a header, one line per point, then the invalid points and why."""
+        s, rows = self.spec, self.plan_rows()
+        lines = [f"sweep {self.name}: {len(rows)} points of preset {s.preset}, {s.budget_text}",
+                 f"  {'point':<40} {'params':>12} {'steps':>7} {'tokens':>14} {'FLOPs':>10}  status"]
+        for r in rows:
+            lines.append(f"  {r['point']:<40} {fmt(r['params'], ','):>12} {fmt(r['steps'], ','):>7} "
+                         f"{fmt(r['tokens'], ','):>14} {fmt(r['flops'], '.3g'):>10}  {r['status']}")
+        lines += [f"  invalid {r['point']}: {r['error']}" for r in rows if r["status"] == "invalid"]
+        return "\n".join(lines)
+
+    # -- doing it ------------------------------------------------------------------------
+    def run(self, *, device=None, devices=None, progress: bool = True, callback=None) -> list[dict]:
+        """Train every point not finished yet (module docstring); return the results table's rows."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        paths.atomic_write(self.dir / SWEEP_SPEC, self.spec.to_json())
+        tqdm.write(self.describe())
+        valid = [p for p in self.points if not p.failed]
+        if not valid:
+            raise SweepError(f"every point of sweep {self.name!r} is invalid (see above): fix the grid or points")
+        self.prepare(valid, progress)
+        slots = gpu_slots(device, devices)
+        child_device = device or os.environ.get("TINYLAB_DEVICE") or "cuda"
+        if any(p.config is None and not p.failed for p in self.points):
+            self.calibrate(slots, child_device if slots else device, progress)
+        try:
+            if slots:
+                self.train_children(slots, child_device, progress)
+            else:
+                self.train_here(device, progress, callback)
+        finally:
+            self.write_results()
+        return self.rows()
+
+    def prepare(self, points: list[Point], progress: bool) -> None:
+        """Train each tokenizer and pre-tokenize its corpus here, once, before any point starts, so parallel
+        children only read them. A tokenizer that cannot be trained fails the points that need it."""
+        from .loader import pretokenize
+        from .tokenizer import get_tokenizer
+
+        groups: dict[str, list[Point]] = {}
+        for p in points:
+            groups.setdefault(p.base.tokenizer_name, []).append(p)
+        for name, group in groups.items():
+            cfg = group[0].base
+            try:
+                tok = get_tokenizer(cfg, progress=progress)
+                for split in ("train", "val"):
+                    pretokenize(cfg.data.corpus, tok, split, progress=progress)
+            except TinylabError as e:
+                for p in group:
+                    p.error, p.failed = f"tokenizer {name}: {e}", "failed"
+
+    def calibrate(self, slots: list[str], device, progress: bool) -> None:
+        """Seconds budget: each point's tokens/s from a throwaway run of CALIBRATION_STEPS steps, kept in
+        calibration.json; then every point's steps (module docstring)."""
+        rates = self.read_json(CALIBRATION) or {}
+        todo = [p for p in self.points if p.config is None and not p.failed]
+        runs = {p.name: f"{self.name}-calibration/{p.name}" for p in todo}
+        configs = {p.name: p.base.override(**CALIBRATION_KNOBS) for p in todo}
+        if slots:
+            jobs = [Job(n, train_argv(configs[n], runs[n], device, "--overwrite"),
+                        self.dir / LOGS / f"{n}.calibration.log") for n in runs]
+            errors = {job.name: err for job, code, err in run_queue(jobs, slots) if code}
+        else:
+            from .train import train
+
+            errors = {}
+            for p in tqdm(todo, desc=f"calibrating {self.name}", unit="point", disable=not progress):
+                try:
+                    train(configs[p.name], runs[p.name], overwrite=True, device=device, progress=False)
+                except TinylabError as e:
+                    errors[p.name] = str(e)
+                finally:
+                    release_compiled()
+        for p in todo:
+            try:
+                if p.name in errors:
+                    raise RunFailedError(errors[p.name])
+                rates[p.name] = calibration_rate(Run.at(runs[p.name]))
+            except TinylabError as e:
+                p.error, p.failed = f"calibration: {e}", "failed"
+                continue
+            p.config = with_budget(self.spec, p.base, rates[p.name])
+        shutil.rmtree(paths.home() / "runs" / f"{self.name}-calibration", ignore_errors=True)
+        paths.atomic_write(self.dir / CALIBRATION, json.dumps(rates, indent=1))
+
+    def train_here(self, device, progress: bool, callback) -> None:
+        """One point after another in this process; a TinylabError fails the point, anything else stops the sweep."""
+        from .train import train
+
+        todo = self.todo()
+        for i, p in enumerate(tqdm(todo, desc=f"sweep {self.name}", unit="point", disable=not progress)):
+            try:
+                train(p.config, self.run_of(p).name, resume=self.status(p) == "partial", device=device,
+                      progress=progress, callback=callback)
+            except TinylabError as e:
+                p.error, p.failed = str(e), "failed"
+            finally:
+                release_compiled()
+            self.finished(p, i + 1, len(todo))
+
+    def train_children(self, slots: list[str], device: str, progress: bool) -> None:
+        """One subprocess per GPU slot (module docstring), a point per process."""
+        todo = {p.name: p for p in self.todo()}
+        jobs = [Job(p.name, train_argv(p.config, self.run_of(p).name, device,
+                                       *["--resume"] * (self.status(p) == "partial")),
+                    self.dir / LOGS / f"{p.name}.log") for p in todo.values()]
+        tqdm.write(f"training {len(jobs)} point(s) on GPUs {', '.join(slots)}, one each; logs in {self.dir / LOGS}")
+        with tqdm(total=len(jobs), desc=f"sweep {self.name}", unit="point", disable=not progress) as bar:
+            for i, (job, code, error) in enumerate(run_queue(jobs, slots)):
+                if code:
+                    todo[job.name].error, todo[job.name].failed = error, "failed"
+                bar.update(1)
+                self.finished(todo[job.name], i + 1, len(jobs))
+
+    def finished(self, p: Point, i: int, n: int) -> None:
+        row = self.row(p)
+        bpb = "" if row["val_bpb"] is None else f", val bpb {row['val_bpb']:.4f}"
+        took = "" if row["seconds"] is None else f" in {row['seconds']:.0f} s"
+        tqdm.write(f"[{i}/{n}] {p.name}: {row['status']}{bpb}{took}" + (f": {p.error}" if p.failed else ""))
+        self.write_results()
+
+    # -- results -------------------------------------------------------------------------
+    def row(self, p: Point) -> dict:
+        """The point's row of results.csv (RESULT_COLUMNS)."""
+        row = dict.fromkeys(RESULT_COLUMNS)
+        run = self.run_of(p)
+        cfg = p.config or p.base
+        row.update(point=p.name, status=self.status(p), error=p.error, run=run.name,
+                   preset=cfg.name if cfg else p.knobs.get("preset", self.spec.preset))
+        if cfg is None:  # invalid: only what the point asked for
+            row.update({k: v for k, v in {**self.spec.knobs, **p.knobs}.items() if k in row})
+            return row
+        plan, counts = RunPlan.of(cfg), calc.param_counts(cfg.model)
+        row.update(cfg.flat(), params_wte=counts["wte"], params_blocks=counts["blocks"],
+                   params_lm_head=counts["lm_head"], params_total=counts["total"],
+                   flops_per_token=plan.flops_per_token, tokens_per_step=plan.batch.total_batch_size)
+        if p.config is not None:
+            tokens = plan.tokens_at(plan.num_iterations)
+            row.update(steps=plan.num_iterations, tokens=tokens, flops=tokens * plan.flops_per_token)
+        try:
+            row.update(metrics_summary(run))
+        except RunError as e:
+            row["error"] = row["error"] or str(e)
+        return row
+
+    def rows(self) -> list[dict]:
+        return [self.row(p) for p in self.points]
+
+    def write_results(self) -> Path:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, RESULT_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: " ".join(v.split()) if isinstance(v, str) else v for k, v in row.items()}
+                         for row in self.rows())
+        return paths.atomic_write(self.dir / RESULTS, buf.getvalue())
+
+
+def plan_sweep(name: str, spec: "Spec | dict | str | Path | None" = None) -> Sweep:
+    """Sweep `name` resolved (every point's config, budget and problem) without training or writing anything."""
+    return Sweep.open(name, spec)
+
+
+def run_sweep(name: str, spec: "Spec | dict | str | Path | None" = None, *, device=None, devices=None,
+              progress: bool = True, callback=None) -> list[dict]:
+    """Run sweep `name` (module docstring): the spec the first time (a dict, a Spec or a JSON file), nothing or
+    the same spec after that. device: where the points train in this process ("cpu", "cuda:0"); devices:
+    GPU ids to train on in parallel, one point each (default: every visible GPU when there are two or more).
+    callback(record) gets every metrics record of in-process training. Returns results.csv's rows."""
+    return Sweep.open(name, spec).run(device=device, devices=devices, progress=progress, callback=callback)
+
+
+# ------------------------------------------------------------------------------- CLI
+
+def spec_from_args(a, knobs: dict):
+    """The spec the command line gives: --spec FILE, or --preset/--grid/--point/budget/knob flags, or None."""
+    budget = {k: getattr(a, k) for k in BUDGETS if getattr(a, k) is not None}
+    inline = a.grid or a.point or budget or knobs or a.probes or a.preset
+    if a.spec:
+        if inline:
+            raise SweepError("--spec takes the whole sweep from its file: put the grid, points, budget and knobs "
+                             "there instead of on the command line")
+        return a.spec
+    if not inline:
+        return None
+    if "tokens" in budget and not float(budget["tokens"]).is_integer():
+        raise SweepError(f"--tokens must be a whole number, got {budget['tokens']}")
+    return dict(preset=a.preset or preset_from_env().name, knobs=knobs, grid=parse_grid(a.grid or []),
+                points=[parse_point(p) for p in a.point or []], budget=budget, probes=a.probes)
+
+
+def main(argv=None) -> int:
+    p = ArgumentParser(prog="python -m tinylab.sweep", description=__doc__.split("\n")[0])
+    p.add_argument("name", help="the sweep's name: its runs go to $TINYLAB_HOME/runs/<name>/<point>/")
+    p.add_argument("--spec", help="a JSON spec file (instead of --preset/--grid/--point/budget/knob flags)")
+    p.add_argument("--preset", help=f"base preset of every point: {', '.join(PRESETS)}")
+    p.add_argument("--grid", nargs="+", metavar="KNOB=A,B",
+                   help="grid axes, e.g. tie_embeddings=false,true head_dim=64,128")
+    p.add_argument("--point", nargs="+", action="append", metavar="KNOB=V", help="one explicit point (repeatable)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--tokens", type=float, help="equal tokens per point")
+    budget.add_argument("--flops", type=float, help="equal training FLOPs per point (compute-matched)")
+    budget.add_argument("--seconds", type=float, help="equal training seconds per point (calibrated on this machine)")
+    p.add_argument("--probes", action="store_true", help="run the probe suite at each point's last step")
+    p.add_argument("--plan", action="store_true", help="print the points, their budgets and problems; train nothing")
+    p.add_argument("--device", help="train in this process on this device (cpu, cuda:0), or the device of each "
+                                    "parallel point with --devices (default cuda)")
+    p.add_argument("--devices", help="GPU ids to train on in parallel, one point each, e.g. 0,1 (default: every "
+                                     "visible GPU when there are two or more)")
+    p.add_argument("--no-progress", action="store_true")
+    add_knob_arguments(p)
+    a = p.parse_args(argv)
+    sweep = Sweep.open(a.name, spec_from_args(a, knob_arguments(a)))
+    if a.plan:
+        print(sweep.describe())
+        return 0
+    devices = [d.strip() for d in a.devices.split(",") if d.strip()] if a.devices else None
+    rows = sweep.run(device=a.device, devices=devices, progress=not a.no_progress)
+    bad = [r for r in rows if r["status"] != "done"]
+    print(f"results: {sweep.dir / RESULTS} ({len(rows) - len(bad)} of {len(rows)} points done)")
+    if bad:
+        raise (RunFailedError if any(r["status"] != "invalid" for r in bad) else SweepError)(
+            f"{len(bad)} point(s) not done: " + "; ".join(f"{r['point']} ({r['status']})" for r in bad))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli(main))
