@@ -6,9 +6,10 @@ import re
 import shutil
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 
-from tinylab import core
+from tinylab import core, probes
 from tinylab.errors import cli
 from tinylab.eval import evaluate, main
 from tinylab.evalplots import eval_table, plot_eval
@@ -48,8 +49,7 @@ def test_cli_records_each_evaluation_with_its_table(run, capsys):
     for rec in new:  # exactly the schema, at the checkpoint's step and tokens
         assert list(rec) == ["kind", *RECORDS[rec["kind"]]] and rec["step"] == 4 and rec["tokens"] == 4 * 256
     probes_rec, core_rec, eval_rec = new
-    train_eval = records(run, "eval")[-2]  # what training measured at step 4, on the same val batches
-    assert eval_rec == dict(train_eval, val_bpb=eval_rec["val_bpb"]) and eval_rec["val_bpb"] == train_eval["val_bpb"]
+    assert eval_rec == records(run, "eval")[-2]  # training's evaluation at step 4: the same val batches, same bpb
     assert core_rec["n"] == 15 and list(core_rec["tasks"]) == ["mc_zeroshot", "mc_fewshot", "schema", "lm"]
     assert core_rec["max_per_task"] is None and sum(t["n"] for t in probes_rec["phenomena"].values()) == 1792
     tables = {p.name: list(csv.DictReader(open(p))) for p in Run.at(run).evals_dir.iterdir()}
@@ -110,19 +110,25 @@ def test_truncate_keeps_only_evaluations_of_the_checkpoint_step_or_earlier(tmp_p
 
 
 def test_training_hook_off_changes_nothing_and_on_logs_at_its_steps(run, monkeypatch, capsys):
-    """The same 4 steps as the fixture run (hooks off, the default), with CORE every 3 steps and the probes at
-    the end only (they take the longest)."""
+    """The same 4 steps as the fixture run (hooks off, the default), with CORE every 3 steps and the probes
+    (16 pairs per phenomenon: this is about when they run) at the end only."""
     monkeypatch.setattr(core, "ensure_bundle", lambda: FIXTURE)  # offline: the fixture stands in for the bundle
+    make_pairs = probes.make_pairs
+    monkeypatch.setattr(probes, "make_pairs", lambda: make_pairs(16))
+    stale = Run.at("ev-on").eval_csv("probes", 9)  # a table of an earlier attempt: a run started afresh drops it
+    stale.parent.mkdir(parents=True)
+    stale.write_text("phenomenon,n\n")
     capsys.readouterr()
     train("smoke", "ev-on", num_iterations=4, progress=False, core_every=3, probes_every=10, core_max_per_task=2,
           **TINY)
+    assert not stale.parent.exists()
     out = capsys.readouterr().out
     assert out.count(": probes ") == 1 and out.count(": CORE ") == 2 and "pairs/s" in out and "examples/s" in out
     off, on = records(run), records("ev-on")
     for kind, value in (("train", "loss"), ("eval", "val_bpb")):  # evaluating does not touch training
         assert {r["step"]: r[value] for r in on if r["kind"] == kind} == {r["step"]: r[value] for r in off
                                                                            if r["kind"] == kind}
-    assert [r["step"] for r in on if r["kind"] == "probes"] == [4]  # never step 0; always the last
+    assert [(r["step"], r["n"]) for r in on if r["kind"] == "probes"] == [(4, 7 * 16)]  # never step 0; the last
     assert [(r["step"], r["n"], r["max_per_task"]) for r in on if r["kind"] == "core"] == [(3, 8, 2), (4, 8, 2)]
     meta = json.loads((Run.at("ev-on").latest_checkpoint() / "checkpoint.json").read_text())
     assert meta["metrics_bytes"] == Run.at("ev-on").metrics.size()  # the step's records precede its checkpoint
@@ -198,10 +204,12 @@ def test_eval_table_and_bars(tmp_path):
     lo, hi = wilson(4, 8)
     assert core_table[["value", "low", "high"]].iloc[0].tolist() == pytest.approx([1 / 3, (lo - 0.25) / 0.75,
                                                                                     (hi - 0.25) / 0.75])
-    ax = plot_eval(table, "probes").axes[0]
-    assert [ln.get_ydata()[0] for ln in ax.lines if ln.get_gid() == "chance"] == [0.5]
-    assert [p.get_height() for p in ax.patches if p.get_gid() == "bars:a"] == [0.75, 0.625]
-    assert plot_eval(core_table, "core").axes[0].get_lines()[-1].get_ydata()[0] == 0.0  # chance is 0 when centered
+    for t, kind, chance, heights in ((table, "probes", 0.5, [0.75, 0.625]), (core_table, "core", 0.0, [1 / 3])):
+        fig = plot_eval(t, kind)
+        ax = fig.axes[0]
+        assert [ln.get_ydata()[0] for ln in ax.lines if ln.get_gid() == "chance"] == [chance]
+        assert [p.get_height() for p in ax.patches if p.get_gid() == f"bars:{t.run[0]}"] == pytest.approx(heights)
+        plt.close(fig)
     with pytest.raises(PlotError, match="no core records"):
         plot_eval(eval_table([a], "core"), "core")
     with pytest.raises(PlotError, match="kind must be one of"):
