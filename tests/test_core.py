@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from tinylab import core
 from tinylab.core import CoreError, evaluate_core
 from tinylab.download import DownloadError
+from tinylab.run import RECORDS
 from tinylab.tokenizer import Tokenizer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "eval_bundle"
@@ -298,9 +299,12 @@ def test_to_csv_and_record(tmp_path):
     rows = list(csv.DictReader(open(path)))
     assert [r["task"] for r in rows] == [*RIGHT, "CORE"]
     assert float(rows[-1]["centered"]) == pytest.approx(result.core) and rows[-1]["n"] == "15"
-    rec = json.loads(json.dumps(result.record()))
-    assert rec["kind"] == "core" and rec["core"] == pytest.approx(0.375) and rec["n"] == 15
-    assert rec["centered_lm"] == pytest.approx(0.5) and rec["seconds"] >= 0
+    rec = json.loads(json.dumps(result.record(step=7, tokens=7168)))
+    assert rec.pop("kind") == "core" and list(rec) == list(RECORDS["core"])  # the metrics schema, in its order
+    assert rec["core"] == pytest.approx(0.375) and rec["n"] == 15 and (rec["step"], rec["tokens"]) == (7, 7168)
+    assert list(rec["tasks"]) == list(RIGHT) and rec["seconds"] >= 0
+    assert rec["tasks"]["lm"] == dict(n=4, accuracy=0.5, baseline=0.0, centered=0.5)
+    assert rec["tasks"]["schema"] == pytest.approx(dict(n=3, accuracy=2 / 3, baseline=0.5, centered=1 / 3))
     assert list(result.table().columns) == ["task", "type", "shots", "n", "accuracy", "baseline", "centered",
                                             "truncated", "seconds"]
 

@@ -8,6 +8,7 @@ import torch
 
 from tinylab import probes
 from tinylab.probes import Pair, ProbeError, evaluate_probes, make_pairs, score_pairs, wilson
+from tinylab.run import RECORDS
 from tinylab.tokenizer import Tokenizer
 
 
@@ -86,9 +87,12 @@ def test_table_csv_and_record(pairs, tmp_path):
     assert list(table.columns) == ["phenomenon", "n", "correct", "accuracy", "ci_low", "ci_high", "above_chance"]
     assert (table.ci_low <= table.accuracy).all() and (table.accuracy <= table.ci_high).all()
     assert result.to_csv(tmp_path / "p.csv").read_text().splitlines()[0].startswith("phenomenon,n,correct")
-    rec = json.loads(json.dumps(result.record()))
-    assert rec["kind"] == "probes" and rec["n"] == len(pairs)
-    assert rec["probe_reflexive"] == table.set_index("phenomenon").accuracy["reflexive"]
+    rec = json.loads(json.dumps(result.record(step=3, tokens=3072)))
+    assert rec.pop("kind") == "probes" and list(rec) == list(RECORDS["probes"])  # the metrics schema, in its order
+    assert rec["n"] == len(pairs) and (rec["step"], rec["tokens"]) == (3, 3072)
+    assert list(rec["phenomena"]) == list(probes.PHENOMENA)
+    row = table.set_index("phenomenon").loc["reflexive"]
+    assert rec["phenomena"]["reflexive"] == dict(n=row.n, accuracy=row.accuracy)
 
 
 def test_sentence_logprobs_sum_the_tokens_after_bos():

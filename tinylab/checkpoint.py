@@ -208,6 +208,10 @@ def load_tokenizer(run: Run, info: dict):
     from .tokenizer import Tokenizer, tokenizer_dir
 
     where = run.tokenizer_dir if run.tokenizer_dir.is_dir() else tokenizer_dir(info["name"])
+    if not where.is_dir():
+        raise CheckpointError(f"run {run.name!r} has no tokenizer: neither its own copy ({run.tokenizer_dir}) nor "
+                              f"the shared {info['name']} ({where}) exists. Put the tokenizer it was trained with "
+                              f"(hash {info['hash'][:12]}) in {run.tokenizer_dir}")
     tok = Tokenizer.load(where)
     tok.check_hash(info["hash"], what=f"run {run.name}")
     return tok

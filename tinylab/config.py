@@ -252,6 +252,9 @@ class EvalConfig(Knobs):
     eval_every: int = knob(250, "steps between validation bits-per-byte evaluations", minimum=1)
     eval_tokens: int = knob(10_485_760, "validation tokens per evaluation", minimum=1)
     sample_every: int = knob(1000, "steps between sample generations (0: never)", minimum=0)
+    core_every: int = knob(0, "steps between CORE evaluations (0: never); needs the eval bundle", minimum=0)
+    core_max_per_task: int = knob(500, "examples per CORE task in training's evaluations (nanochat's)", minimum=1)
+    probes_every: int = knob(0, "steps between grammar-probe evaluations (0: never)", minimum=0)
 
 
 GROUPS = (GPTConfig, DataConfig, BatchConfig, LoopConfig, OptimConfig, EvalConfig)

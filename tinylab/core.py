@@ -430,15 +430,16 @@ class CoreResult:
         import pandas as pd
         total = {"task": "CORE", "n": self.n, "centered": self.core, "truncated": sum(t.truncated for t in self.tasks),
                  "seconds": self.seconds}
-        df = pd.concat([self.table(), pd.DataFrame([total])], ignore_index=True)
+        df = pd.concat([self.table(), pd.DataFrame([total])], ignore_index=True).astype({"shots": "Int64"})
         return paths.atomic_write(path, df.to_csv(index=False))
 
-    def record(self) -> dict:
-        """One flat, JSON-able metrics line: CORE, n, seconds and each task's centered accuracy."""
-        rec = {"kind": "core", "core": self.core, "n": self.n, "seconds": round(self.seconds, 3),
-               "truncated": sum(t.truncated for t in self.tasks), "max_per_task": self.max_per_task}
-        rec.update({f"centered_{t.task}": t.centered for t in self.tasks})
-        return rec
+    def record(self, step: int | None = None, tokens: int | None = None) -> dict:
+        """This evaluation as a metrics.jsonl line (tinylab.run.RECORDS["core"]); step and tokens say
+        where in training the weights were. Per task: n, accuracy, baseline and centered, in one dict."""
+        tasks = {t.task: dict(n=t.n, accuracy=t.accuracy, baseline=t.baseline, centered=t.centered)
+                 for t in self.tasks}
+        return dict(kind="core", step=step, tokens=tokens, core=self.core, n=self.n, max_per_task=self.max_per_task,
+                    truncated=sum(t.truncated for t in self.tasks), seconds=round(self.seconds, 3), tasks=tasks)
 
     def __repr__(self):
         return f"CoreResult(core={self.core:.4f}, tasks={len(self.tasks)}, n={self.n}, seconds={self.seconds:.1f})"

@@ -252,6 +252,10 @@ class ProbeResult:
         """Share of all pairs right (every phenomenon has the same weight when their sizes match)."""
         return sum(m > 0 for m in self.margins) / len(self.margins)
 
+    @property
+    def n(self) -> int:
+        return len(self.pairs)
+
     def table(self):
         import pandas as pd
         return pd.DataFrame(self.rows)
@@ -259,11 +263,12 @@ class ProbeResult:
     def to_csv(self, path) -> Path:
         return paths.atomic_write(path, self.table().to_csv(index=False))
 
-    def record(self) -> dict:
-        """One flat, JSON-able metrics line: overall and per-phenomenon accuracy, n, seconds."""
-        rec = {"kind": "probes", "accuracy": self.accuracy, "n": len(self.pairs), "seconds": round(self.seconds, 3)}
-        rec.update({f"probe_{r['phenomenon']}": r["accuracy"] for r in self.rows})
-        return rec
+    def record(self, step: int | None = None, tokens: int | None = None) -> dict:
+        """This evaluation as a metrics.jsonl line (tinylab.run.RECORDS["probes"]); step and tokens say
+        where in training the weights were. Per phenomenon: n and accuracy, in one dict."""
+        phenomena = {r["phenomenon"]: dict(n=r["n"], accuracy=r["accuracy"]) for r in self.rows}
+        return dict(kind="probes", step=step, tokens=tokens, accuracy=self.accuracy, n=self.n,
+                    seconds=round(self.seconds, 3), phenomena=phenomena)
 
     def __repr__(self):
         return f"ProbeResult(accuracy={self.accuracy:.3f}, phenomena={len(self.rows)}, n={len(self.pairs)})"

@@ -5,9 +5,11 @@
     metrics.jsonl      one JSON object per line, `kind` = train | eval | sample | core | probes;
                        RECORDS below is the one schema the writer and every reader use
     tokenizer/         the run's own copy of its tokenizer
+    evals/<kind>-step_NNNNNN.csv   the table of an evaluation of that step's checkpoint (tinylab.eval)
     checkpoints/step_NNNNNN/   complete checkpoints (format: tinylab.checkpoint); hidden
                        .tmp-*/.old-* directories are saves that a kill interrupted
     .lock              held (flock) by the process that is training the run
+    .metrics.lock      held (flock) for the moment metrics.jsonl is appended to or cut back
 
 Lookup (`Run.find`), the one rule every command and notebook uses: a path to a run directory;
 else a name under $TINYLAB_HOME/runs/ (sweep points are "<sweep>/<point>"); else a name under the
@@ -42,6 +44,10 @@ RECORDS = {  # kind -> fields of a metrics.jsonl record (besides "kind")
     "train": ("step", "tokens", "flops", "loss", "lr", "tok_per_s", "mfu", "mem_gb", "elapsed"),
     "eval": ("step", "tokens", "flops", "val_bpb", "elapsed"),
     "sample": ("step", "text"),
+    # one evaluation of a checkpoint (tinylab.eval, or training's core_every / probes_every): per-task and
+    # per-phenomenon numbers sit in one dict field, so the field list stays fixed whatever the bundle holds
+    "core": ("step", "tokens", "core", "n", "max_per_task", "truncated", "seconds", "tasks"),
+    "probes": ("step", "tokens", "accuracy", "n", "seconds", "phenomena"),
 }
 
 
@@ -50,31 +56,73 @@ class RunError(TinylabError, ValueError):
 
 
 class MetricsLog:
-    """metrics.jsonl: append records of a known kind, read them back, cut back to a checkpoint's offset."""
+    """metrics.jsonl: append records of a known kind, read them back, cut back to a checkpoint's offset.
+
+    Two processes may write one log: the trainer, and `python -m tinylab.eval` evaluating a checkpoint
+    of the same run. Every change happens under an flock on a sidecar file (.metrics.lock; the log
+    itself is replaced by truncate, so it cannot carry the lock)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.lock_path = self.path.with_name(".metrics.lock")
+
+    @contextmanager
+    def locked(self):
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
 
     def write(self, kind: str, **fields) -> dict:
         expected = RECORDS.get(kind)
         if expected is None or set(fields) != set(expected):
             raise RunError(f"a {kind!r} metrics record needs the fields {expected}, got {sorted(fields)}")
         record = {"kind": kind, **{k: fields[k] for k in expected}}
-        with open(self.path, "a") as f:
+        with self.locked(), open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         return record
 
     def size(self) -> int:
         return self.path.stat().st_size if self.path.exists() else 0
 
-    def truncate(self, nbytes: int) -> None:
-        """Drop what was logged after a checkpoint (its recorded byte offset)."""
-        if self.path.exists():
-            with open(self.path, "r+") as f:
-                f.truncate(nbytes)
+    def truncate(self, nbytes: int, keep_through_step: int | None = None) -> None:
+        """Drop what was logged after a checkpoint (its byte offset), except records of a step up to
+        `keep_through_step` (the checkpoint's step).
+
+        The resumed loop re-logs everything it does after the checkpoint's step, so those lines must go.
+        A record after the offset about an earlier step, or the checkpoint's own, was not written by that
+        loop (the trainer logs a step's evaluations before saving it): it is an evaluation of a checkpoint
+        (tinylab.eval) that nothing would write again. It is kept, right after the offset, and the log is
+        replaced atomically, so a crash leaves the old log or the new one."""
+        with self.locked():
+            if not self.path.exists():
+                return
+            data = self.path.read_bytes()
+            head, tail = data[:nbytes], data[nbytes:].splitlines()
+            keep = keep_through_step is not None
+            kept = [line + b"\n" for line in tail if keep and _at_or_before(line, keep_through_step)]
+            if kept:
+                paths.atomic_write(self.path, head + b"".join(kept))
+            else:
+                with open(self.path, "r+") as f:
+                    f.truncate(len(head))
 
     def read(self) -> list[dict]:
         return read_jsonl(self.path) if self.path.exists() else []
+
+
+def _at_or_before(line: bytes, step: int) -> bool:
+    """Is this metrics line a record of `step` or earlier? (No for a partial line that does not parse.)"""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -109,6 +157,7 @@ class Run:
         self.config_path = self.dir / "config.json"
         self.checkpoints_dir = self.dir / "checkpoints"
         self.tokenizer_dir = self.dir / "tokenizer"
+        self.evals_dir = self.dir / "evals"
         self.metrics = MetricsLog(self.dir / "metrics.jsonl")
 
     def __repr__(self):
@@ -237,6 +286,10 @@ class Run:
                 return c
         raise RunError(f"run {self.name!r} has no checkpoint at step {step}; it has "
                        f"{', '.join(str(int(c.name[5:])) for c in ckpts)}")
+
+    def eval_csv(self, kind: str, step: int) -> Path:
+        """Where the table of a `kind` evaluation (core, probes, bpb) of step's checkpoint goes."""
+        return self.evals_dir / f"{kind}-step_{step:06d}.csv"
 
     def clean_orphans(self) -> list[Path]:
         """Delete what an interrupted save left behind (hidden temp directories and files); return them."""

@@ -10,7 +10,8 @@ train() runs five phases, each a function below, in this order:
              resume point checked (architecture, tokenizer hash, step); still nothing written
 3. build     model, optimizers, checkpoint state, compiled forward, loaders; only once all of that
              succeeded are config.json and metrics.jsonl (re)written: a failed resume changes nothing
-4. loop      on schedule: evaluate, sample, save; then one optimizer step; a log line every log_every
+4. loop      on schedule: evaluate, sample, score (CORE, probes), save; then one optimizer step; a log
+             line every log_every
 5. finish    the summary record, wandb, the process group
 
 Design: DistributedDataParallel with no_sync() on accumulation micro-steps; every rank runs the
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -36,6 +38,7 @@ from . import calc, checkpoint
 from .config import TrainConfig, add_knob_arguments, knob_arguments
 from .devices import pick_device
 from .errors import ArgumentParser, RunFailedError, TinylabError, cli
+from .eval import cost, measure
 from .evaluate import evaluate_bpb
 from .model import build_model
 from .optim import apply_schedule, setup_optimizers
@@ -102,6 +105,7 @@ class Setup:
     tokenizer: object
     resume_from: Path | None = None
     meta: dict = field(default_factory=dict)  # the checkpoint's meta when resuming
+    bundle: Path | None = None                # CORE's eval bundle (rank 0, core_every > 0)
 
 
 def load_tokenizer(cfg: TrainConfig, run: Run, resume_meta: dict, d: Dist, progress: bool):
@@ -128,8 +132,24 @@ def check_resume(run: Run, ckpt: Path, cfg: TrainConfig, plan: RunPlan) -> dict:
     return meta
 
 
+def core_bundle(cfg: TrainConfig) -> Path | None:
+    """CORE's eval bundle if core_every asks for CORE: fetched, or refused, before training, not hours into it."""
+    if not cfg.eval.core_every:
+        return None
+    from . import core
+
+    try:
+        bundle = core.ensure_bundle()
+        core.load_tasks(bundle)
+    except TinylabError as e:
+        raise TrainError(f"core_every={cfg.eval.core_every} needs CORE's eval bundle: {str(e).rstrip('.')}. Or train "
+                         f"without CORE: core_every=0") from None
+    return bundle
+
+
 def prepare(cfg: TrainConfig, run: Run, d: Dist, *, resume: bool, overwrite: bool, progress: bool) -> Setup:
     """Phase 2: everything that can fail before anything is written (see the module docstring)."""
+    bundle = core_bundle(cfg) if d.master else None  # first: a missing bundle must not cost an overwritten run
     if overwrite and d.master:
         run.clear()
     d.barrier()  # no rank looks for checkpoints before rank 0 has deleted them
@@ -147,7 +167,7 @@ def prepare(cfg: TrainConfig, run: Run, d: Dist, *, resume: bool, overwrite: boo
                          f"is {cfg.model.vocab_size}: they must match")
     if d.master and plan.batch.rounded:
         print(plan.batch.note())
-    return Setup(cfg, run, plan, d, tokenizer, ckpt if meta else None, meta)
+    return Setup(cfg, run, plan, d, tokenizer, ckpt if meta else None, meta, bundle)
 
 
 # ------------------------------------------------------------------------------- phase 3: build
@@ -345,11 +365,12 @@ class Trainer:
         if not self.d.master:
             return None
         s, run = self.s, self.s.run
-        if not s.meta:  # from scratch: no lines or tokenizer of an earlier attempt
+        if not s.meta:  # from scratch: no lines, tables or tokenizer of an earlier attempt
             run.metrics.truncate(0)
+            shutil.rmtree(run.evals_dir, ignore_errors=True)
             s.tokenizer.save(run.tokenizer_dir)
-        else:  # drop lines logged after the checkpoint
-            run.metrics.truncate(s.meta["metrics_bytes"])
+        else:  # drop lines logged after the checkpoint, keep evaluations of it (tinylab.eval)
+            run.metrics.truncate(s.meta["metrics_bytes"], keep_through_step=s.meta["step"])
         config = run_config(s, self.optimizers)
         run.write_config(config)
         return start_wandb(s, config) if self.cfg.loop.wandb else None
@@ -373,7 +394,7 @@ class Trainer:
             self.bar.close()
 
     def on_schedule(self) -> None:
-        """Evaluate, sample and save at this step if the schedule says so (a resumed step already did)."""
+        """Evaluate, sample, score and save at this step if the schedule says so (a resumed step already did)."""
         st, ev, last = self.state, self.cfg.eval, self.state.step == self.plan.num_iterations
         if st.step == st.resumed_at:
             return
@@ -382,6 +403,7 @@ class Trainer:
         if self.d.master and ev.sample_every and st.step > 0 and (last or st.step % ev.sample_every == 0):
             for text in run_samples(self.model, self.s.tokenizer):
                 self.log("sample", step=st.step, text=text)
+        self.score(last)  # before saving: the step's records must lie before the checkpoint's metrics offset
         every = self.plan.save_every
         if st.step > 0 and (last or (every and st.step % every == 0)):
             self.save(finished=last)
@@ -392,6 +414,20 @@ class Trainer:
         self.log("eval", step=st.step, tokens=tokens, flops=self.plan.flops_per_token * tokens, val_bpb=st.val_bpb,
                  elapsed=st.elapsed)
         self.bar.set_postfix(loss=st.loss, val_bpb=round(st.val_bpb, 4))
+
+    def score(self, last: bool) -> None:
+        """CORE and the grammar probes on rank 0 when their schedule says so (like nanochat, never at step 0:
+        an untrained model scores chance); the other ranks wait at the barrier meanwhile."""
+        st, ev = self.state, self.cfg.eval
+        due = [kind for kind, every in (("core", ev.core_every), ("probes", ev.probes_every))
+               if every and st.step > 0 and (last or st.step % every == 0)]
+        for kind in due if self.d.master else ():
+            result = measure(kind, self.model, self.s.tokenizer, device=self.d.device, bundle_dir=self.s.bundle,
+                             max_per_task=ev.core_max_per_task if kind == "core" else None, progress=False)
+            self.log(**result.record(step=st.step, tokens=self.plan.tokens_at(st.step)))
+            self.bar.write(cost(kind, result, st.step))
+        if due:
+            self.d.barrier()
 
     def save(self, finished: bool) -> None:
         st, run = self.state, self.s.run
@@ -461,7 +497,7 @@ def train(preset: TrainConfig | str, run: str, *, device=None, resume: bool = Fa
           callback=None, progress: bool = True, **overrides) -> dict:
     """Train (or resume) run `run` of `preset` with knob overrides (see tinylab.config); return a summary.
 
-    callback(record) is called on rank 0 with every metrics record (kind train / eval / sample)
+    callback(record) is called on rank 0 with every metrics record (kind train / eval / sample / core / probes)
     and finally a {"kind": "done", ...} record. overwrite=True deletes an existing run first.
     """
     cfg = resolve(preset, overrides)                        # phase 1
