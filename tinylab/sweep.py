@@ -122,10 +122,6 @@ class Spec:
                    {knob_name(k): checked_values(k, v, budget) for k, v in grid.items()},
                    [checked_knobs(p, f"points[{i}]", budget) for i, p in enumerate(points)], budget,
                    bool(d.get("probes", False)))
-        if spec.probes and "probes_every" not in knob_names():
-            # HOOK(eval): the probes_every knob comes with the eval integration; until then "probes" is refused
-            raise SweepError("the spec asks for probes, but this tinylab has no probes_every knob yet (it comes with "
-                             "the evaluation integration): drop \"probes\" from the spec for now")
         return spec
 
     @classmethod
@@ -300,7 +296,7 @@ def with_budget(spec: Spec, cfg: TrainConfig, tok_per_s: float | None = None) ->
     """cfg with the budget's steps (and tokens), and the probe suite at its last step if the spec asks."""
     steps, plan = budget_steps(spec, cfg, tok_per_s), RunPlan.of(cfg)
     knobs = {} if steps is None else dict(num_iterations=steps, target_tokens=plan.tokens_at(steps))
-    if spec.probes:  # HOOK(eval): probes_every is the eval integration's knob; Spec.from_dict checks that it exists
+    if spec.probes:  # the grammar probes once, at the point's last step
         knobs["probes_every"] = steps or plan.num_iterations
     return cfg.override(**knobs) if knobs else cfg
 
