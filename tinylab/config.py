@@ -304,6 +304,10 @@ class TrainConfig:
         return {k: v for section in self.to_dict().values() for k, v in section.items()}
 
     def __post_init__(self):
+        o = self.optim
+        if o.warmup_ratio + o.warmdown_ratio > 1:
+            raise ConfigError(f"warmup_ratio + warmdown_ratio = {o.warmup_ratio} + {o.warmdown_ratio} is more than 1: "
+                              f"the warmup and the warmdown would overlap; lower one of them")
         v = self.model.vocab_size
         if not MIN_VOCAB <= v <= MAX_VOCAB:
             raise ConfigError(f"vocab_size={v:,} cannot be trained here: the tokenizer needs at least {MIN_VOCAB} ids "

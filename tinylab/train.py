@@ -40,7 +40,7 @@ from .evaluate import evaluate_bpb
 from .model import build_model
 from .optim import apply_schedule, setup_optimizers
 from .presets import DEFAULT, PRESETS, preset_from_env, resolve
-from .run import Run
+from .run import CHECKPOINT_MARKER, Run
 from .schedule import RunPlan, lr_multiplier, muon_momentum
 
 SAMPLE_PROMPTS = ("The capital of France is", "Once upon a time,", "The meaning of life is")
@@ -133,6 +133,11 @@ def prepare(cfg: TrainConfig, run: Run, d: Dist, *, resume: bool, overwrite: boo
     if overwrite and d.master:
         run.clear()
     d.barrier()  # no rank looks for checkpoints before rank 0 has deleted them
+    damaged = run.incomplete_checkpoints()
+    if damaged:  # starting over (or from an older step) would silently drop the metrics they belong to
+        raise TrainError(f"{damaged[-1]} has no {CHECKPOINT_MARKER}: the checkpoint is damaged; delete "
+                         f"{'it' if len(damaged) == 1 else f'it and {len(damaged) - 1} more like it'} to resume from "
+                         f"an older one (or start over), or pass --overwrite to delete the run")
     ckpt = run.latest_checkpoint()
     if ckpt is not None and not resume:
         raise TrainError(f"run {run.name!r} already has a checkpoint ({ckpt.name}) in {run.dir}: pass resume=True "
@@ -503,11 +508,12 @@ def main(argv=None) -> int:
         argv = argv[1:]
     a = p.parse_args(argv)
     preset = a.preset or preset_from_env().name
+    run = preset if a.run is None else a.run  # an empty --run is refused by Run.at, not read as "not given"
     try:
-        summary = train(preset, a.run or preset, device=a.device, resume=a.resume, overwrite=a.overwrite,
+        summary = train(preset, run, device=a.device, resume=a.resume, overwrite=a.overwrite,
                         progress=not a.no_progress, **knob_arguments(a))
     except KeyboardInterrupt:
-        print(f"\ninterrupted: continue with --run {a.run or preset} --resume (from its last checkpoint)",
+        print(f"\ninterrupted: continue with --run {run} --resume (from its last checkpoint)",
               file=sys.stderr)
         return 130
     if int(os.environ.get("RANK", "0")) == 0:
