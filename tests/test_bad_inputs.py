@@ -200,6 +200,9 @@ CASES = [
     Case("total-batch-0", "train", f"{TRAIN} --run {{new}} --total-batch-size 0", "total_batch_size must be >= 1"),
     Case("seq-len-0", "train", f"{TRAIN} --run {{new}} --seq-len 0", "sequence_len must be >= 1"),
     Case("seq-len-beyond-data", "train", f"{TRAIN} --run {{new}} --seq-len 100000", "lower batch_size or seq_len"),
+    Case("seq-len-above-max", "train", f"{TRAIN} --run {{new}} --seq-len 2000000", "sequence_len must be <= 1048576"),
+    Case("model-beyond-memory", "train", f"{TRAIN} --run {{new}} --model-dim 1048576", "does not fit in the memory",
+         code=1),
     Case("eval-every-0", "train", f"{TRAIN} --run {{new}} --eval-every 0", "eval_every must be >= 1"),
     Case("log-every-0", "train", f"{TRAIN} --run {{new}} --log-every 0", "log_every must be >= 1"),
     Case("iterations-negative", "train", f"{TRAIN} --run {{new}} --num-iterations=-3", "num_iterations must be >= 1"),
@@ -313,18 +316,18 @@ CASES = [
     Case("bench-loader-cuda", "bench", "loader --preset smoke --device cuda", "no usable CUDA GPU"),
     Case("bench-loader-device-bogus", "bench", "loader --preset smoke --device bogus", "unknown device"),
     Case("bench-loader-two-batches", "bench", "loader --preset smoke --batch-sizes 4,8", "times one device batch"),
-    Case("bench-loader-seconds-0", "bench", "loader --preset smoke --seconds 0", "--seconds must be"),
-    Case("bench-loader-seconds-nan", "bench", "loader --preset smoke --seconds nan", "--seconds must be"),
+    Case("bench-loader-seconds-0", "bench", "loader --preset smoke --seconds 0", "seconds must be a finite number > 0"),
+    Case("bench-loader-seconds-nan", "bench", "loader --preset smoke --seconds nan", "seconds must be a finite number > 0"),
     Case("bench-decode-cuda", "bench", "decode --preset smoke --device cuda", "no usable CUDA GPU"),
     Case("bench-decode-streams-0", "bench", "decode --preset smoke --streams 0", "positive integers"),
-    Case("bench-decode-tokens-0", "bench", "decode --preset smoke --tokens 0", "--tokens must be"),
-    Case("bench-decode-prompt-0", "bench", "decode --preset smoke --prompt-tokens 0", "--prompt-tokens must be"),
-    Case("bench-decode-threads-0", "bench", "decode --preset smoke --threads 0", "--threads must be"),  # 8.
+    Case("bench-decode-tokens-0", "bench", "decode --preset smoke --tokens 0", "tokens must be an integer > 0"),
+    Case("bench-decode-prompt-0", "bench", "decode --preset smoke --prompt-tokens 0", "prompt tokens must be an integer > 0"),
+    Case("bench-decode-threads-0", "bench", "decode --preset smoke --threads 0", "threads must be an integer > 0"),  # 8.
     Case("bench-matmul-no-gpu", "bench", "matmul", "has none"),
-    Case("bench-steps-0", "bench", "train --steps 0", "--steps must be"),
-    Case("bench-warmup-negative", "bench", "train --warmup=-1", "--warmup must be"),
-    Case("bench-gpu-mem-negative", "bench", "fit --gpu-mem-gb=-5", "--gpu-mem-gb must be"),
-    Case("bench-peak-tflops-0", "bench", "train --peak-tflops 0", "--peak-tflops must be"),
+    Case("bench-steps-0", "bench", "train --steps 0", "steps must be an integer > 0"),
+    Case("bench-warmup-negative", "bench", "train --warmup=-1", "warmup steps must be an integer >= 0"),
+    Case("bench-gpu-mem-negative", "bench", "fit --gpu-mem-gb=-5", "GiB must be a finite number > 0"),
+    Case("bench-peak-tflops-0", "bench", "train --peak-tflops 0", "TFLOP/s must be a finite number > 0"),
     Case("bench-unknown", "bench", "everything", "invalid choice"),
     Case("bench-no-what", "bench", "", "required: what"),
 
@@ -348,6 +351,7 @@ CASES = [
     Case("calc-depth-0", "calc", "--depth 0", "depth must be >= 1"),
     Case("calc-head-dim-odd", "calc", "--head-dim 33", "even head_dim"),
     Case("calc-heads", "calc", "--model-dim 100 --n-head 3", "pick n_head from"),
+    Case("calc-seq-len-huge", "calc", "--seq-len 1000000000000", "sequence_len must be <= 1048576"),
 
     # -- 7./8. tokenizer
     Case("tokenizer-vocab-0", "tokenizer", "train --no-progress --vocab-size 0", "vocab_size must be >= 1"),
@@ -358,7 +362,7 @@ CASES = [
     Case("tokenizer-preset-unknown", "tokenizer", "train --no-progress --preset nope", "valid presets are"),
     Case("tokenizer-too-little-text", "tokenizer", "train --no-progress --vocab-size 60000 --max-chars 5000 --force",
          "give more text or a smaller vocab_size"),
-    Case("tokenizer-eval-max-chars-0", "tokenizer", "eval --no-progress --max-chars 0", "--max-chars must be"),
+    Case("tokenizer-eval-max-chars-0", "tokenizer", "eval --no-progress --max-chars 0", "max chars must be an integer > 0"),
     Case("tokenizer-no-command", "tokenizer", "", "required: cmd"),
     *[Case(f"tokenizer-shard-{kind}", "tokenizer", "train --no-progress --corpus fineweb", SHARD_MATCH[kind],
            setup=bad_shard(kind, "train")) for kind in BAD_SHARDS],
@@ -366,7 +370,7 @@ CASES = [
     # -- 7. pipeline
     Case("pipeline-preset-env", "pipeline", "", "unknown preset 'nope'", env={"TINYLAB_PRESET": "nope"}),
     Case("pipeline-no-match", "pipeline", "zz", "no notebooks matching"),
-    Case("pipeline-timeout-0", "pipeline", "--timeout 0", "--timeout must be"),
+    Case("pipeline-timeout-0", "pipeline", "--timeout 0", "timeout .seconds. must be an integer > 0"),
 
     # -- data, runs, export, import_nanochat
     Case("data-info-unknown", "data", "info books", "invalid choice"),

@@ -110,7 +110,7 @@ class GPTConfig(Knobs):
     head_dim: int | None = knob(None, "width of one head (default 64, or model_dim / n_head)", minimum=1)
     n_kv_head: int | None = knob(None, "key/value heads for grouped-query attention (default n_head)")
     vocab_size: int = knob(24576, "rows of wte and lm_head: the tokenizer's vocabulary size", minimum=1)
-    sequence_len: int = knob(2048, "training context in tokens", minimum=1, flag="seq-len")
+    sequence_len: int = knob(2048, "training context in tokens", minimum=1, maximum=2 ** 20, flag="seq-len")
     tie_embeddings: bool = knob(False, "share one matrix between wte and lm_head")
 
     def __post_init__(self):

@@ -378,7 +378,7 @@ def main(argv=None) -> int:
         p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
     add_knob_arguments(tr, GROUPS, only=TRAIN_KNOBS)
     tr.add_argument("--force", action="store_true", help="retrain even if the tokenizer exists")
-    ev.add_argument("--max-chars", type=positive(int, "--max-chars"), default=1_000_000,
+    ev.add_argument("--max-chars", type=positive(int, "max chars"), default=1_000_000,
                     help="held-out characters to evaluate on")
     args = ap.parse_args(argv)
     from .presets import preset_from_env

@@ -213,6 +213,11 @@ def train_step(net, optimizers, batches, grad_accum: int, *, autocast, grad_clip
     return total / grad_accum
 
 
+def out_of_memory(e: BaseException) -> bool:
+    """A failed allocation: CUDA's OutOfMemoryError, or the RuntimeError of torch's CPU allocator."""
+    return isinstance(e, torch.OutOfMemoryError) or "DefaultCPUAllocator: can't allocate memory" in str(e)
+
+
 def out_of_memory_message(cfg: TrainConfig, plan: RunPlan, device, last_checkpoint) -> str:
     """What to do after a CUDA out-of-memory error: the batch that fits by calc.vram, and where to resume."""
     c, bp = cfg.model, plan.batch
@@ -306,10 +311,12 @@ class Trainer:
         self.s, self.cfg, self.plan, self.d = s, s.cfg, s.plan, s.dist
         self.progress = progress and self.d.master
         self.state = LoopState()
+        # the loaders first: a split too small for one batch (e.g. a huge seq_len) fails before any weight exists
+        self.loader, self.val = make_loaders(self.cfg, s.tokenizer, self.d, s.meta.get("loader"), progress)
         self.build_model()
-        loader_state = self.restore() if s.meta else None
+        if s.meta:
+            self.restore()
         self.build_forward()
-        self.loader, self.val = make_loaders(self.cfg, s.tokenizer, self.d, loader_state, progress)
         self.token_bytes = torch.as_tensor(s.tokenizer.token_bytes, dtype=torch.int64, device=self.d.device)
         self.peak = peak_flops(self.d.device)
         self.log = Logger(s.run, self.d.master, callback, self.write_run_files())
@@ -320,20 +327,26 @@ class Trainer:
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.model = build_model(cfg.model, device=device)
+        try:
+            self.model = build_model(cfg.model, device=device)
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if not out_of_memory(e):
+                raise
+            raise OutOfMemoryError(f"the model ({self.plan.params:,} parameters: {cfg.model.describe()}) does not fit "
+                                   f"in the memory of {device}: lower depth or model_dim (`python -m tinylab.calc` "
+                                   f"shows the sizes)") from None
         o = cfg.optim
         self.optimizers = setup_optimizers(self.model, embedding_lr=o.embedding_lr, unembedding_lr=o.unembedding_lr,
                                            matrix_lr=o.matrix_lr, tied_lr=o.tied_lr, weight_decay=o.weight_decay)
 
-    def restore(self) -> dict:
-        """Load the checkpoint being resumed into the model and optimizers; return its loader state."""
+    def restore(self) -> None:
+        """Load the checkpoint being resumed into the model and optimizers (the loader has its state already)."""
         meta = checkpoint.load_checkpoint(self.s.resume_from, self.model, self.optimizers, device=self.d.device)
         st = self.state
         st.step, st.elapsed, st.val_bpb, st.resumed_at = meta["step"], meta["elapsed"], meta.get("val_bpb"), meta["step"]
         if meta.get("num_iterations") != self.plan.num_iterations and self.d.master:
             print(f"resuming with num_iterations={self.plan.num_iterations} "
                   f"(checkpoint planned {meta.get('num_iterations')})")
-        return meta["loader"]
 
     def build_forward(self) -> None:
         """What runs forward: DDP around the model when distributed, compiled on CUDA unless told otherwise."""
@@ -419,7 +432,9 @@ class Trainer:
         try:
             loss = train_step(self.net, self.optimizers, self.loader, self.plan.batch.grad_accum,
                               autocast=self.autocast, grad_clip=o.grad_clip, model=self.model)
-        except torch.OutOfMemoryError:
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if not out_of_memory(e):
+                raise
             raise OutOfMemoryError(out_of_memory_message(self.cfg, self.plan, self.d.device,
                                                          self.s.run.latest_checkpoint())) from None
         self.meter.add(loss)

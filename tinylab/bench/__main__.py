@@ -18,12 +18,13 @@ import sys
 
 import torch
 
-from ..errors import ArgumentParser, DeviceError, UsageError, at_least, cli, positive
 from ..devices import pick_device
+from ..errors import ArgumentParser, DeviceError, UsageError, at_least, cli, positive
 from ..model import LOSS_IMPLS
 from ..presets import get_preset
 
 GPU = ("matmul", "check", "train", "vram", "profile", "fit")
+GPU_BATCH_SIZES = [32, 48, 64]  # --batch-sizes of the GPU benchmarks when not given
 
 
 def int_list(text: str) -> list[int]:
@@ -42,27 +43,27 @@ def parser() -> ArgumentParser:
     ap.add_argument("--preset", default="ittybitty", help="preset name(s), comma-separated")
     ap.add_argument("--batch-sizes", type=int_list, default=None,
                     help="device batch sizes (GPU benchmarks, default 32,48,64; loader: one, default the preset's)")
-    ap.add_argument("--steps", type=positive(int, "--steps"), default=30, help="timed optimizer steps")
-    ap.add_argument("--warmup", type=at_least(int, "--warmup", 0), default=5,
+    ap.add_argument("--steps", type=positive(int, "steps"), default=30, help="timed optimizer steps")
+    ap.add_argument("--warmup", type=at_least(int, "warmup steps", 0), default=5,
                     help="untimed steps first (compile happens here)")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--loss", default="chunked", help="comma-separated: " + "; ".join(f"{k} = {v}"
                                                                                       for k, v in LOSS_IMPLS.items()))
-    ap.add_argument("--gpu-mem-gb", type=positive(float, "--gpu-mem-gb"), default=24.0,
+    ap.add_argument("--gpu-mem-gb", type=positive(float, "GiB"), default=24.0,
                     help="fit: emulated card size in GiB")
     ap.add_argument("--residual", default="bf16", help="residual stream dtype under autocast: bf16, fp32 or both")
-    ap.add_argument("--peak-tflops", type=positive(float, "--peak-tflops"), default=None,
+    ap.add_argument("--peak-tflops", type=positive(float, "TFLOP/s"), default=None,
                     help="MFU denominator (default: measured now)")
     ap.add_argument("--json", default=None, help="append one JSON line per configuration to this file")
     ap.add_argument("--trace", default=None, help="profile: write a chrome trace here")
     ap.add_argument("--device", default=None, help="decode / loader: cpu or cuda (default: cuda if present)")
     ap.add_argument("--streams", type=int_list, default=[1, 8], help="decode: stream counts")
-    ap.add_argument("--tokens", type=positive(int, "--tokens"), default=64, help="decode: new tokens per stream")
-    ap.add_argument("--prompt-tokens", type=positive(int, "--prompt-tokens"), default=128, help="decode: prompt length")
-    ap.add_argument("--threads", type=positive(int, "--threads"), help="decode: CPU threads for torch "
+    ap.add_argument("--tokens", type=positive(int, "tokens"), default=64, help="decode: new tokens per stream")
+    ap.add_argument("--prompt-tokens", type=positive(int, "prompt tokens"), default=128, help="decode: prompt length")
+    ap.add_argument("--threads", type=positive(int, "threads"), help="decode: CPU threads for torch "
                                                                        "(default: torch's choice)")
     ap.add_argument("--no-cache-baseline", action="store_true", help="decode: also time 1 stream without the cache")
-    ap.add_argument("--seconds", type=positive(float, "--seconds"), default=3.0, help="loader: seconds to time")
+    ap.add_argument("--seconds", type=positive(float, "seconds"), default=3.0, help="loader: seconds to time")
     return ap
 
 
@@ -110,7 +111,8 @@ def run_gpu(a) -> None:
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
     peak = a.peak_tflops or gpu.matmul_tflops()
     print(f"bf16 matmul ceiling: {peak:.0f} TFLOP/s")
-    presets, a.batch_sizes = a.preset.split(","), a.batch_sizes or [32, 48, 64]
+    presets = a.preset.split(",")
+    a.batch_sizes = a.batch_sizes or GPU_BATCH_SIZES
     if a.what == "check":
         gpu.check_loss(presets[0])
     elif a.what == "fit":
