@@ -372,7 +372,7 @@ CASES = [
     Case("pipeline-no-match", "pipeline", "zz", "no notebooks matching"),
     Case("pipeline-timeout-0", "pipeline", "--timeout 0", "timeout .seconds. must be an integer > 0"),
 
-    # -- data, runs, export, import_nanochat
+    # -- not in the audit: data, runs, export, import_nanochat
     Case("data-info-unknown", "data", "info books", "invalid choice"),
     Case("data-info-not-downloaded", "data", "info fineweb", "tinylab.data download"),
     Case("data-download-1", "data", "download -n 1", "between 2"),
