@@ -7,8 +7,8 @@ checks:
 - the exit status: 2 for bad input (the default), 1 for a run that failed;
 - stderr is exactly one line, `error: <message>`, matching the case's pattern and naming an action;
 - no traceback anywhere;
-- every file under $TINYLAB_HOME/runs is byte-identical afterwards (a failed start may leave only a new,
-  empty `.lock`).
+- every file under $TINYLAB_HOME/runs is byte-identical afterwards (a failed start may add only the
+  `.lock` of a new run).
 
 argv placeholders: {run} is the case's own copy of one shared smoke run (trained once, 4 steps,
 checkpoint step_000004) that its setup may damage first; {new} is a run name not used before; {tmp}
@@ -52,11 +52,12 @@ CLIS = {  # name -> module whose main(argv) is `python -m <module>`
 }
 TRAIN = "--preset smoke --no-progress"
 RESUME = f"{TRAIN} --run {{run}} --resume --num-iterations 6"
-FINEWEB = f"{TRAIN} --corpus fineweb --run {{new}} --device-batch-size 1 --total-batch-size 128 --eval-tokens 128 \
---num-iterations 1"
+FINEWEB = (f"{TRAIN} --corpus fineweb --run {{new}} --device-batch-size 1 --total-batch-size 128 --eval-tokens 128 "
+           f"--num-iterations 1")
 CKPT = "checkpoints/step_000004"
 ACTION = re.compile(r"\b(use|pass|run|delete|choose|pick|give|lower|set|restore|train|retrain|install|free|point|"
-                    r"convert|wait|stop|resume|copy|move|shorten|write|see|update|remove|must|needs?|download|valid|one of)\b")
+                    r"convert|wait|stop|resume|copy|move|shorten|write|see|update|remove|must|needs?|download|"
+                    r"valid|one of)\b")  # a word that tells the user what to do (or what is allowed)
 
 
 @dataclass
@@ -316,13 +317,13 @@ CASES = [
     Case("bench-loader-cuda", "bench", "loader --preset smoke --device cuda", "no usable CUDA GPU"),
     Case("bench-loader-device-bogus", "bench", "loader --preset smoke --device bogus", "unknown device"),
     Case("bench-loader-two-batches", "bench", "loader --preset smoke --batch-sizes 4,8", "times one device batch"),
-    Case("bench-loader-seconds-0", "bench", "loader --preset smoke --seconds 0", "seconds must be a finite number > 0"),
-    Case("bench-loader-seconds-nan", "bench", "loader --preset smoke --seconds nan", "seconds must be a finite number > 0"),
+    Case("bench-loader-seconds-0", "bench", "loader --preset smoke --seconds 0", "seconds must be a finite"),
+    Case("bench-loader-seconds-nan", "bench", "loader --preset smoke --seconds nan", "seconds must be a finite"),
     Case("bench-decode-cuda", "bench", "decode --preset smoke --device cuda", "no usable CUDA GPU"),
     Case("bench-decode-streams-0", "bench", "decode --preset smoke --streams 0", "positive integers"),
     Case("bench-decode-tokens-0", "bench", "decode --preset smoke --tokens 0", "tokens must be an integer > 0"),
-    Case("bench-decode-prompt-0", "bench", "decode --preset smoke --prompt-tokens 0", "prompt tokens must be an integer > 0"),
-    Case("bench-decode-threads-0", "bench", "decode --preset smoke --threads 0", "threads must be an integer > 0"),  # 8.
+    Case("bench-decode-prompt-0", "bench", "decode --preset smoke --prompt-tokens 0", "prompt tokens must be an"),
+    Case("bench-decode-threads-0", "bench", "decode --preset smoke --threads 0", "threads must be an"),  # 8.
     Case("bench-matmul-no-gpu", "bench", "matmul", "has none"),
     Case("bench-steps-0", "bench", "train --steps 0", "steps must be an integer > 0"),
     Case("bench-warmup-negative", "bench", "train --warmup=-1", "warmup steps must be an integer >= 0"),
@@ -362,7 +363,7 @@ CASES = [
     Case("tokenizer-preset-unknown", "tokenizer", "train --no-progress --preset nope", "valid presets are"),
     Case("tokenizer-too-little-text", "tokenizer", "train --no-progress --vocab-size 60000 --max-chars 5000 --force",
          "give more text or a smaller vocab_size"),
-    Case("tokenizer-eval-max-chars-0", "tokenizer", "eval --no-progress --max-chars 0", "max chars must be an integer > 0"),
+    Case("tokenizer-eval-max-chars-0", "tokenizer", "eval --no-progress --max-chars 0", "max chars must be an"),
     Case("tokenizer-no-command", "tokenizer", "", "required: cmd"),
     *[Case(f"tokenizer-shard-{kind}", "tokenizer", "train --no-progress --corpus fineweb", SHARD_MATCH[kind],
            setup=bad_shard(kind, "train")) for kind in BAD_SHARDS],
@@ -474,7 +475,7 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(case, shared, capsys, m
         assert rc == case.code
         after = digest(runs)
         changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
-        assert all(k not in before and Path(k).name == ".lock" and after[k] for k in changed), sorted(changed)
+        assert all(k not in before and Path(k).name == ".lock" for k in changed), sorted(changed)
     finally:
         shutil.rmtree(run, ignore_errors=True)
         new = shared.home / "runs" / ctx.new
@@ -572,7 +573,8 @@ def test_disk_full_while_saving_is_one_line_and_loses_nothing(where, shared, cap
     monkeypatch.setenv("TINYLAB_HOME", str(shared.home))
     run = copy_run(shared, f"full-{where.replace('.', '-')}")
     kept = digest(run / CKPT)
-    args = ["--num-iterations", "6", "--eval-every", "6", "--eval-tokens", "512", "--sample-every", "0", "--log-every", "1"]
+    args = ["--num-iterations", "6", "--eval-every", "6", "--eval-tokens", "512", "--sample-every", "0",
+            "--log-every", "1"]
     with monkeypatch.context() as m:
         if where == "safetensors":
             m.setattr(safetensors.torch, "serialize_file", enospc_in_safetensors)
