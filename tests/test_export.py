@@ -148,7 +148,7 @@ def test_a_failed_export_leaves_nothing(run, tmp_path, monkeypatch):
     def broken(*args):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(ex, "hf_tokenizer", broken)
-    assert cli(ex.main, ["--run", run, "--out", str(tmp_path / "out")]) == 2  # a full disk: one message
+    assert cli(ex.main, ["--run", run, "--out", str(tmp_path / "out")]) == 1  # a full disk: one message, exit 1
     assert list(tmp_path.iterdir()) == []
 
 

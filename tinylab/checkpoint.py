@@ -20,6 +20,7 @@ import base64
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -131,9 +132,9 @@ def save_checkpoint(run: Run, step: int, model: GPT, optimizers, meta: dict, kee
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-step_{step:06d}-"))
     old = None
     try:
-        save_model(model, str(tmp / "model.safetensors"))
+        _save_tensors(lambda path: save_model(model, path), tmp / "model.safetensors")
         tensors, opt_meta = flatten_optimizers(optimizers)
-        save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp / "optim.safetensors"))
+        _save_tensors(lambda path: save_file({k: v.cpu() for k, v in tensors.items()}, path), tmp / "optim.safetensors")
         body = dict(format=FORMAT, step=step, model=model.config.to_dict(), optimizers=opt_meta,
                     rng=rng_state(), **meta)
         write_json(tmp / CHECKPOINT_MARKER, body)  # last: its presence marks the checkpoint complete
@@ -151,6 +152,22 @@ def save_checkpoint(run: Run, step: int, model: GPT, optimizers, meta: dict, kee
     for stale in run.checkpoints()[:-keep] if keep > 0 else []:
         shutil.rmtree(stale, ignore_errors=True)
     return final
+
+
+def _save_tensors(save, path: Path) -> None:
+    """save(str(path)) with safetensors; its I/O errors (a full disk) become the OSError they are.
+
+    safetensors reports them as SafetensorError("... (os error 28)"), which tinylab.errors.explain
+    could not tell from a bug; as OSError(ENOSPC) it becomes the one-line disk-full message."""
+    from safetensors import SafetensorError
+
+    try:
+        save(str(path))
+    except SafetensorError as e:
+        m = re.search(r"\(os error (\d+)\)", str(e))
+        if m is None:
+            raise
+        raise OSError(int(m.group(1)), os.strerror(int(m.group(1))), str(path)) from e
 
 
 def read_meta(ckpt: Path) -> dict:
@@ -171,7 +188,8 @@ def _load_tensors(what: str, fn, ckpt: Path):
     try:
         return fn()
     except (SafetensorError, FileNotFoundError, RuntimeError) as e:  # truncated, missing, or another shape
-        raise CheckpointError(f"{ckpt}/{what} is damaged or missing ({type(e).__name__}: {str(e)[:200]}); delete "
+        detail = " ".join(str(e).split())[:200]  # one line: load_state_dict's errors span several
+        raise CheckpointError(f"{ckpt}/{what} is damaged or missing ({type(e).__name__}: {detail}); delete "
                               f"{ckpt} to fall back to an older checkpoint, or train the run again") from None
 
 
@@ -205,16 +223,45 @@ def locate(source, step: int | None = None) -> tuple[Run, Path]:
 
 def load_tokenizer(run: Run, info: dict):
     """The run's tokenizer: its own copy if saved, else the shared one; the hash must match."""
-    from .tokenizer import Tokenizer, tokenizer_dir
+    from .tokenizer import Tokenizer, TokenizerError, tokenizer_dir
 
-    where = run.tokenizer_dir if run.tokenizer_dir.is_dir() else tokenizer_dir(info["name"])
-    if not where.is_dir():
-        raise CheckpointError(f"run {run.name!r} has no tokenizer: neither its own copy ({run.tokenizer_dir}) nor "
-                              f"the shared {info['name']} ({where}) exists. Put the tokenizer it was trained with "
-                              f"(hash {info['hash'][:12]}) in {run.tokenizer_dir}")
-    tok = Tokenizer.load(where)
-    tok.check_hash(info["hash"], what=f"run {run.name}")
+    if not run.tokenizer_dir.is_dir():  # runs from before per-run copies
+        shared = tokenizer_dir(info["name"])
+        if not shared.is_dir():
+            raise CheckpointError(f"run {run.name!r} has no tokenizer: neither its own copy ({run.tokenizer_dir}) "
+                                  f"nor the shared {info['name']} ({shared}) exists. Put the tokenizer it was "
+                                  f"trained with (hash {info['hash'][:12]}) in {run.tokenizer_dir}")
+        tok = Tokenizer.load(shared)
+        if tok.hash != info["hash"]:
+            raise TokenizerError(f"run {run.name!r} was trained with tokenizer hash {info['hash'][:12]}, but the "
+                                 f"shared {shared} (the run has no copy of its own) has {tok.hash[:12]}: it was "
+                                 f"retrained since; restore it from a backup, or train the run again")
+        return tok
+    try:  # retraining would not help here (the advice of a shared tokenizer's errors): the run needs its own
+        tok = Tokenizer.load(run.tokenizer_dir)
+    except TokenizerError as e:
+        cause = str(e).split("; ")[0]
+        raise TokenizerError(f"the tokenizer copy of run {run.name!r} is damaged ({cause}): "
+                             f"{_restore_hint(run, info)}") from None
+    if tok.hash != info["hash"]:
+        raise TokenizerError(f"run {run.name!r} was trained with tokenizer hash {info['hash'][:12]}, but its copy in "
+                             f"{run.tokenizer_dir} has {tok.hash[:12]} (replaced?): {_restore_hint(run, info)}")
     return tok
+
+
+def _restore_hint(run: Run, info: dict) -> str:
+    """How to get a run's tokenizer back: the shared copy if it is the same tokenizer, else a backup."""
+    from .tokenizer import Tokenizer, TokenizerError, tokenizer_dir
+
+    shared = tokenizer_dir(info["name"])
+    try:
+        same = Tokenizer.load(shared).hash == info["hash"]
+    except TokenizerError:
+        same = False
+    if same:
+        return f"copy {shared} (the same tokenizer) over it, e.g. `cp -r {shared}/. {run.tokenizer_dir}/`"
+    return (f"restore it from a backup (tokenizer {info['name']}, hash {info['hash'][:12]}); the run cannot be "
+            f"resumed or sampled without it")
 
 
 def load_model(source, device="cpu", step: int | None = None):

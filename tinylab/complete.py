@@ -97,7 +97,7 @@ def load(args, stderr: TextIO):
     from .checkpoint import load_model
     from .devices import pick_device
 
-    source = args.checkpoint or args.run
+    source = args.checkpoint if args.checkpoint is not None else args.run
     if source is None:
         from .presets import preset_from_env
         source = preset_from_env().name

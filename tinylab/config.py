@@ -110,7 +110,7 @@ class GPTConfig(Knobs):
     head_dim: int | None = knob(None, "width of one head (default 64, or model_dim / n_head)", minimum=1)
     n_kv_head: int | None = knob(None, "key/value heads for grouped-query attention (default n_head)")
     vocab_size: int = knob(24576, "rows of wte and lm_head: the tokenizer's vocabulary size", minimum=1)
-    sequence_len: int = knob(2048, "training context in tokens", minimum=1, flag="seq-len")
+    sequence_len: int = knob(2048, "training context in tokens", minimum=1, maximum=2 ** 20, flag="seq-len")
     tie_embeddings: bool = knob(False, "share one matrix between wte and lm_head")
 
     def __post_init__(self):
@@ -367,6 +367,10 @@ class TrainConfig:
         return {k: v for section in self.to_dict().values() for k, v in section.items()}
 
     def __post_init__(self):
+        o = self.optim
+        if o.warmup_ratio + o.warmdown_ratio > 1:
+            raise ConfigError(f"warmup_ratio + warmdown_ratio = {o.warmup_ratio} + {o.warmdown_ratio} is more than 1: "
+                              f"the warmup and the warmdown would overlap; lower one of them")
         v = self.model.vocab_size
         if not MIN_VOCAB <= v <= MAX_VOCAB:
             raise ConfigError(f"vocab_size={v:,} cannot be trained here: the tokenizer needs at least {MIN_VOCAB} ids "

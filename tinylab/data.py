@@ -55,9 +55,11 @@ def open_shard(path: Path) -> pq.ParquetFile:
     try:
         pf = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises ArrowInvalid / OSError for corrupt files
-        raise CorpusError(f"{path} is not a readable parquet file ({e}); delete it and download it again") from e
+        raise CorpusError(f"{path} is not a readable parquet file ({' '.join(str(e).split())}); delete it and "
+                          f"download it again") from e
     if "text" not in pf.schema_arrow.names:
-        raise CorpusError(f"{path} has no 'text' column (columns: {pf.schema_arrow.names})")
+        raise CorpusError(f"{path} has no 'text' column (columns: {pf.schema_arrow.names}): write the documents "
+                          f"into a 'text' column, or delete it and download it again")
     kind = pf.schema_arrow.field("text").type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         raise CorpusError(f"{path}: the 'text' column holds {kind}, not strings; write the documents as text")
@@ -71,7 +73,8 @@ def iter_row_groups(path: Path) -> Iterator[list[str]]:
         try:
             texts = pf.read_row_group(i, columns=["text"]).column("text").to_pylist()
         except Exception as e:
-            raise CorpusError(f"{path}: row group {i} is corrupt ({e}); delete the file and download it again") from e
+            raise CorpusError(f"{path}: row group {i} is corrupt ({' '.join(str(e).split())}); delete the file and "
+                              f"download it again") from e
         if any(t is None for t in texts):
             raise CorpusError(f"{path}: row group {i} has null texts; delete the file and download it again")
         yield texts

@@ -36,8 +36,8 @@ def pick_device(device=None) -> torch.device:
         return best_device()
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise DeviceError(f"unknown device {str(device)!r} ({e}): use cpu, cuda, cuda:N or mps") from None
+    except (RuntimeError, TypeError):  # torch's message lists a dozen backends tinylab does not run on
+        raise DeviceError(f"unknown device {str(device)!r}: use cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(f"device {str(device)!r} asked for, but this machine has no usable CUDA GPU "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import sys
 
 BAD_INPUT, FAILED_RUN, INTERRUPTED = 2, 1, 130
@@ -42,7 +43,9 @@ class DeviceError(TinylabError):
 
 
 class DiskError(TinylabError):
-    """Writing failed for lack of space or permission; nothing already written was lost."""
+    """Writing failed for lack of space or permission; nothing already written was lost; exit status 1."""
+
+    exit_code = FAILED_RUN  # the input was fine: free space (or fix permissions) and run it again
 
 
 def explain(exc: BaseException) -> TinylabError | None:
@@ -55,6 +58,9 @@ def explain(exc: BaseException) -> TinylabError | None:
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
         return DiskError(f"no permission to write {exc.filename or 'a file'} ({exc.strerror}): point "
                          f"TINYLAB_HOME at a writable directory")
+    if isinstance(exc, OSError) and exc.errno == errno.ENOTDIR:
+        return TinylabError(f"a path leading to {exc.filename or 'a file'} is a file, not a directory: point "
+                            f"TINYLAB_HOME (or the path you gave) at a directory")
     if isinstance(exc, UnicodeEncodeError):
         return TinylabError(f"the terminal cannot show this text ({exc.reason}): run with "
                             f"PYTHONIOENCODING=utf-8:replace or a UTF-8 locale (e.g. LANG=C.UTF-8)")
@@ -71,6 +77,32 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
+def _number(kind, what: str, ok, rule: str):
+    """An argparse type: a finite `kind` for which ok(value) holds (argparse makes the error a usage error)."""
+    rule = ("an integer " if kind is int else "a finite number ") + rule
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be {rule}, got {text!r}") from None
+        if not (math.isfinite(value) and ok(value)):
+            raise argparse.ArgumentTypeError(f"{what} must be {rule}, got {text!r}")
+        return value
+    return parse
+
+
+def positive(kind, what: str, maximum=None):
+    """An argparse type: a finite number > 0 (and <= maximum, if given)."""
+    rule = "> 0" + (f" and <= {maximum}" if maximum is not None else "")
+    return _number(kind, what, lambda v: v > 0 and (maximum is None or v <= maximum), rule)
+
+
+def at_least(kind, what: str, minimum):
+    """An argparse type: a finite number >= minimum (e.g. 0 for a count that may be zero)."""
+    return _number(kind, what, lambda v: v >= minimum, f">= {minimum}")
+
+
 def cli(main, argv=None, stderr=None) -> int:
     """Run main(argv) -> exit status, turning errors into one line on stderr (see module doc)."""
     stderr = stderr or sys.stderr
@@ -83,5 +115,5 @@ def cli(main, argv=None, stderr=None) -> int:
         known = explain(e)
         if known is None:
             raise
-        print(f"error: {known}", file=stderr)
+        print("error: " + " ".join(str(known).splitlines()), file=stderr)  # one line, even if a cause had more
         return known.exit_code

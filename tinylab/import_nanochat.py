@@ -59,8 +59,9 @@ def find_step(checkpoint_dir: Path, step: int | None) -> int:
     if not steps:
         tags = sorted(p.name for p in checkpoint_dir.iterdir() if p.is_dir()) if checkpoint_dir.is_dir() else []
         hint = f"; it has model directories {tags}: pass one of them" if tags else ""
-        raise NanochatImportError(f"no model_<step>.pt in {checkpoint_dir}{hint} (e.g. "
-                                  f"~/.cache/nanochat/base_checkpoints/d20)")
+        where = "in" if checkpoint_dir.is_dir() else "at (no such directory)"
+        raise NanochatImportError(f"no model_<step>.pt {where} {checkpoint_dir}{hint or ''}: pass nanochat's "
+                                  f"base_checkpoints/<tag> directory, e.g. ~/.cache/nanochat/base_checkpoints/d20")
     if step is not None and step not in steps:
         raise NanochatImportError(f"{checkpoint_dir} has no step {step}; it has {steps}")
     return steps[-1] if step is None else step

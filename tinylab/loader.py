@@ -209,14 +209,16 @@ class TokenLoader:
         row = self.rows_per_epoch if done >= len(windows) else int(self._row_start[windows[done][0]]) + windows[done][1]
         return state["epoch"] * self.rows_per_epoch + row
 
-    def rows_window(self, first: int) -> np.ndarray:
-        """B rows of the stream from global row `first` as a (B, T+1) uint16 array (wrapping at the epoch end)."""
-        g = (first + np.arange(self.B)) % self.rows_per_epoch
+    def rows_window(self, first: int, count: int | None = None) -> np.ndarray:
+        """`count` (default B) rows of the stream from global row `first` as a (count, T+1) uint16 array, or
+        their contiguous count·T+1 tokens when they lie in one shard (wrapping at the epoch end)."""
+        count = self.B if count is None else count
+        g = (first + np.arange(count)) % self.rows_per_epoch
         shard = np.searchsorted(self._row_start, g, side="right") - 1
         local = g - self._row_start[shard]
-        if shard[0] == shard[-1] and local[-1] - local[0] == self.B - 1:  # one contiguous window
+        if shard[0] == shard[-1] and local[-1] - local[0] == count - 1:  # one contiguous window
             start = int(local[0]) * self.T
-            return self.shards[shard[0]][start:start + self.B * self.T + 1]
+            return self.shards[shard[0]][start:start + count * self.T + 1]
         return np.stack([self.shards[s][j * self.T:(j + 1) * self.T + 1] for s, j in zip(shard, local)])
 
     def __iter__(self):
@@ -228,13 +230,17 @@ class TokenLoader:
             raise StopIteration
         w = self.rows_window(self.rows + self.rank * self.B)
         self.rows += step
+        return self.to_batch(w)
+
+    def to_batch(self, w: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) on the device from a rows_window."""
         buf = torch.from_numpy(w.astype(np.int64))
         if self.device.type == "cuda":
             buf = buf.pin_memory().to(self.device, non_blocking=True)
         elif self.device.type != "cpu":
             buf = buf.to(self.device)
         if buf.ndim == 1:
-            return buf[:-1].view(self.B, self.T), buf[1:].view(self.B, self.T)
+            return buf[:-1].view(-1, self.T), buf[1:].view(-1, self.T)
         return buf[:, :-1].contiguous(), buf[:, 1:].contiguous()
 
 
@@ -255,22 +261,22 @@ def token_batches(preset, tokenizer, split: str = "train", *, batch_size: int | 
 
 def val_batches(preset, tokenizer, *, batch_size: int | None = None, device="cpu", rank: int = 0,
                 world_size: int = 1, max_tokens: int | None = None, progress: bool = True):
-    """A fresh, deterministic pass over validation: the same batches on every call.
-
-    Yields at most max_tokens (default preset.eval.eval_tokens) tokens across all ranks, fewer if the
-    split is smaller; each rank gets the same number of batches.
-    """
+    """A fresh, deterministic pass over validation: the same batches on every call (see val_pass)."""
     loader = token_batches(preset, tokenizer, "val", batch_size=batch_size, device=device, rank=rank,
                            world_size=world_size, progress=progress)
     return val_pass(loader, preset.eval.eval_tokens if max_tokens is None else max_tokens)
 
 
 def val_pass(loader: TokenLoader, max_tokens: int):
-    """Rewind `loader` to its first batch and yield one evaluation pass (see val_batches).
+    """One evaluation pass over `loader`'s split (its position is left alone): the same rows on every call.
 
-    Training evaluates many times: keeping one val TokenLoader and rewinding it skips
-    pretokenize's directory scan and the memmap setup on every eval, with the same batches."""
-    loader.load_state_dict(dict(format=STATE_FORMAT, rows=0))
-    loader.infinite = False
-    steps = max(1, max_tokens // (loader.B * loader.T * loader.world_size))
-    return itertools.islice(loader, steps)
+    The pass covers the split's first max_tokens // T rows (at least one per rank, at most one epoch),
+    cut into equal contiguous blocks, one per rank, read B rows at a time (the last batch may be
+    smaller). Which rows those are does not depend on B, so a run resumed at another device batch
+    size measures val bpb on the very same tokens. Training evaluates many times: keeping one val
+    TokenLoader skips pretokenize's directory scan and the memmap setup on every eval."""
+    W, B = loader.world_size, loader.B
+    share = max(1, min(max_tokens // loader.T, loader.rows_per_epoch) // W)
+    first = loader.rank * share
+    for start in range(first, first + share, B):
+        yield loader.to_batch(loader.rows_window(start, min(B, first + share - start)))

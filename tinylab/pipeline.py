@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from . import paths
-from .errors import ArgumentParser, TinylabError, cli
+from .errors import ArgumentParser, TinylabError, cli, positive
 
 NOTEBOOK_DIR = paths.REPO / "notebooks"
 
@@ -77,7 +77,7 @@ def artifacts_summary(home: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = ArgumentParser(prog="python -m tinylab.pipeline", description=__doc__.split("\n\n")[0])
     ap.add_argument("only", nargs="*", help="run only notebooks whose file name contains one of these (e.g. 01 03)")
-    ap.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
+    ap.add_argument("--timeout", type=positive(int, "timeout (seconds)"), default=900, help="seconds allowed per cell")
     args = ap.parse_args(argv)
 
     from .presets import preset_from_env

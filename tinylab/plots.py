@@ -210,7 +210,11 @@ def plot_runs(frames, x: str = "step", logx: bool = False, logy: bool = False, s
 def save_figure(fig: plt.Figure, path, dpi: int = 120) -> Path:
     """Write the figure atomically (a reader never sees half a PNG); the format follows the suffix."""
     path = Path(path)
+    fmt, known = path.suffix.lstrip(".").lower() or "png", fig.canvas.get_supported_filetypes()
+    if fmt not in known:
+        raise PlotError(f"cannot write a .{fmt} image ({path}): use a file name ending in one of "
+                        f"{', '.join('.' + k for k in sorted(known))}")
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    fig.savefig(buf, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    fig.savefig(buf, dpi=dpi, format=fmt)
     return paths.atomic_write(path, buf.getvalue())

@@ -263,6 +263,12 @@ class Run:
         paths.atomic_write(self.config_path, json.dumps(dict(cfg, format=FORMAT), indent=1))
 
     # -- checkpoints ---------------------------------------------------------------------
+    def incomplete_checkpoints(self) -> list[Path]:
+        """step_* directories without their marker: damaged by hand (a killed save leaves only .tmp-*)."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        return sorted(p for p in self.checkpoints_dir.glob("step_*") if not (p / CHECKPOINT_MARKER).is_file())
+
     def checkpoints(self) -> list[Path]:
         """Complete checkpoint directories, oldest first."""
         if not self.checkpoints_dir.is_dir():
@@ -293,7 +299,7 @@ class Run:
 
     def clean_orphans(self) -> list[Path]:
         """Delete what an interrupted save left behind (hidden temp directories and files); return them."""
-        left = [p for d in (self.checkpoints_dir, self.dir) if d.is_dir() for p in d.iterdir()
+        left = [p for d in (self.checkpoints_dir, self.dir, self.tokenizer_dir) if d.is_dir() for p in d.iterdir()
                 if p.name.startswith((".tmp-", ".old")) or (p.name.startswith(".") and p.name.endswith(".tmp"))]
         for p in left:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
@@ -308,6 +314,8 @@ class Run:
         a killed process is simply taken over; the file only records who holds it."""
         import fcntl
 
+        if self.dir.exists() and not self.dir.is_dir():
+            raise RunError(f"{self.dir} is a file, not a run directory: move it away or pick another run name")
         self.dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:

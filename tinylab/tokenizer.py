@@ -34,7 +34,7 @@ import tiktoken
 from tqdm.auto import tqdm
 
 from . import paths
-from .errors import ArgumentParser, TinylabError, cli
+from .errors import ArgumentParser, TinylabError, cli, positive
 
 SPLIT_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}|"""
                  r""" ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+""")
@@ -154,9 +154,12 @@ class Tokenizer:
         try:
             meta = json.loads(meta_path.read_text())
             specials = sorted(meta["special_tokens"], key=meta["special_tokens"].get)
-            tok = cls(_parse_ranks(ranks_path.read_bytes(), ranks_path), meta["pattern"], specials,
-                      meta["name"], meta.get("stats"))
-        except (KeyError, json.JSONDecodeError) as e:
+            ranks = _parse_ranks(ranks_path.read_bytes(), ranks_path)
+            if sorted(ranks.values()) != list(range(len(ranks))):
+                raise TokenizerError(f"{ranks_path}: token ranks are not exactly 0..N-1 (a partial write or an "
+                                     f"edit?); delete {directory} and retrain")
+            tok = cls(ranks, meta["pattern"], specials, meta["name"], meta.get("stats"))
+        except (KeyError, json.JSONDecodeError, UnicodeDecodeError) as e:
             raise TokenizerError(f"{meta_path} is damaged ({e!r}); delete {directory} and retrain") from e
         if tok.hash != meta.get("hash") or tok.special_tokens != meta["special_tokens"]:
             raise TokenizerError(f"{directory}: files do not match the recorded hash (partial write or edit?); "
@@ -372,14 +375,16 @@ def main(argv=None) -> int:
     ev = sub.add_parser("eval", help="compression (bytes/token) on held-out text, vs GPT-2 / cl100k if cached")
     for p in (tr, ev):
         p.add_argument("--preset", help="preset name (default: $TINYLAB_PRESET or ittybitty)")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
     add_knob_arguments(tr, GROUPS, only=TRAIN_KNOBS)
     tr.add_argument("--force", action="store_true", help="retrain even if the tokenizer exists")
-    ev.add_argument("--max-chars", type=int, default=1_000_000, help="held-out characters to evaluate on")
+    ev.add_argument("--max-chars", type=positive(int, "max chars"), default=1_000_000,
+                    help="held-out characters to evaluate on")
     args = ap.parse_args(argv)
     from .presets import preset_from_env
     preset = resolve(args.preset or preset_from_env().name, knob_arguments(args))
     if args.cmd == "eval":
-        tok, texts = get_tokenizer(preset), eval_texts(preset, args.max_chars)
+        tok, texts = get_tokenizer(preset, progress=not args.no_progress), eval_texts(preset, args.max_chars)
         print(compression_table(tok, texts).to_string(index=False, float_format="%.3f"))
         print(f"encode_batch: {encode_throughput(tok, texts):,.0f} tokens/s on {os.cpu_count() or 1} threads")
         return 0
@@ -387,7 +392,8 @@ def main(argv=None) -> int:
     if (directory / META_FILE).is_file() and not args.force:
         print(f"{directory} exists (hash {Tokenizer.load(directory).hash[:12]}); --force retrains")
         return 0
-    tok = train_corpus_tokenizer(preset.data.corpus, preset.model.vocab_size, preset.data.tokenizer_max_chars)
+    tok = train_corpus_tokenizer(preset.data.corpus, preset.model.vocab_size, preset.data.tokenizer_max_chars,
+                                 progress=not args.no_progress)
     print(f"trained {tok} on {tok.stats['chars']:,} chars in {tok.stats['train_seconds']:.1f} s "
           f"({tok.stats['chars_per_s']:,.0f} chars/s) -> {directory}")
     return 0

@@ -43,7 +43,7 @@ from .evaluate import evaluate_bpb
 from .model import build_model
 from .optim import apply_schedule, setup_optimizers
 from .presets import DEFAULT, PRESETS, preset_from_env, resolve
-from .run import Run
+from .run import CHECKPOINT_MARKER, Run
 from .schedule import RunPlan, lr_multiplier, muon_momentum
 
 SAMPLE_PROMPTS = ("The capital of France is", "Once upon a time,", "The meaning of life is")
@@ -153,6 +153,11 @@ def prepare(cfg: TrainConfig, run: Run, d: Dist, *, resume: bool, overwrite: boo
     if overwrite and d.master:
         run.clear()
     d.barrier()  # no rank looks for checkpoints before rank 0 has deleted them
+    damaged = run.incomplete_checkpoints()
+    if damaged:  # starting over (or from an older step) would silently drop the metrics they belong to
+        raise TrainError(f"{damaged[-1]} has no {CHECKPOINT_MARKER}: the checkpoint is damaged; delete "
+                         f"{'it' if len(damaged) == 1 else f'it and {len(damaged) - 1} more like it'} to resume from "
+                         f"an older one (or start over), or pass --overwrite to delete the run")
     ckpt = run.latest_checkpoint()
     if ckpt is not None and not resume:
         raise TrainError(f"run {run.name!r} already has a checkpoint ({ckpt.name}) in {run.dir}: pass resume=True "
@@ -226,6 +231,11 @@ def train_step(net, optimizers, batches, grad_accum: int, *, autocast, grad_clip
         opt.step()
     model.zero_grad(set_to_none=True)
     return total / grad_accum
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """A failed allocation: CUDA's OutOfMemoryError, or the RuntimeError of torch's CPU allocator."""
+    return isinstance(e, torch.OutOfMemoryError) or "DefaultCPUAllocator: can't allocate memory" in str(e)
 
 
 def out_of_memory_message(cfg: TrainConfig, plan: RunPlan, device, last_checkpoint) -> str:
@@ -321,10 +331,12 @@ class Trainer:
         self.s, self.cfg, self.plan, self.d = s, s.cfg, s.plan, s.dist
         self.progress = progress and self.d.master
         self.state = LoopState()
+        # the loaders first: a split too small for one batch (e.g. a huge seq_len) fails before any weight exists
+        self.loader, self.val = make_loaders(self.cfg, s.tokenizer, self.d, s.meta.get("loader"), progress)
         self.build_model()
-        loader_state = self.restore() if s.meta else None
+        if s.meta:
+            self.restore()
         self.build_forward()
-        self.loader, self.val = make_loaders(self.cfg, s.tokenizer, self.d, loader_state, progress)
         self.token_bytes = torch.as_tensor(s.tokenizer.token_bytes, dtype=torch.int64, device=self.d.device)
         self.peak = peak_flops(self.d.device)
         self.log = Logger(s.run, self.d.master, callback, self.write_run_files())
@@ -335,20 +347,26 @@ class Trainer:
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.model = build_model(cfg.model, device=device)
+        try:
+            self.model = build_model(cfg.model, device=device)
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if not out_of_memory(e):
+                raise
+            raise OutOfMemoryError(f"the model ({self.plan.params:,} parameters: {cfg.model.describe()}) does not fit "
+                                   f"in the memory of {device}: lower depth or model_dim (`python -m tinylab.calc` "
+                                   f"shows the sizes)") from None
         o = cfg.optim
         self.optimizers = setup_optimizers(self.model, embedding_lr=o.embedding_lr, unembedding_lr=o.unembedding_lr,
                                            matrix_lr=o.matrix_lr, tied_lr=o.tied_lr, weight_decay=o.weight_decay)
 
-    def restore(self) -> dict:
-        """Load the checkpoint being resumed into the model and optimizers; return its loader state."""
+    def restore(self) -> None:
+        """Load the checkpoint being resumed into the model and optimizers (the loader has its state already)."""
         meta = checkpoint.load_checkpoint(self.s.resume_from, self.model, self.optimizers, device=self.d.device)
         st = self.state
         st.step, st.elapsed, st.val_bpb, st.resumed_at = meta["step"], meta["elapsed"], meta.get("val_bpb"), meta["step"]
         if meta.get("num_iterations") != self.plan.num_iterations and self.d.master:
             print(f"resuming with num_iterations={self.plan.num_iterations} "
                   f"(checkpoint planned {meta.get('num_iterations')})")
-        return meta["loader"]
 
     def build_forward(self) -> None:
         """What runs forward: DDP around the model when distributed, compiled on CUDA unless told otherwise."""
@@ -450,7 +468,9 @@ class Trainer:
         try:
             loss = train_step(self.net, self.optimizers, self.loader, self.plan.batch.grad_accum,
                               autocast=self.autocast, grad_clip=o.grad_clip, model=self.model)
-        except torch.OutOfMemoryError:
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if not out_of_memory(e):
+                raise
             raise OutOfMemoryError(out_of_memory_message(self.cfg, self.plan, self.d.device,
                                                          self.s.run.latest_checkpoint())) from None
         self.meter.add(loss)
@@ -539,11 +559,12 @@ def main(argv=None) -> int:
         argv = argv[1:]
     a = p.parse_args(argv)
     preset = a.preset or preset_from_env().name
+    run = preset if a.run is None else a.run  # an empty --run is refused by Run.at, not read as "not given"
     try:
-        summary = train(preset, a.run or preset, device=a.device, resume=a.resume, overwrite=a.overwrite,
+        summary = train(preset, run, device=a.device, resume=a.resume, overwrite=a.overwrite,
                         progress=not a.no_progress, **knob_arguments(a))
     except KeyboardInterrupt:
-        print(f"\ninterrupted: continue with --run {a.run or preset} --resume (from its last checkpoint)",
+        print(f"\ninterrupted: continue with --run {run} --resume (from its last checkpoint)",
               file=sys.stderr)
         return 130
     if int(os.environ.get("RANK", "0")) == 0:

@@ -11,23 +11,29 @@
 """
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import sys
 
 import torch
 
-from ..errors import ArgumentParser, DeviceError, cli
+from ..devices import pick_device
+from ..errors import ArgumentParser, DeviceError, UsageError, at_least, cli, positive
 from ..model import LOSS_IMPLS
 from ..presets import get_preset
 
 GPU = ("matmul", "check", "train", "vram", "profile", "fit")
+GPU_BATCH_SIZES = [32, 48, 64]  # --batch-sizes of the GPU benchmarks when not given
 
 
 def int_list(text: str) -> list[int]:
-    values = [int(v) for v in text.split(",") if v.strip()]
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
     if not values or min(values) < 1:
-        raise ValueError("expected positive integers separated by commas")
+        raise argparse.ArgumentTypeError(f"must be positive integers separated by commas, e.g. 8,16; got {text!r}")
     return values
 
 
@@ -35,34 +41,39 @@ def parser() -> ArgumentParser:
     ap = ArgumentParser(prog="python -m tinylab.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("what", choices=[*GPU, "decode", "loader"])
     ap.add_argument("--preset", default="ittybitty", help="preset name(s), comma-separated")
-    ap.add_argument("--batch-sizes", type=int_list, default=[32, 48, 64], help="device batch sizes (GPU benchmarks)")
-    ap.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
-    ap.add_argument("--warmup", type=int, default=5, help="untimed steps first (compile happens here)")
+    ap.add_argument("--batch-sizes", type=int_list, default=None,
+                    help="device batch sizes (GPU benchmarks, default 32,48,64; loader: one, default the preset's)")
+    ap.add_argument("--steps", type=positive(int, "steps"), default=30, help="timed optimizer steps")
+    ap.add_argument("--warmup", type=at_least(int, "warmup steps", 0), default=5,
+                    help="untimed steps first (compile happens here)")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--loss", default="chunked", help="comma-separated: " + "; ".join(f"{k} = {v}"
                                                                                       for k, v in LOSS_IMPLS.items()))
-    ap.add_argument("--gpu-mem-gb", type=float, default=24.0, help="fit: emulated card size in GiB")
+    ap.add_argument("--gpu-mem-gb", type=positive(float, "GiB"), default=24.0,
+                    help="fit: emulated card size in GiB")
     ap.add_argument("--residual", default="bf16", help="residual stream dtype under autocast: bf16, fp32 or both")
     ap.add_argument("--rope-norm", default="auto", help="rotary + QK-norm, comma-separated: auto (fused Triton op), torch")
-    ap.add_argument("--peak-tflops", type=float, default=None, help="MFU denominator (default: measured now)")
+    ap.add_argument("--peak-tflops", type=positive(float, "TFLOP/s"), default=None,
+                    help="MFU denominator (default: measured now)")
     ap.add_argument("--json", default=None, help="append one JSON line per configuration to this file")
     ap.add_argument("--trace", default=None, help="profile: write a chrome trace here")
     ap.add_argument("--device", default=None, help="decode / loader: cpu or cuda (default: cuda if present)")
     ap.add_argument("--streams", type=int_list, default=[1, 8], help="decode: stream counts")
-    ap.add_argument("--tokens", type=int, default=64, help="decode: new tokens per stream")
-    ap.add_argument("--prompt-tokens", type=int, default=128, help="decode: prompt length")
-    ap.add_argument("--threads", type=int, help="decode: CPU threads for torch (default: torch's choice)")
+    ap.add_argument("--tokens", type=positive(int, "tokens"), default=64, help="decode: new tokens per stream")
+    ap.add_argument("--prompt-tokens", type=positive(int, "prompt tokens"), default=128, help="decode: prompt length")
+    ap.add_argument("--threads", type=positive(int, "threads"), help="decode: CPU threads for torch "
+                                                                       "(default: torch's choice)")
     ap.add_argument("--no-cache-baseline", action="store_true", help="decode: also time 1 stream without the cache")
-    ap.add_argument("--seconds", type=float, default=3.0, help="loader: seconds to time")
+    ap.add_argument("--seconds", type=positive(float, "seconds"), default=3.0, help="loader: seconds to time")
     return ap
 
 
 def run_decode(a) -> None:
     from .decode import bench, format_rows
 
-    if a.threads:
+    if a.threads is not None:
         torch.set_num_threads(a.threads)
-    config, device = get_preset(a.preset).model, a.device or "cpu"
+    config, device = get_preset(a.preset).model, str(pick_device(a.device or "cpu"))
     rows = bench(config, a.streams, a.prompt_tokens, a.tokens, device)
     if a.no_cache_baseline:
         rows += bench(config, [1], a.prompt_tokens, a.tokens, device, use_cache=False)
@@ -76,12 +87,16 @@ def run_loader(a) -> None:
     from .loader import bench
 
     preset = get_preset(a.preset)
+    if a.batch_sizes is not None and len(a.batch_sizes) > 1:
+        raise UsageError(f"`loader` times one device batch size, got --batch-sizes {a.batch_sizes}: give one, or none "
+                         f"for the preset's ({preset.batch.device_batch_size})")
+    device = pick_device(a.device)  # default: the best there is (CUDA, else MPS, else CPU)
     if preset.data.corpus == "fineweb":
         try:
             data.list_shards("fineweb")
         except data.CorpusError:  # not downloaded: measure on the bundled sample (with a tokenizer trained on it)
             preset = preset.override(corpus="sample")
-    r = bench(preset, get_tokenizer(preset), device=a.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+    r = bench(preset, get_tokenizer(preset), batch_size=a.batch_sizes and a.batch_sizes[0], device=str(device),
               seconds=a.seconds)
     print(f"loader / 2.0M tok/s of ittybitty training: {r['loader_tok_per_s'] / 2e6:.0f}× (needs ≥ 3×)")
 
@@ -98,6 +113,7 @@ def run_gpu(a) -> None:
     peak = a.peak_tflops or gpu.matmul_tflops()
     print(f"bf16 matmul ceiling: {peak:.0f} TFLOP/s")
     presets = a.preset.split(",")
+    a.batch_sizes = a.batch_sizes or GPU_BATCH_SIZES
     if a.what == "check":
         gpu.check_loss(presets[0])
     elif a.what == "fit":

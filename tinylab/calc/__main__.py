@@ -5,11 +5,10 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 from ..config import GPTConfig, add_knob_arguments, knob_arguments
-from ..errors import ArgumentParser, TinylabError, cli
+from ..errors import ArgumentParser, TinylabError, cli, positive
 from ..presets import DEFAULT, get_preset
 from .counts import CHINCHILLA_RATIO, GPU_PEAK_FLOPS, flops_per_token, param_counts, tokens_for_ratio, training_time_s
 from .vram import GiB, group_vram, max_device_batch, vram_estimate
@@ -62,19 +61,6 @@ def report(c: GPTConfig, *, gpu: str = "RTX 3090", mfu: float = 0.4, ratio: floa
     ])
 
 
-def positive(kind, what: str):
-    """An argparse type: a finite number > 0 of `kind` (argparse turns the error into a usage error)."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
-        if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(f"{what} must be a finite number > 0, got {text!r}")
-        return value
-    return parse
-
-
 def batch_list(text: str) -> list[int]:
     try:
         sizes = [int(b) for b in text.split(",") if b.strip()]
@@ -94,7 +80,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-sizes", type=batch_list, default=[8, 16, 32, 48, 64],
                     help="comma-separated device batch sizes (default 8,16,32,48,64)")
     ap.add_argument("--gpu", default="RTX 3090", choices=list(GPU_PEAK_FLOPS), help="peak FLOPs for the time estimate")
-    ap.add_argument("--mfu", type=positive(float, "MFU"), default=0.4, help="assumed model-FLOPs utilisation (0.4)")
+    ap.add_argument("--mfu", type=positive(float, "MFU", maximum=1), default=0.4,
+                    help="assumed model-FLOPs utilisation, in (0, 1] (default 0.4)")
     ap.add_argument("--ratio", type=positive(float, "ratio"), default=CHINCHILLA_RATIO,
                     help="tokens per parameter (default 20)")
     ap.add_argument("--no-compile", action="store_true", help="estimate VRAM for eager (uncompiled) training")

@@ -1,0 +1,720 @@
+"""Every bad input to every command line: one `error: ...` line that says what to do, the right exit
+status, no traceback, and nothing on disk changed.
+
+The table below is the whole contract; add a CLI to CLIS and its cases to CASES. Each case runs the
+CLI in-process through tinylab.errors.cli (a subprocess would cost seconds of torch import each) and
+checks:
+- the exit status: 2 for bad input (the default), 1 for a run that failed;
+- stderr is exactly one line, `error: <message>`, matching the case's pattern and naming an action;
+- no traceback anywhere;
+- every file under $TINYLAB_HOME/runs is byte-identical afterwards (a failed start may add only the
+  `.lock` of a new run).
+
+argv placeholders: {run} is the case's own copy of one shared smoke run (trained once, 4 steps,
+checkpoint step_000004) that its setup may damage first; {new} is a run name not used before; {tmp}
+is a fresh directory. Section comments name the group of the reliability issue a case covers.
+The behaviours a table cannot show (two processes, kill -9, disk full, orphans, resuming at another
+batch, locale and stdin bytes) have their own tests at the end.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import importlib
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from tinylab import paths
+from tinylab.errors import cli
+
+REPO = Path(__file__).resolve().parents[1]
+CLIS = {  # name -> module whose main(argv) is `python -m <module>`
+    "calc": "tinylab.calc.__main__", "tokenizer": "tinylab.tokenizer", "data": "tinylab.data",
+    "train": "tinylab.train", "complete": "tinylab.complete", "runs": "tinylab.runs",
+    "pipeline": "tinylab.pipeline", "bench": "tinylab.bench.__main__", "export": "tinylab.export",
+    "import_nanochat": "tinylab.import_nanochat",
+}
+TRAIN = "--preset smoke --no-progress"
+RESUME = f"{TRAIN} --run {{run}} --resume --num-iterations 6"
+FINEWEB = (f"{TRAIN} --corpus fineweb --run {{new}} --device-batch-size 1 --total-batch-size 128 --eval-tokens 128 "
+           f"--num-iterations 1")
+CKPT = "checkpoints/step_000004"
+ACTION = re.compile(r"\b(use|pass|run|delete|choose|pick|give|lower|set|restore|train|retrain|install|free|point|"
+                    r"convert|wait|stop|resume|copy|move|shorten|write|see|update|remove|must|needs?|download|"
+                    r"valid|one of)\b")  # a word that tells the user what to do (or what is allowed)
+
+
+@dataclass
+class Case:
+    id: str
+    cli: str
+    argv: str
+    match: str                                    # regex the error line must contain
+    setup: Callable | None = None                 # setup(ctx) before the "before" snapshot
+    code: int = 2
+    env: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------- setups
+
+def damage(fn):
+    """A setup that changes the case's copy of the shared run: fn(run_dir)."""
+    return lambda ctx: fn(ctx.run)
+
+
+def truncate(rel: str):
+    def cut(run: Path):
+        f = run / rel
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    return damage(cut)
+
+
+def other_arch_weights(run: Path):
+    from safetensors.torch import save_model
+    from tinylab.model import build_model
+    from tinylab.presets import get_preset
+
+    save_model(build_model(get_preset("smoke").model.with_knobs(depth=3)), str(run / CKPT / "model.safetensors"))
+
+
+def swap_tokenizer(ctx):
+    shutil.rmtree(ctx.run / "tokenizer")
+    shutil.copytree(ctx.other_tokenizer, ctx.run / "tokenizer")
+
+
+def corrupt_tokenizer(run: Path):
+    f = run / "tokenizer" / "tokenizer.tiktoken"
+    f.write_bytes(f.read_bytes()[:-200])
+
+
+def retrained_shared_tokenizer(ctx):
+    """The run has no copy of its own, and the shared sample-512 was retrained (another hash)."""
+    home = ctx.tmp / "home"
+    shutil.copytree(ctx.run, home / "runs" / ctx.run.name)
+    shutil.rmtree(home / "runs" / ctx.run.name / "tokenizer")
+    shutil.copytree(ctx.other_tokenizer, home / "tokenizer" / "sample-512")
+    ctx.monkeypatch.setenv("TINYLAB_HOME", str(home))
+
+
+def home_is_a_file(ctx):
+    (ctx.tmp / "file").write_text("not a directory")
+    ctx.monkeypatch.setenv("TINYLAB_HOME", str(ctx.tmp / "file"))
+
+
+def new_run_is_a_file(ctx):
+    paths.runs_dir().joinpath(ctx.new).write_text("not a run")
+
+
+def write_parquet(table, **kw):
+    return lambda path: pq.write_table(table, path, **kw)
+
+
+def truncated_shard(path: Path):
+    pq.write_table(pa.table({"text": ["some text"] * 50}), path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def corrupt_row_group(path: Path):
+    """A readable footer, but row group 1's page header overwritten (damage inside a page's payload goes
+    unnoticed: FineWeb's shards carry no page checksums)."""
+    texts = [f"document {i} " + "words and more words " * 30 for i in range(60)]
+    pq.write_table(pa.table({"text": texts}), path, row_group_size=20, compression="snappy")
+    col = pq.ParquetFile(path).metadata.row_group(1).column(0)
+    start = col.dictionary_page_offset or col.data_page_offset
+    blob = bytearray(path.read_bytes())
+    blob[start:start + 64] = b"\xff" * 64
+    path.write_bytes(bytes(blob))
+
+
+BAD_SHARDS = {  # the eight kinds of broken parquet shard (group 1)
+    "truncated": truncated_shard,
+    "garbage": lambda p: p.write_bytes(b"PAR1 this is not a parquet file" * 40),
+    "empty-file": lambda p: p.write_bytes(b""),
+    "no-text-column": write_parquet(pa.table({"body": ["a document"] * 5})),
+    "int64-text": write_parquet(pa.table({"text": list(range(5))})),
+    "null-texts": write_parquet(pa.table({"text": ["a document", None, "another"]})),
+    "corrupt-row-group": corrupt_row_group,
+    "zero-rows": write_parquet(pa.table({"text": pa.array([], pa.string())})),
+}
+
+
+def bad_shard(kind: str, where: str):
+    """A fineweb TINYLAB_HOME whose train (tokenizer not trained yet) or val split holds a bad shard."""
+    def setup(ctx):
+        home = ctx.tmp / "home"
+        shutil.copytree(ctx.fineweb, home)  # train shard_00000, val shard_00002, tokenizer fineweb-512
+        if where == "train":
+            shutil.rmtree(home / "tokenizer")
+            if kind == "zero-rows":  # among good shards an empty one is no error; alone it is an empty corpus
+                (home / "fineweb" / "shard_00000.parquet").unlink()
+        BAD_SHARDS[kind](home / "fineweb" / ("shard_00001.parquet" if where == "train" else "shard_00003.parquet"))
+        ctx.monkeypatch.setenv("TINYLAB_HOME", str(home))
+    return setup
+
+
+SHARD_MATCH = {"truncated": "not a readable parquet", "garbage": "not a readable parquet",
+               "empty-file": "not a readable parquet", "no-text-column": "no 'text' column",
+               "int64-text": "holds int64", "null-texts": "null texts", "corrupt-row-group": "row group 1 is corrupt",
+               "zero-rows": "corpus is empty|'val' split"}
+
+
+def export_target(ctx):
+    (ctx.tmp / "out").mkdir()
+    (ctx.tmp / "out" / "keep.txt").write_text("someone's file")
+
+
+# ------------------------------------------------------------------------------- the table
+
+CASES = [
+    # -- 1. train: knobs out of range or inconsistent, refused before anything is written
+    Case("heads-not-dividing", "train", f"{TRAIN} --run {{new}} --model-dim 100 --n-head 3", "pick n_head from"),
+    Case("head-dim-odd", "train", f"{TRAIN} --run {{new}} --head-dim 33", "even head_dim"),
+    Case("model-dim-vs-head-dim", "train", f"{TRAIN} --run {{new}} --model-dim 100 --head-dim 64", "multiple of 64"),
+    Case("three-head-knobs", "train", f"{TRAIN} --run {{new}} --model-dim 64 --n-head 4 --head-dim 32",
+         "give only two"),
+    Case("kv-heads-too-many", "train", f"{TRAIN} --run {{new}} --n-kv-head 3", "between 1 and n_head"),
+    Case("kv-heads-zero", "train", f"{TRAIN} --run {{new}} --n-kv-head 0", "between 1 and n_head"),
+    Case("kv-heads-not-dividing", "train", f"{TRAIN} --run {{new}} --model-dim 96 --n-kv-head 2", "pick n_kv_head"),
+    Case("depth-0", "train", f"{TRAIN} --run {{new}} --depth 0", "depth must be >= 1"),
+    Case("depth-negative", "train", f"{TRAIN} --run {{new}} --depth=-2", "depth must be >= 1"),
+    Case("depth-not-int", "train", f"{TRAIN} --run {{new}} --depth two", "invalid int value"),
+    Case("vocab-200", "train", f"{TRAIN} --run {{new}} --vocab-size 200", "between 257 and 65,536"),
+    Case("vocab-70000", "train", f"{TRAIN} --run {{new}} --vocab-size 70000", "between 257 and 65,536"),
+    Case("batch-0", "train", f"{TRAIN} --run {{new}} --device-batch-size 0", "device_batch_size must be >= 1"),
+    Case("batch-negative", "train", f"{TRAIN} --run {{new}} --device-batch-size=-5", "device_batch_size must be >= 1"),
+    Case("total-batch-0", "train", f"{TRAIN} --run {{new}} --total-batch-size 0", "total_batch_size must be >= 1"),
+    Case("seq-len-0", "train", f"{TRAIN} --run {{new}} --seq-len 0", "sequence_len must be >= 1"),
+    Case("seq-len-beyond-data", "train", f"{TRAIN} --run {{new}} --seq-len 100000", "lower batch_size or seq_len"),
+    Case("seq-len-above-max", "train", f"{TRAIN} --run {{new}} --seq-len 2000000", "sequence_len must be <= 1048576"),
+    Case("model-beyond-memory", "train", f"{TRAIN} --run {{new}} --model-dim 1048576", "does not fit in the memory",
+         code=1),
+    Case("eval-every-0", "train", f"{TRAIN} --run {{new}} --eval-every 0", "eval_every must be >= 1"),
+    Case("log-every-0", "train", f"{TRAIN} --run {{new}} --log-every 0", "log_every must be >= 1"),
+    Case("iterations-negative", "train", f"{TRAIN} --run {{new}} --num-iterations=-3", "num_iterations must be >= 1"),
+    Case("iterations-0", "train", f"{TRAIN} --run {{new}} --num-iterations 0", "num_iterations must be >= 1"),  # 8.
+    Case("target-tokens-0", "train", f"{TRAIN} --run {{new}} --target-tokens 0", "target_tokens must be >= 1"),
+    Case("eval-tokens-0", "train", f"{TRAIN} --run {{new}} --eval-tokens 0", "eval_tokens must be >= 1"),
+    Case("sample-every-negative", "train", f"{TRAIN} --run {{new}} --sample-every=-1", "sample_every must be >= 0"),
+    Case("save-every-negative", "train", f"{TRAIN} --run {{new}} --save-every=-1", "save_every must be >= 0"),
+    Case("seed-negative", "train", f"{TRAIN} --run {{new}} --seed=-1", "seed must be >= 0"),
+    Case("lr-negative", "train", f"{TRAIN} --run {{new}} --matrix-lr=-0.1", "matrix_lr must be >= 0"),
+    Case("lr-nan", "train", f"{TRAIN} --run {{new}} --matrix-lr nan", "finite number"),
+    Case("lr-inf", "train", f"{TRAIN} --run {{new}} --embedding-lr inf", "finite number"),
+    Case("lr-not-number", "train", f"{TRAIN} --run {{new}} --unembedding-lr fast", "invalid float value"),
+    Case("tied-lr-negative", "train", f"{TRAIN} --run {{new}} --tied-lr=-1", "tied_lr must be >= 0"),
+    Case("weight-decay-negative", "train", f"{TRAIN} --run {{new}} --weight-decay=-1", "weight_decay must be >= 0"),
+    Case("grad-clip-negative", "train", f"{TRAIN} --run {{new}} --grad-clip=-1", "grad_clip must be >= 0"),
+    Case("warmup-above-1", "train", f"{TRAIN} --run {{new}} --warmup-ratio 1.5", "warmup_ratio must be <= 1"),
+    Case("warmdown-negative", "train", f"{TRAIN} --run {{new}} --warmdown-ratio=-0.1", "warmdown_ratio must be >= 0"),
+    Case("warmup-plus-warmdown", "train", f"{TRAIN} --run {{new}} --warmup-ratio 0.6 --warmdown-ratio 0.6",
+         "would overlap"),
+    Case("final-lr-frac-2", "train", f"{TRAIN} --run {{new}} --final-lr-frac 2", "final_lr_frac must be <= 1"),
+    Case("corpus-unknown", "train", f"{TRAIN} --run {{new}} --corpus books", "invalid choice: 'books'"),
+    Case("corpus-not-downloaded", "train", f"{TRAIN} --run {{new}} --corpus fineweb", "tinylab.data download"),
+    Case("num-shards-negative", "train", f"{TRAIN} --run {{new}} --num-shards=-1", "num_shards must be >= 0"),
+    Case("max-chars-0", "train", f"{TRAIN} --run {{new}} --max-chars 0", "tokenizer_max_chars must be >= 1"),
+    Case("preset-unknown", "train", "--preset nope --no-progress --run {new}", "valid presets are: smoke"),
+    Case("preset-env-unknown", "train", "--no-progress --run {new}", "unknown preset 'nope'",
+         env={"TINYLAB_PRESET": "nope"}),
+    Case("knob-misspelt", "train", f"{TRAIN} --run {{new}} --lernrate 1", "unrecognized arguments"),
+    Case("device-cuda", "train", f"{TRAIN} --run {{new}} --device cuda", "no usable CUDA GPU"),
+    Case("device-cuda-1", "train", f"{TRAIN} --run {{new}} --device cuda:1", "no usable CUDA GPU"),
+    Case("device-bogus", "train", f"{TRAIN} --run {{new}} --device bogus", "unknown device 'bogus'"),
+    Case("device-env-bogus", "train", f"{TRAIN} --run {{new}}", "unknown device 'tpu'", env={"TINYLAB_DEVICE": "tpu"}),
+    Case("device-mps", "train", f"{TRAIN} --run {{new}} --device mps", "MPS is not available"),
+    Case("run-name-parent", "train", f"{TRAIN} --run ../escape", "not a usable run name"),
+    Case("run-name-hidden", "train", f"{TRAIN} --run .hidden", "not a usable run name"),
+    Case("run-name-deep", "train", f"{TRAIN} --run a/b/c", "not a usable run name"),
+    Case("run-name-empty", "train", f"{TRAIN} --run ''", "not a usable run name"),  # 8. "" is not "not given"
+    Case("run-is-a-file", "train", f"{TRAIN} --run {{new}}", "is a file, not a run directory",
+         setup=new_run_is_a_file),
+    Case("home-is-a-file", "train", f"{TRAIN} --run {{new}}", "not a directory", setup=home_is_a_file),
+    Case("existing-run-without-resume", "train", f"{TRAIN} --run {{run}}", "--resume"),
+
+    # -- 1. train on a fineweb corpus with one bad shard: in the train split (hit while training the
+    #       tokenizer) and as the validation shard (hit while pre-tokenizing)
+    *[Case(f"train-shard-{kind}", "train", FINEWEB, SHARD_MATCH[kind], setup=bad_shard(kind, "train"))
+      for kind in BAD_SHARDS],
+    *[Case(f"val-shard-{kind}", "train", FINEWEB, SHARD_MATCH[kind], setup=bad_shard(kind, "val"))
+      for kind in BAD_SHARDS],
+
+    # -- 1./2. resuming from a damaged checkpoint or with other knobs: refused, config.json untouched
+    Case("resume-truncated-model", "train", RESUME, "model.safetensors is damaged", setup=truncate(
+        f"{CKPT}/model.safetensors")),
+    Case("resume-truncated-optim", "train", RESUME, "optim.safetensors is damaged", setup=truncate(
+        f"{CKPT}/optim.safetensors")),
+    Case("resume-truncated-meta", "train", RESUME, "checkpoint.json is unreadable", setup=truncate(
+        f"{CKPT}/checkpoint.json")),
+    Case("resume-missing-optim", "train", RESUME, "optim.safetensors is damaged or missing",
+         setup=damage(lambda run: (run / CKPT / "optim.safetensors").unlink())),
+    Case("resume-missing-marker", "train", RESUME, "has no checkpoint.json",
+         setup=damage(lambda run: (run / CKPT / "checkpoint.json").unlink())),
+    Case("resume-garbage-model", "train", RESUME, "model.safetensors is damaged",
+         setup=damage(lambda run: (run / CKPT / "model.safetensors").write_bytes(b"\x00" * 999))),
+    Case("resume-other-arch-weights", "train", RESUME, "model.safetensors is damaged",
+         setup=damage(other_arch_weights)),
+    Case("resume-other-depth", "train", f"{RESUME} --depth 3", "same architecture knobs"),
+    Case("resume-other-seq-len", "train", f"{RESUME} --seq-len 64", "same architecture knobs"),
+    Case("resume-other-vocab", "train", f"{RESUME} --vocab-size 600", "same architecture knobs"),
+    Case("resume-tied", "train", f"{RESUME} --tie-embeddings", "same architecture knobs"),
+    Case("resume-below-step", "train", f"{TRAIN} --run {{run}} --resume --num-iterations 3", "--num-iterations > 4"),
+    Case("resume-other-corpus", "train", f"{RESUME} --corpus fineweb", "tinylab.data download"),
+    # 8. a run's own tokenizer copy swapped or damaged is noticed by --resume, as by complete
+    Case("resume-tokenizer-swapped", "train", RESUME, "trained with tokenizer hash .* copy", setup=swap_tokenizer),
+    Case("resume-tokenizer-corrupt", "train", RESUME, "tokenizer copy of run .* is damaged",
+         setup=damage(corrupt_tokenizer)),
+    Case("resume-tokenizer-meta-gone", "train", RESUME, "tokenizer copy of run .* is damaged",
+         setup=damage(lambda run: (run / "tokenizer" / "tokenizer.json").unlink())),
+    Case("resume-shared-tokenizer-retrained", "train", RESUME, "trained with tokenizer hash",
+         setup=retrained_shared_tokenizer),
+
+    # -- 6. complete
+    Case("complete-cuda", "complete", "--run {run} --device cuda -p hi", "no usable CUDA GPU"),
+    Case("complete-device-bogus", "complete", "--run {run} --device gpu0 -p hi", "unknown device"),
+    Case("complete-temperature-nan", "complete", "--run {run} -t nan -p hi", "finite"),
+    Case("complete-temperature-inf", "complete", "--run {run} -t inf -p hi", "finite"),
+    Case("complete-temperature-negative", "complete", "--run {run} -t=-1 -p hi", "temperature must be >= 0"),
+    Case("complete-temperature-word", "complete", "--run {run} -t hot -p hi", "invalid float value"),
+    Case("complete-top-k-negative", "complete", "--run {run} -k=-1 -p hi", "top_k must be >= 1"),
+    Case("complete-top-p-0", "complete", "--run {run} --top-p 0 -p hi", r"top_p must be in \(0, 1\]"),
+    Case("complete-top-p-above-1", "complete", "--run {run} --top-p 1.5 -p hi", r"top_p must be in \(0, 1\]"),
+    Case("complete-top-p-nan", "complete", "--run {run} --top-p nan -p hi", "finite"),
+    Case("complete-max-tokens-0", "complete", "--run {run} -m 0 -p hi", "max_tokens must be >= 1"),
+    Case("complete-max-tokens-negative", "complete", "--run {run} -m=-4 -p hi", "max_tokens must be >= 1"),
+    Case("complete-step-missing", "complete", "--run {run} --step 3 -p hi", "no checkpoint at step 3; it has 4"),
+    Case("complete-run-missing", "complete", "--run nope -p hi", "no run 'nope'"),
+    Case("complete-run-empty", "complete", "--run '' -p hi", "no run ''"),
+    Case("complete-checkpoint-missing", "complete", "--checkpoint {tmp}/nowhere -p hi", "no run"),
+    Case("complete-run-and-checkpoint", "complete", "--run {run} --checkpoint {run} -p hi", "not allowed with"),
+    Case("complete-truncated-model", "complete", "--run {run} -p hi", "model.safetensors is damaged",
+         setup=truncate(f"{CKPT}/model.safetensors")),
+    Case("complete-truncated-meta", "complete", "--run {run} -p hi", "checkpoint.json is unreadable",
+         setup=truncate(f"{CKPT}/checkpoint.json")),
+    Case("complete-tokenizer-swapped", "complete", "--run {run} -p hi", "trained with tokenizer hash",
+         setup=swap_tokenizer),
+    Case("complete-tokenizer-corrupt", "complete", "--run {run} -p hi", "tokenizer copy of run .* is damaged",
+         setup=damage(corrupt_tokenizer)),
+    Case("complete-prompt-too-long", "complete", f"--run {{run}} -p '{'word ' * 300}'", "shorten the prompt"),
+
+    # -- 7. bench
+    Case("bench-loader-preset", "bench", "loader --preset nope", "unknown preset 'nope'"),
+    Case("bench-loader-cuda", "bench", "loader --preset smoke --device cuda", "no usable CUDA GPU"),
+    Case("bench-loader-device-bogus", "bench", "loader --preset smoke --device bogus", "unknown device"),
+    Case("bench-loader-two-batches", "bench", "loader --preset smoke --batch-sizes 4,8", "times one device batch"),
+    Case("bench-loader-seconds-0", "bench", "loader --preset smoke --seconds 0", "seconds must be a finite"),
+    Case("bench-loader-seconds-nan", "bench", "loader --preset smoke --seconds nan", "seconds must be a finite"),
+    Case("bench-decode-cuda", "bench", "decode --preset smoke --device cuda", "no usable CUDA GPU"),
+    Case("bench-decode-streams-0", "bench", "decode --preset smoke --streams 0", "positive integers"),
+    Case("bench-decode-tokens-0", "bench", "decode --preset smoke --tokens 0", "tokens must be an integer > 0"),
+    Case("bench-decode-prompt-0", "bench", "decode --preset smoke --prompt-tokens 0", "prompt tokens must be an"),
+    Case("bench-decode-threads-0", "bench", "decode --preset smoke --threads 0", "threads must be an"),  # 8.
+    Case("bench-matmul-no-gpu", "bench", "matmul", "has none"),
+    Case("bench-steps-0", "bench", "train --steps 0", "steps must be an integer > 0"),
+    Case("bench-warmup-negative", "bench", "train --warmup=-1", "warmup steps must be an integer >= 0"),
+    Case("bench-gpu-mem-negative", "bench", "fit --gpu-mem-gb=-5", "GiB must be a finite number > 0"),
+    Case("bench-peak-tflops-0", "bench", "train --peak-tflops 0", "TFLOP/s must be a finite number > 0"),
+    Case("bench-unknown", "bench", "everything", "invalid choice"),
+    Case("bench-no-what", "bench", "", "required: what"),
+
+    # -- 7./8. calc
+    Case("calc-ratio-inf", "calc", "--ratio inf", "ratio must be a finite number > 0"),
+    Case("calc-ratio-nan", "calc", "--ratio nan", "ratio must be a finite number > 0"),
+    Case("calc-ratio-0", "calc", "--ratio 0", "ratio must be a finite number > 0"),
+    Case("calc-ratio-word", "calc", "--ratio lots", "ratio must be a finite number"),
+    Case("calc-vocab-100000", "calc", "--vocab-size 100000", "between 257 and 65,536"),
+    Case("calc-vocab-100", "calc", "--vocab-size 100", "between 257 and 65,536"),
+    Case("calc-gpu-mem-negative", "calc", "--gpu-mem-gb=-5", "GiB must be a finite number > 0"),
+    Case("calc-gpu-mem-0", "calc", "--gpu-mem-gb 0", "GiB must be a finite number > 0"),
+    Case("calc-gpu-mem-nan", "calc", "--gpu-mem-gb nan", "GiB must be a finite number > 0"),
+    Case("calc-mfu-0", "calc", "--mfu 0", "MFU must be"),
+    Case("calc-mfu-above-1", "calc", "--mfu 1.5", "MFU must be a finite number > 0 and <= 1"),
+    Case("calc-batch-0", "calc", "--batch-sizes 0", "positive integers"),
+    Case("calc-batch-empty", "calc", "--batch-sizes ,", "positive integers"),
+    Case("calc-batch-word", "calc", "--batch-sizes 8,x", "positive integers"),
+    Case("calc-gpu-unknown", "calc", "--gpu 'GTX 9999'", "invalid choice"),
+    Case("calc-preset-unknown", "calc", "--preset nope", "valid presets are"),
+    Case("calc-depth-0", "calc", "--depth 0", "depth must be >= 1"),
+    Case("calc-head-dim-odd", "calc", "--head-dim 33", "even head_dim"),
+    Case("calc-heads", "calc", "--model-dim 100 --n-head 3", "pick n_head from"),
+    Case("calc-seq-len-huge", "calc", "--seq-len 1000000000000", "sequence_len must be <= 1048576"),
+
+    # -- 7./8. tokenizer
+    Case("tokenizer-vocab-0", "tokenizer", "train --no-progress --vocab-size 0", "vocab_size must be >= 1"),
+    Case("tokenizer-vocab-100", "tokenizer", "train --no-progress --vocab-size 100", "between 257 and 65,536"),
+    Case("tokenizer-vocab-70000", "tokenizer", "train --no-progress --vocab-size 70000", "between 257 and 65,536"),
+    Case("tokenizer-max-chars-0", "tokenizer", "train --no-progress --max-chars 0", "tokenizer_max_chars must be"),
+    Case("tokenizer-corpus-unknown", "tokenizer", "train --no-progress --corpus books", "invalid choice"),
+    Case("tokenizer-preset-unknown", "tokenizer", "train --no-progress --preset nope", "valid presets are"),
+    Case("tokenizer-too-little-text", "tokenizer", "train --no-progress --vocab-size 60000 --max-chars 5000 --force",
+         "give more text or a smaller vocab_size"),
+    Case("tokenizer-eval-max-chars-0", "tokenizer", "eval --no-progress --max-chars 0", "max chars must be an"),
+    Case("tokenizer-no-command", "tokenizer", "", "required: cmd"),
+    *[Case(f"tokenizer-shard-{kind}", "tokenizer", "train --no-progress --corpus fineweb", SHARD_MATCH[kind],
+           setup=bad_shard(kind, "train")) for kind in BAD_SHARDS],
+
+    # -- 7. pipeline
+    Case("pipeline-preset-env", "pipeline", "", "unknown preset 'nope'", env={"TINYLAB_PRESET": "nope"}),
+    Case("pipeline-no-match", "pipeline", "zz", "no notebooks matching"),
+    Case("pipeline-timeout-0", "pipeline", "--timeout 0", "timeout .seconds. must be an integer > 0"),
+
+    # -- not in the audit: data, runs, export, import_nanochat
+    Case("data-info-unknown", "data", "info books", "invalid choice"),
+    Case("data-info-not-downloaded", "data", "info fineweb", "tinylab.data download"),
+    Case("data-download-1", "data", "download -n 1", "between 2"),
+    Case("data-download-too-many", "data", "download -n 99999", "between 2"),
+    Case("data-download-workers-0", "data", "download -n 2 --workers 0", "workers must be a positive"),
+    Case("data-download-offline", "data", "download -n 2", "HF_HUB_OFFLINE|offline", env={"HF_HUB_OFFLINE": "1"}),
+    Case("runs-no-command", "runs", "", "required: cmd"),
+    Case("runs-plot-missing", "runs", "plot nope -o {tmp}/c.png", "no run 'nope'"),
+    Case("runs-plot-x-unknown", "runs", "plot {run} --x speed -o {tmp}/c.png", "invalid choice"),
+    Case("runs-plot-smooth-1", "runs", "plot {run} --smooth 1 -o {tmp}/c.png", "smooth"),
+    Case("runs-plot-no-config", "runs", "plot {run} -o {tmp}/c.png", "has no config.json",
+         setup=damage(lambda run: (run / "config.json").unlink())),
+    Case("runs-plot-damaged-metrics", "runs", "plot {run} -o {tmp}/c.png", "line 1 is not valid JSON",
+         setup=damage(lambda run: (run / "metrics.jsonl").write_text("{oops\n" + (run / "metrics.jsonl").read_text()))),
+    Case("runs-plot-bad-format", "runs", "plot {run} -o {tmp}/c.xyz", "cannot write a .xyz image"),
+    Case("export-missing", "export", "--run nope --out {tmp}/x", "no run 'nope'"),
+    Case("export-no-out", "export", "--run {run}", "required: --out"),
+    Case("export-dtype", "export", "--run {run} --out {tmp}/x --dtype fp8", "invalid choice"),
+    Case("export-step", "export", "--run {run} --out {tmp}/x --step 99", "no checkpoint at step 99"),
+    Case("export-out-not-empty", "export", "--run {run} --out {tmp}/out", "--force", setup=export_target),
+    Case("export-push-offline", "export", "--run {run} --out {tmp}/x --push-to-hub me/tiny", "HF_HUB_OFFLINE",
+         env={"HF_HUB_OFFLINE": "1"}),
+    Case("export-truncated-model", "export", "--run {run} --out {tmp}/x", "model.safetensors is damaged",
+         setup=truncate(f"{CKPT}/model.safetensors")),
+    Case("import-missing-dir", "import_nanochat", "{tmp}/nowhere --run {new}", "nowhere"),
+    Case("import-empty-dir", "import_nanochat", "{tmp} --run {new}", "no model_<step>.pt"),
+    Case("import-no-run", "import_nanochat", "{tmp}", "required: --run"),
+]
+
+
+# ------------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """A TINYLAB_HOME with one smoke run `base` (4 steps, checkpoint step_000004), plus the material the
+    setups use: a second tokenizer of the same size, and a fineweb corpus template."""
+    from tinylab.tokenizer import train_tokenizer
+    from tinylab.train import train
+
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TINYLAB_HOME", str(home))
+        train("smoke", "base", num_iterations=4, progress=False, eval_every=2, eval_tokens=512, sample_every=0)
+        texts = pq.read_table(paths.SAMPLE_DIR / "shard_00001.parquet").column("text").to_pylist()
+        other = train_tokenizer(texts[::-1], 512, 200_000, name="other", progress=False)
+        other.save(home.parent / "other-tokenizer")
+        fineweb = home.parent / "fineweb-home"
+        (fineweb / "fineweb").mkdir(parents=True)
+        pq.write_table(pa.table({"text": texts[:40]}), fineweb / "fineweb" / "shard_00000.parquet", row_group_size=10)
+        pq.write_table(pa.table({"text": texts[40:60]}), fineweb / "fineweb" / "shard_00002.parquet")
+        train_tokenizer(texts[:40], 512, name="fineweb-512", progress=False).save(fineweb / "tokenizer" / "fineweb-512")
+    return SimpleNamespace(home=home, base=home / "runs" / "base", other_tokenizer=home.parent / "other-tokenizer",
+                           fineweb=fineweb)
+
+
+def digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under root, by relative path."""
+    if not root.is_dir():
+        return {}
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def invoke(name: str, argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run a CLI in-process as `python -m` would (through errors.cli); (exit status, stdout, stderr)."""
+    main = importlib.import_module(CLIS[name]).main
+    capsys.readouterr()
+    rc = cli(main, argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def check_one_error_line(err: str, out: str, match: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), f"stderr must be one error line:\n{err}"
+    assert "Traceback" not in out + err
+    assert re.search(match, lines[0]), lines[0]
+    assert ACTION.search(lines[0]), f"the message does not say what to do: {lines[0]}"
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_clear_line_and_changes_nothing(case, shared, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("TINYLAB_HOME", str(shared.home))
+    for k, v in case.env.items():
+        monkeypatch.setenv(k, v)
+    run = shared.home / "runs" / case.id
+    if "{run}" in case.argv:
+        shutil.copytree(shared.base, run)
+    ctx = SimpleNamespace(run=run, new=f"new-{case.id}", tmp=tmp_path, monkeypatch=monkeypatch, **vars(shared))
+    try:
+        if case.setup:
+            case.setup(ctx)
+        runs = paths.home() / "runs"
+        before = digest(runs)
+        argv = shlex.split(case.argv.format(run=case.id, new=ctx.new, tmp=tmp_path))
+        rc, out, err = invoke(case.cli, argv, capsys)
+        check_one_error_line(err, out, case.match)
+        assert rc == case.code
+        after = digest(runs)
+        changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+        assert all(k not in before and Path(k).name == ".lock" for k in changed), sorted(changed)
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
+        new = shared.home / "runs" / ctx.new
+        shutil.rmtree(new) if new.is_dir() else new.unlink(missing_ok=True)
+
+
+def test_the_table_is_big_and_covers_every_cli():
+    assert len(CASES) >= 100 and len({c.id for c in CASES}) == len(CASES)
+    assert {c.cli for c in CASES} == set(CLIS)
+
+
+# ------------------------------------------------------------------------------- beyond the table
+
+def copy_run(shared, name: str) -> Path:
+    shutil.copytree(shared.base, shared.home / "runs" / name)
+    return shared.home / "runs" / name
+
+
+def train_cli(capsys, *argv: str) -> tuple[int, str]:
+    """`python -m tinylab.train --preset smoke --no-progress ARGV` in-process; (exit status, stderr)."""
+    rc, out, err = invoke("train", [*shlex.split(TRAIN), *argv], capsys)
+    return rc, err
+
+
+HOLD_LOCK = """import sys, time
+from tinylab.run import Run
+with Run(sys.argv[1]).lock():
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_trainer_names_the_first_and_a_killed_ones_lock_is_taken_over(shared, capsys, monkeypatch):
+    # 4. the holder takes the lock exactly as train() does (Run.lock), in a process that imports no torch
+    monkeypatch.setenv("TINYLAB_HOME", str(shared.home))
+    run = copy_run(shared, "locked")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True,
+                              cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = digest(run)
+        rc, err = train_cli(capsys, "--run", "locked", "--resume", "--num-iterations", "5")
+        line = check_one_error_line(err, "", f"being trained by process {holder.pid} on ")
+        assert rc == 2 and "wait for it to finish, stop it" in line
+        assert digest(run) == before
+    finally:
+        holder.send_signal(signal.SIGKILL)  # kill -9: no cleanup runs, the lock file stays behind
+        holder.wait(timeout=30)
+    assert f"process {holder.pid} " in (run / ".lock").read_text()  # stale: names a dead process
+    rc, err = train_cli(capsys, "--run", "locked", "--resume", "--num-iterations", "5", "--eval-every", "5",
+                        "--eval-tokens", "512", "--sample-every", "0")
+    assert rc == 0, err
+    assert f"process {os.getpid()} " in (run / ".lock").read_text()
+    shutil.rmtree(run)
+
+
+def test_orphans_of_a_killed_save_are_cleaned_on_the_next_start(shared, capsys, monkeypatch):
+    # 5. what a kill -9 in the middle of checkpoint.save_checkpoint / paths.atomic_write leaves behind
+    monkeypatch.setenv("TINYLAB_HOME", str(shared.home))
+    run = copy_run(shared, "orphans")
+    orphans = [run / "checkpoints" / ".tmp-step_000006-k1ll3d", run / "checkpoints" / ".old.tmp-step_000004-x",
+               run / ".config.json.a1b2.tmp", run / "tokenizer" / ".tokenizer.json.c3d4.tmp"]
+    for p in orphans[:2]:
+        p.mkdir()
+        (p / "model.safetensors").write_bytes(b"half a checkpoint")
+    for p in orphans[2:]:
+        p.write_text("half a file")
+    rc, err = train_cli(capsys, "--run", "orphans", "--resume", "--num-iterations", "5", "--eval-every", "5",
+                        "--eval-tokens", "512", "--sample-every", "0")
+    assert rc == 0, err
+    assert not any(p.exists() for p in orphans)
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_000005"]
+    shutil.rmtree(run)
+
+
+def enospc_in_safetensors(*args, **kwargs):
+    """What safetensors raises on a full disk (seen on a 3 MB tmpfs): its own error, not an OSError."""
+    from safetensors import SafetensorError
+
+    raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
+def enospc_in_python(path, obj):
+    """What paths.atomic_write's f.write raises on a full disk."""
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+@pytest.mark.parametrize("where", ["safetensors", "checkpoint.json"])
+def test_disk_full_while_saving_is_one_line_and_loses_nothing(where, shared, capsys, monkeypatch):
+    # 5. a full disk during the step-6 save; the mocked failure is the one a real full disk gives
+    import safetensors.torch
+
+    from tinylab import checkpoint
+
+    monkeypatch.setenv("TINYLAB_HOME", str(shared.home))
+    run = copy_run(shared, f"full-{where.replace('.', '-')}")
+    kept = digest(run / CKPT)
+    args = ["--num-iterations", "6", "--eval-every", "6", "--eval-tokens", "512", "--sample-every", "0",
+            "--log-every", "1"]
+    with monkeypatch.context() as m:
+        if where == "safetensors":
+            m.setattr(safetensors.torch, "serialize_file", enospc_in_safetensors)
+        else:
+            m.setattr(checkpoint, "write_json", enospc_in_python)  # checkpoint.json, written last
+        rc, err = train_cli(capsys, "--run", run.name, "--resume", *args)
+    line = check_one_error_line(err, "", "the disk is full .*free some space and run the command again")
+    assert rc == 1 and ".tmp-step_000006" in line
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000004"]  # no partial save left
+    assert digest(run / CKPT) == kept
+    rc, err = train_cli(capsys, "--run", run.name, "--resume", *args)
+    assert rc == 0, err
+    assert [s for s, _ in train_losses(run)] == [4, 5, 6]  # the failed attempt's lines 5, 6 dropped, not repeated
+    shutil.rmtree(run)
+
+
+TRAIN_STEP = importlib.import_module("tinylab.train").train_step
+
+
+def record_steps(monkeypatch, fail_at: int | None = None) -> list[torch.Tensor]:
+    """The input rows of every optimizer step, all micro-batches together (B_total, T), in order.
+
+    fail_at=k: the k-th step raises torch.OutOfMemoryError before it runs, like CUDA would."""
+    from tinylab import train as T
+
+    steps, real = [], TRAIN_STEP  # the real one, not an earlier spy
+
+    def spy(net, optimizers, batches, grad_accum, **kw):
+        if len(steps) + 1 == fail_at:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        seen = []
+
+        class Recorder:
+            def __next__(self):
+                x, y = next(batches)
+                seen.append(x.clone())
+                return x, y
+        loss = real(net, optimizers, Recorder(), grad_accum, **kw)
+        steps.append(torch.cat(seen))
+        return loss
+
+    monkeypatch.setattr(T, "train_step", spy)
+    return steps
+
+
+def train_losses(run: Path) -> list[tuple[int, float]]:
+    """(step, loss) of every train line of metrics.jsonl, in file order."""
+    return [(r["step"], r["loss"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+            if r["kind"] == "train"]
+
+
+def test_out_of_memory_then_resume_at_half_the_batch_continues_the_same_token_stream(shared, capsys, monkeypatch):
+    # 2./3. batch 8 for 6 steps, against batch 8 stopped by an out-of-memory error in step 5 (checkpoint at
+    # step 3) and resumed at batch 4: the same 1,024 tokens per step, now in two micro-batches
+    monkeypatch.setenv("TINYLAB_HOME", str(shared.home))
+    knobs = ["--num-iterations", "6", "--eval-every", "3", "--eval-tokens", "512", "--sample-every", "0",
+             "--log-every", "1"]
+    full = record_steps(monkeypatch)
+    assert train_cli(capsys, "--run", "b8", *knobs)[0] == 0
+    cut = record_steps(monkeypatch, fail_at=5)
+    rc, err = train_cli(capsys, "--run", "b8-4", *knobs)
+    line = check_one_error_line(err, "", r"out of memory at device batch 8 × 128 .*Lower --device-batch-size")
+    assert rc == 1 and "--resume" in line and line.endswith("step_000003")
+    resumed = record_steps(monkeypatch)
+    rc, err = train_cli(capsys, "--run", "b8-4", "--resume", "--device-batch-size", "4", *knobs)
+    assert rc == 0, err
+    a, b = shared.home / "runs" / "b8", shared.home / "runs" / "b8-4"
+    assert [s.shape for s in resumed] == [(8, 128)] * 3  # steps 4-6 again, each two micro-batches of 4
+    assert len(cut) == 4 and torch.equal(cut[3], resumed[0])  # step 4 ran before the error, and again after it
+    assert len(full) == 6 and all(torch.equal(x, y) for x, y in zip(full, cut[:3] + resumed))  # the same tokens
+    la, lb = train_losses(a), train_losses(b)
+    assert [s for s, _ in la] == [s for s, _ in lb] == [1, 2, 3, 4, 5, 6]
+    assert max(abs(x - y) for (_, x), (_, y) in zip(la, lb)) < 1e-5  # fp32: mean of 8 rows vs mean of 2 means of 4
+    cfg = json.loads((b / "config.json").read_text())
+    assert cfg["batch"]["device_batch_size"] == 4 and cfg["derived"]["grad_accum"] == 2
+    assert cfg["derived"]["total_batch_size"] == 1024
+    meta = [json.loads((r / "checkpoints" / "step_000006" / "checkpoint.json").read_text()) for r in (a, b)]
+    assert meta[0]["loader"] == meta[1]["loader"] and meta[0]["loader"]["rows"] == 6 * 8
+    assert meta[1]["val_bpb"] == pytest.approx(meta[0]["val_bpb"], abs=1e-5)
+
+
+def test_resume_with_another_batch_and_more_steps_reads_on_from_the_checkpoint(shared, capsys, monkeypatch):
+    # 2. `train --run r --resume --num-iterations N --device-batch-size 4` on a run trained at batch 8
+    from tinylab.loader import STATE_FORMAT, token_batches
+    from tinylab.presets import get_preset
+    from tinylab.tokenizer import get_tokenizer
+
+    monkeypatch.setenv("TINYLAB_HOME", str(shared.home))
+    run = copy_run(shared, "rebatch")
+    steps = record_steps(monkeypatch)
+    rc, err = train_cli(capsys, "--run", "rebatch", "--resume", "--num-iterations", "6", "--device-batch-size", "4",
+                        "--eval-every", "6", "--eval-tokens", "512", "--sample-every", "0")
+    assert rc == 0, err
+    smoke = get_preset("smoke")
+    stream = token_batches(smoke, get_tokenizer(smoke), state=dict(format=STATE_FORMAT, rows=4 * 8), progress=False)
+    assert [torch.equal(s, next(stream)[0]) for s in steps] == [True, True]  # rows 32..47: where step 4 stopped
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["batch"]["device_batch_size"], cfg["derived"]["num_iterations"]) == (4, 6)
+    shutil.rmtree(run)
+
+
+def test_a_swapped_tokenizer_copy_stops_resume_and_the_advice_given_works(shared, capsys, monkeypatch):
+    # 8. train --resume notices a run's own tokenizer copy that was replaced, as complete does
+    monkeypatch.setenv("TINYLAB_HOME", str(shared.home))
+    run = copy_run(shared, "swapped")
+    swap_tokenizer(SimpleNamespace(run=run, other_tokenizer=shared.other_tokenizer))
+    before = digest(run)
+    args = ["--run", "swapped", "--resume", "--num-iterations", "5", "--eval-every", "5", "--eval-tokens", "512",
+            "--sample-every", "0"]
+    rc, err = train_cli(capsys, *args)
+    line = check_one_error_line(err, "", "trained with tokenizer hash .* copy .* has .*`cp -r ")
+    assert rc == 2 and digest(run) == before  # config.json, metrics and checkpoint untouched
+    cp = re.search(r"`cp -r (\S+) (\S+)`", line)  # follow the advice: the shared tokenizer is the same one
+    shutil.rmtree(cp.group(2))
+    shutil.copytree(cp.group(1), cp.group(2))
+    rc, err = train_cli(capsys, *args)
+    assert rc == 0, err
+    shutil.rmtree(run)
+
+
+def test_complete_reports_input_that_is_not_utf8_in_one_line(shared):
+    # 6. bytes that are not UTF-8 on stdin under a strict decoder: needs a real process and pipe
+    r = subprocess.run([sys.executable, "-m", "tinylab.complete", "--run", "base", "-m", "2"],
+                       input=b"caf\xe9 \xff\xfe\n###\n", capture_output=True, timeout=120, cwd=REPO,
+                       env=dict(os.environ, TINYLAB_HOME=str(shared.home), PYTHONIOENCODING="utf-8:strict",
+                                PYTHONPATH=str(REPO)))
+    err = r.stderr.decode()
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert r.returncode == 2 and "Traceback" not in err, err
+    assert errors == [err.strip().splitlines()[-1]]  # after the banner of the piped loop, one error line
+    assert "not valid UTF-8" in errors[0] and "PYTHONIOENCODING=utf-8:surrogateescape" in errors[0]
+
+
+def test_complete_reports_a_terminal_that_cannot_show_the_text(shared, capsys, monkeypatch):
+    # 6. an ASCII-only terminal (LANG=C, strict): the echoed prompt cannot be written
+    from tinylab import complete
+
+    monkeypatch.setenv("TINYLAB_HOME", str(shared.home))
+    out = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="strict")
+    err = io.StringIO()
+    rc = complete.main(["--run", "base", "-m", "2"], stdin=io.StringIO("caf\u00e9\n###\n"), stdout=out, stderr=err)
+    errors = [line for line in err.getvalue().splitlines() if line.startswith("error: ")]
+    assert rc == 2 and len(errors) == 1 and "UTF-8 locale" in errors[0]
