@@ -48,7 +48,7 @@ CLIS = {  # name -> module whose main(argv) is `python -m <module>`
     "calc": "tinylab.calc.__main__", "tokenizer": "tinylab.tokenizer", "data": "tinylab.data",
     "train": "tinylab.train", "complete": "tinylab.complete", "runs": "tinylab.runs",
     "pipeline": "tinylab.pipeline", "bench": "tinylab.bench.__main__", "export": "tinylab.export",
-    "import_nanochat": "tinylab.import_nanochat",
+    "import_nanochat": "tinylab.import_nanochat", "eval": "tinylab.eval", "sweep": "tinylab.sweep",
 }
 TRAIN = "--preset smoke --no-progress"
 RESUME = f"{TRAIN} --run {{run}} --resume --num-iterations 6"
@@ -110,6 +110,12 @@ def retrained_shared_tokenizer(ctx):
     shutil.rmtree(home / "runs" / ctx.run.name / "tokenizer")
     shutil.copytree(ctx.other_tokenizer, home / "tokenizer" / "sample-512")
     ctx.monkeypatch.setenv("TINYLAB_HOME", str(home))
+
+
+def no_cuda(ctx):
+    """A CPU-only machine, also where the suite runs on a GPU one (the message is the same either way)."""
+    import torch
+    ctx.monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
 def home_is_a_file(ctx):
@@ -233,8 +239,8 @@ CASES = [
     Case("preset-env-unknown", "train", "--no-progress --run {new}", "unknown preset 'nope'",
          env={"TINYLAB_PRESET": "nope"}),
     Case("knob-misspelt", "train", f"{TRAIN} --run {{new}} --lernrate 1", "unrecognized arguments"),
-    Case("device-cuda", "train", f"{TRAIN} --run {{new}} --device cuda", "no usable CUDA GPU"),
-    Case("device-cuda-1", "train", f"{TRAIN} --run {{new}} --device cuda:1", "no usable CUDA GPU"),
+    Case("device-cuda", "train", f"{TRAIN} --run {{new}} --device cuda", "no usable CUDA GPU", setup=no_cuda),
+    Case("device-cuda-1", "train", f"{TRAIN} --run {{new}} --device cuda:1", "no usable CUDA GPU", setup=no_cuda),
     Case("device-bogus", "train", f"{TRAIN} --run {{new}} --device bogus", "unknown device 'bogus'"),
     Case("device-env-bogus", "train", f"{TRAIN} --run {{new}}", "unknown device 'tpu'", env={"TINYLAB_DEVICE": "tpu"}),
     Case("device-mps", "train", f"{TRAIN} --run {{new}} --device mps", "MPS is not available"),
@@ -285,7 +291,7 @@ CASES = [
          setup=retrained_shared_tokenizer),
 
     # -- 6. complete
-    Case("complete-cuda", "complete", "--run {run} --device cuda -p hi", "no usable CUDA GPU"),
+    Case("complete-cuda", "complete", "--run {run} --device cuda -p hi", "no usable CUDA GPU", setup=no_cuda),
     Case("complete-device-bogus", "complete", "--run {run} --device gpu0 -p hi", "unknown device"),
     Case("complete-temperature-nan", "complete", "--run {run} -t nan -p hi", "finite"),
     Case("complete-temperature-inf", "complete", "--run {run} -t inf -p hi", "finite"),
@@ -314,12 +320,12 @@ CASES = [
 
     # -- 7. bench
     Case("bench-loader-preset", "bench", "loader --preset nope", "unknown preset 'nope'"),
-    Case("bench-loader-cuda", "bench", "loader --preset smoke --device cuda", "no usable CUDA GPU"),
+    Case("bench-loader-cuda", "bench", "loader --preset smoke --device cuda", "no usable CUDA GPU", setup=no_cuda),
     Case("bench-loader-device-bogus", "bench", "loader --preset smoke --device bogus", "unknown device"),
     Case("bench-loader-two-batches", "bench", "loader --preset smoke --batch-sizes 4,8", "times one device batch"),
     Case("bench-loader-seconds-0", "bench", "loader --preset smoke --seconds 0", "seconds must be a finite"),
     Case("bench-loader-seconds-nan", "bench", "loader --preset smoke --seconds nan", "seconds must be a finite"),
-    Case("bench-decode-cuda", "bench", "decode --preset smoke --device cuda", "no usable CUDA GPU"),
+    Case("bench-decode-cuda", "bench", "decode --preset smoke --device cuda", "no usable CUDA GPU", setup=no_cuda),
     Case("bench-decode-streams-0", "bench", "decode --preset smoke --streams 0", "positive integers"),
     Case("bench-decode-tokens-0", "bench", "decode --preset smoke --tokens 0", "tokens must be an integer > 0"),
     Case("bench-decode-prompt-0", "bench", "decode --preset smoke --prompt-tokens 0", "prompt tokens must be an"),
@@ -401,6 +407,35 @@ CASES = [
     Case("import-missing-dir", "import_nanochat", "{tmp}/nowhere --run {new}", "nowhere"),
     Case("import-empty-dir", "import_nanochat", "{tmp} --run {new}", "no model_<step>.pt"),
     Case("import-no-run", "import_nanochat", "{tmp}", "required: --run"),
+    # evaluation (the evaluation issue's bad inputs)
+    Case("eval-unknown-kind", "eval", "accuracy --run {run}", "invalid choice: 'accuracy'"),
+    Case("eval-no-source", "eval", "probes", "--run --checkpoint is required"),
+    Case("eval-missing-run", "eval", "probes --run nope --no-progress", "no run 'nope'"),
+    Case("eval-step", "eval", "probes --run {run} --step 99 --no-progress", "no checkpoint at step 99"),
+    Case("eval-core-offline", "eval", "core --run {run} --no-progress", "eval_bundle.zip.*HF_HUB_OFFLINE",
+         env={"HF_HUB_OFFLINE": "1"}),
+    Case("eval-core-not-a-bundle", "eval", "core --run {run} --bundle {tmp} --no-progress", "not a CORE eval bundle"),
+    Case("eval-max-per-task-0", "eval", "core --run {run} --max-per-task 0 --no-progress", "max_per_task must be"),
+    Case("eval-batch-size-0", "eval", "probes --run {run} --batch-size 0 --no-progress", "batch_size must be"),
+    Case("eval-device-bogus", "eval", "probes --run {run} --device bogus --no-progress", "unknown device 'bogus'"),
+    Case("eval-truncated-model", "eval", "probes --run {run} --no-progress", "model.safetensors is damaged",
+         setup=truncate(f"{CKPT}/model.safetensors")),
+    Case("eval-swapped-tokenizer", "eval", "probes --run {run} --no-progress", "tokenizer hash",
+         setup=swap_tokenizer),
+    # sweeps (the experiments issue's bad inputs: named before any point trains)
+    Case("sweep-unknown-knob", "sweep", "s --preset smoke --grid lernrate=1,2 --no-progress", "unknown knob 'lernrate'"),
+    Case("sweep-bad-value", "sweep", "s --preset smoke --grid depth=two --no-progress", "give depth an integer"),
+    Case("sweep-no-axis-values", "sweep", "s --preset smoke --grid depth --no-progress", "not KNOB=VALUE"),
+    Case("sweep-nothing-to-run", "sweep", "{new} --no-progress", "give a spec"),
+    Case("sweep-missing-spec", "sweep", "s --spec {tmp}/nope.json --no-progress", "no spec file"),
+    Case("sweep-broken-spec", "sweep", "s --spec {tmp}/bad.json --no-progress", "not valid JSON",
+         setup=lambda ctx: (ctx.tmp / "bad.json").write_text("{oops")),
+    Case("sweep-unknown-preset", "sweep", "s --preset nope --grid depth=2,3 --no-progress", "unknown preset 'nope'"),
+    Case("sweep-budget-and-steps", "sweep", "s --preset smoke --grid depth=2 --tokens 1000 --num-iterations 3",
+         "drop one of the two"),
+    Case("sweep-bad-name", "sweep", "../x --preset smoke --grid depth=2", "not a usable sweep name"),
+    Case("sweep-negative-budget", "sweep", "s --preset smoke --grid depth=2 --tokens -5", "must be a positive"),
+    Case("sweep-bad-devices", "sweep", "s --preset smoke --grid depth=2 --devices 0,x", "distinct GPU indices"),
 ]
 
 

@@ -51,9 +51,9 @@ def test_grid_values_parse_by_the_knobs_declared_type():
 
 @pytest.mark.parametrize("items, match", [
     (["head_dimm=64,128"], "unknown knob 'head_dimm' .did you mean head_dim"),
-    (["head_dim=abc"], r"head_dim='abc': head_dim takes an integer"),
-    (["head_dim=1.5"], "takes an integer"),
-    (["tie_embeddings=maybe"], "tie_embeddings takes True or False"),
+    (["head_dim=abc"], r"head_dim='abc': give head_dim an integer"),
+    (["head_dim=1.5"], "give head_dim an integer"),
+    (["tie_embeddings=maybe"], "give tie_embeddings True or False"),
     (["head_dim"], "is not KNOB=VALUE,VALUE"),
     (["head_dim=64,64"], "lists a value twice"),
     (["head_dim=-4"], "head_dim must be >= 1"),
@@ -303,7 +303,7 @@ def test_answer_table_pools_seeds_and_weighs_margins_against_their_range():
 
 @pytest.mark.parametrize("argv, match", [
     (["x", "--preset", "smoke", "--grid", "head_dimm=1,2"], "unknown knob 'head_dimm'"),
-    (["x", "--preset", "smoke", "--grid", "tie_embeddings=yes,perhaps"], "tie_embeddings takes True or False"),
+    (["x", "--preset", "smoke", "--grid", "tie_embeddings=yes,perhaps"], "give tie_embeddings True or False"),
     (["x", "--spec", "nope.json"], "no spec file nope.json"),
     (["x", "--spec", "nope.json", "--tokens", "5"], "--spec takes the whole sweep from its file"),
     (["x"], "sweep 'x' has not been started"),

@@ -8,7 +8,7 @@ unset, and every illegal combination is refused with a message that names the fi
 The groups are frozen dataclasses, one field per knob (`knob(default, help)`), like nanoGPT's
 one-block configuration: model (GPTConfig), data, batch, loop, optim and eval. A TrainConfig
 holds one of each. Everything else is derived from these declarations: the argparse flags of
-every CLI that takes knobs (tinylab.cli_args), override resolution (`TrainConfig.override`),
+every CLI that takes knobs (add_knob_arguments below), override resolution (`TrainConfig.override`),
 the sections of a run's config.json (`to_dict` / `from_dict`), the run table's columns
 (`knob_names()`), and the sliders of notebook 01 (their defaults come from a preset). Adding
 a knob is one line in its group. A preset (tinylab.presets) is a named partial assignment of
@@ -319,7 +319,7 @@ def parse_knob(name: str, text: str):
             value = kind(word)
     except (ValueError, OverflowError):
         unset = " or none" if "None" in hint else ""
-        raise ConfigError(f"{name}={text!r}: {name} takes {KIND_WORDS[kind]}{unset}") from None
+        raise ConfigError(f"{name}={text!r}: give {name} {KIND_WORDS[kind]}{unset}") from None
     return check_knob(name, value)
 
 

@@ -46,6 +46,7 @@ point; tinylab.sweeps loads it into pandas and draws notebook 07's figures and a
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import itertools
@@ -217,7 +218,7 @@ def parse_grid(items: list[str]) -> dict:
     for item in items:
         name, sep, text = item.partition("=")
         if not sep or not text:
-            raise SweepError(f"grid axis {item!r} is not KNOB=VALUE,VALUE (e.g. head_dim=64,128)")
+            raise SweepError(f"grid axis {item!r} is not KNOB=VALUE,VALUE: write it like head_dim=64,128")
         name = knob_name(name.strip())
         if name in grid:
             raise SweepError(f"the grid lists {name} twice: give all its values in one KNOB=A,B")
@@ -233,7 +234,7 @@ def parse_point(items: list[str]) -> dict:
     for item in items:
         name, sep, text = item.partition("=")
         if not sep:
-            raise SweepError(f"point setting {item!r} is not KNOB=VALUE (e.g. depth=6)")
+            raise SweepError(f"point setting {item!r} is not KNOB=VALUE: write it like depth=6")
         name = knob_name(name.strip())
         point[name] = checked_preset(text, "point preset") if name == "preset" else parse_knob(name, text)
     return point
@@ -415,6 +416,14 @@ def train_argv(cfg: TrainConfig, run: str, device: str, *flags: str) -> list[str
     """`python -m tinylab.train` for cfg as run `run` on `device`, with extra flags (--resume, --overwrite)."""
     return [sys.executable, "-m", "tinylab.train", "--preset", cfg.name, "--run", run, *flags, "--no-progress",
             "--device", device, *knob_flags(cfg)]
+
+
+def gpu_ids(text: str) -> list[str]:
+    """--devices: GPU indices separated by commas (what CUDA_VISIBLE_DEVICES takes), e.g. 0,1."""
+    ids = [d.strip() for d in text.split(",") if d.strip()]
+    if not ids or not all(d.isdigit() for d in ids) or len(set(ids)) < len(ids):
+        raise argparse.ArgumentTypeError(f"must be distinct GPU indices separated by commas, e.g. 0,1; got {text!r}")
+    return ids
 
 
 def gpu_slots(device=None, devices=None) -> list[str]:
@@ -763,8 +772,8 @@ def main(argv=None) -> int:
     p.add_argument("--plan", action="store_true", help="print the points, their budgets and problems; train nothing")
     p.add_argument("--device", help="train in this process on this device (cpu, cuda:0), or the device of each "
                                     "parallel point with --devices (default cuda)")
-    p.add_argument("--devices", help="GPU ids to train on in parallel, one point each, e.g. 0,1 (default: every "
-                                     "visible GPU when there are two or more)")
+    p.add_argument("--devices", type=gpu_ids, help="GPU ids to train on in parallel, one point each, e.g. 0,1 "
+                                                   "(default: every visible GPU when there are two or more)")
     p.add_argument("--no-progress", action="store_true")
     add_knob_arguments(p)
     a = p.parse_args(argv)
@@ -772,8 +781,7 @@ def main(argv=None) -> int:
     if a.plan:
         print(sweep.describe())
         return 0
-    devices = [d.strip() for d in a.devices.split(",") if d.strip()] if a.devices else None
-    rows = sweep.run(device=a.device, devices=devices, progress=not a.no_progress)
+    rows = sweep.run(device=a.device, devices=a.devices, progress=not a.no_progress)
     bad = [r for r in rows if r["status"] != "done"]
     print(f"results: {sweep.dir / RESULTS} ({len(rows) - len(bad)} of {len(rows)} points done)")
     if bad:
