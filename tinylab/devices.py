@@ -50,3 +50,15 @@ def pick_device(device=None) -> torch.device:
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise DeviceError(f"device {str(device)!r} is not supported: use cpu, cuda, cuda:N or mps")
     return dev
+
+
+def memory_bytes(device: torch.device) -> int | None:
+    """How much memory `device` has in all: the GPU's, or the machine's RAM for the CPU (None: unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device.type == "cpu":
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):
+            return None
+    return None

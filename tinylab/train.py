@@ -36,7 +36,7 @@ import torch.distributed as dist
 
 from . import calc, checkpoint
 from .config import TrainConfig, add_knob_arguments, knob_arguments
-from .devices import pick_device
+from .devices import memory_bytes, pick_device
 from .errors import ArgumentParser, RunFailedError, TinylabError, cli
 from .eval import cost, measure
 from .evaluate import evaluate_bpb
@@ -147,6 +147,19 @@ def core_bundle(cfg: TrainConfig) -> Path | None:
     return bundle
 
 
+def check_memory(cfg: TrainConfig, plan: RunPlan, device) -> None:
+    """Refuse a model whose fp32 weights, gradients and optimizer state alone exceed the device's memory,
+    before allocating any of it (with overcommitted memory an allocation may succeed and then thrash)."""
+    v = calc.vram_estimate(cfg.model, 0)
+    need = v["weights"] + v["gradients"] + v["optimizer_muon"] + v["optimizer_adamw"]
+    have = memory_bytes(device)
+    if have is not None and need > have:
+        raise OutOfMemoryError(f"the model ({plan.params:,} parameters: {cfg.model.describe()}) does not fit in the "
+                               f"memory of {device}: its weights, gradients and optimizer state alone take "
+                               f"{need / 2 ** 30:,.1f} GiB of {have / 2 ** 30:,.1f}; lower depth or model_dim "
+                               f"(`python -m tinylab.calc` shows the sizes)")
+
+
 def prepare(cfg: TrainConfig, run: Run, d: Dist, *, resume: bool, overwrite: bool, progress: bool) -> Setup:
     """Phase 2: everything that can fail before anything is written (see the module docstring)."""
     bundle = core_bundle(cfg) if d.master else None  # first: a missing bundle must not cost an overwritten run
@@ -165,6 +178,7 @@ def prepare(cfg: TrainConfig, run: Run, d: Dist, *, resume: bool, overwrite: boo
     if resume and ckpt is None and d.master:
         print(f"no checkpoint for run {run.name!r} yet: starting it from scratch")
     plan = RunPlan.of(cfg, d.world)
+    check_memory(cfg, plan, d.device)
     meta = check_resume(run, ckpt, cfg, plan) if resume and ckpt is not None else {}
     tokenizer = load_tokenizer(cfg, run, meta, d, progress)
     if tokenizer.vocab_size != cfg.model.vocab_size:
