@@ -18,10 +18,9 @@ test-gpu: $(STAMP)  ## only the tests marked gpu (tests/gpu/), on a CUDA GPU
 lab: $(STAMP)  ## JupyterLab on notebooks/ with the real preset
 	$(BIN)/jupyter lab notebooks/
 
-notebooks: $(STAMP)  ## re-execute notebooks/ in place, in order, under the smoke preset (commit the outputs)
-	home=$$(mktemp -d) && for nb in notebooks/[0-9][0-9]_*.ipynb; do \
-	  TINYLAB_PRESET=smoke TINYLAB_DEVICE=cpu TINYLAB_HOME=$$home MPLBACKEND=Agg \
-	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace $$nb || exit 1; done; rm -rf $$home
+notebooks: $(STAMP)  ## re-execute notebooks/ in place, in order, under the smoke preset on the CPU (commit the outputs)
+	home=$$(mktemp -d) && TINYLAB_PRESET=smoke TINYLAB_DEVICE=cpu TINYLAB_HOME=$$home \
+	  $(BIN)/python -m tinylab.pipeline --in-place; status=$$?; rm -rf $$home; exit $$status
 
 CHROMIUM ?= /usr/bin/chromium
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

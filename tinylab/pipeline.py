@@ -11,6 +11,7 @@ traceback can be read in JupyterLab.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = ArgumentParser(prog="python -m tinylab.pipeline", description=__doc__.split("\n\n")[0])
     ap.add_argument("only", nargs="*", help="run only notebooks whose file name contains one of these (e.g. 01 03)")
     ap.add_argument("--timeout", type=positive(int, "timeout (seconds)"), default=900, help="seconds allowed per cell")
+    ap.add_argument("--in-place", action="store_true",
+                    help="also copy each notebook that ran through back over notebooks/ (`make notebooks`)")
     args = ap.parse_args(argv)
 
     from .presets import preset_from_env
@@ -100,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{path.name} failed; the partly executed copy is {out_dir / path.name}\n{e}", file=sys.stderr)
             return 1
         print(f"{seconds:5.1f}s")
+        if args.in_place:  # only a notebook that ran through replaces the committed one
+            shutil.copyfile(out_dir / path.name, path)
     print(f"done in {time.perf_counter() - total:.1f}s. Artifacts under {home}:")
     print("\n".join(artifacts_summary(home)))
     return 0
