@@ -76,13 +76,19 @@ def test_bad_grid_input_is_named(items, match):
     (dict(preset="smoke", knobs=dict(preset="seed15m")), "the spec's own \"preset\""),
     (dict(preset="smoke", points=[dict(head_dim="64")]), r"points\[0\]: head_dim must be an integer"),
     (dict(preset="smoke", grid=dict(depth=[])), "non-empty list"),
-    (dict(preset="smoke", probes=True), "probes_every"),
 ])
 def test_bad_specs_are_refused_with_what_to_change(d, match):
-    if "probes_every" in S.knob_names() and d.get("probes"):
-        pytest.skip("the probes_every knob exists: probes are accepted")
     with pytest.raises(S.SweepError, match=match):
         S.Spec.from_dict(d)
+
+
+def test_probes_run_once_at_each_points_last_step():
+    spec = S.Spec.from_dict(dict(preset="smoke", points=[{}, dict(depth=3)], budget=dict(flops=3e10), probes=True))
+    for knobs in S.point_knobs(spec):
+        cfg = S.with_budget(spec, get_preset("smoke").override(**knobs))
+        assert cfg.eval.probes_every == cfg.loop.num_iterations > 0
+    plain = S.Spec.from_dict(dict(preset="smoke", budget=dict(flops=3e10)))
+    assert S.with_budget(plain, get_preset("smoke")).eval.probes_every == 0
 
 
 def test_point_names_are_the_knobs_each_point_sets():
