@@ -182,3 +182,14 @@ def test_push_uses_create_repo_and_upload_folder(tmp_path, monkeypatch):
     assert calls == [("create_repo", "me/tiny"), ("upload_folder", "me/tiny", str(tmp_path))]
     with pytest.raises(ex.PushError, match="Name or service not known.*export in .* is complete"):
         ex.push_to_hub(tmp_path, "me/denied")
+
+
+def test_model_card_lists_each_evaluation_and_its_parts():
+    from tinylab.export import card_rows
+
+    probes = dict(kind="probes", step=102, tokens=1, accuracy=0.608, n=1792, seconds=1.7,
+                  phenomena={"agreement": dict(n=256, accuracy=0.6)})
+    core = dict(kind="core", step=5, tokens=1, core=0.23, n=10, max_per_task=None, truncated=0, seconds=1.0,
+                tasks={"hellaswag": dict(n=10, accuracy=0.3, baseline=0.25, centered=0.0667)})
+    assert card_rows(probes) == ["| probes | 102 | accuracy | 0.608 |", "| probes | 102 | phenomenon: agreement | 0.6 |"]
+    assert card_rows(core) == ["| core | 5 | core | 0.23 |", "| core | 5 | task: hellaswag | 0.0667 |"]

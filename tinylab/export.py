@@ -178,6 +178,23 @@ def run_evaluations(run) -> list[dict]:
     return list(latest.values())
 
 
+SINGULAR = {"tasks": "task", "phenomena": "phenomenon"}
+
+
+def card_rows(record: dict) -> list[str]:
+    """Model-card table rows of one evaluation record: its numbers, then each task's or phenomenon's
+    (a `core` record's `tasks`, a `probes` record's `phenomena`: centered accuracy, else accuracy)."""
+    skip, rows = {"kind", "step", "tokens", "flops", "elapsed", "seconds", "n", "truncated", "max_per_task"}, []
+    head = f"| {record['kind']} | {record.get('step', '')} |"
+    for k, v in record.items():
+        if isinstance(v, dict):
+            rows += [f"{head} {SINGULAR.get(k, k)}: {name} | "
+                     f"{part.get('centered', part.get('accuracy')):.4g} |" for name, part in v.items()]
+        elif k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool):
+            rows.insert(0, f"{head} {k} | {v:.4g} |")
+    return rows
+
+
 def model_card(title: str, where: str, config, meta: dict, run: dict, evaluations: list[dict]) -> str:
     """README.md for the export: architecture, parameter split, training tokens, val bpb, evaluations.
 
@@ -190,9 +207,7 @@ def model_card(title: str, where: str, config, meta: dict, run: dict, evaluation
     batch = run.get("derived", {}).get("total_batch_size")
     tokens = f"{meta['step'] * batch:,} ({meta['step']:,} steps × {batch:,})" if batch else "unknown"
     bpb = meta.get("val_bpb")
-    skip = {"kind", "step", "tokens", "flops", "elapsed"}
-    evals = [f"| {e['kind']} | {e.get('step', '')} | {k} | {v:.4g} |" for e in evaluations
-             for k, v in e.items() if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    evals = [row for e in evaluations for row in card_rows(e)]
     lines = [
         "---", "library_name: transformers", "pipeline_tag: text-generation", "tags: [nanochat, tinylab]", "---",
         f"# {title}", "",
