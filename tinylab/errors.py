@@ -103,6 +103,17 @@ def at_least(kind, what: str, minimum):
     return _number(kind, what, lambda v: v >= minimum, f">= {minimum}")
 
 
+def positive_ints(text: str) -> list[int]:
+    """An argparse type: positive integers separated by commas (batch sizes, stream counts)."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"must be positive integers separated by commas, e.g. 8,16; got {text!r}")
+    return values
+
+
 def cli(main, argv=None, stderr=None) -> int:
     """Run main(argv) -> exit status, turning errors into one line on stderr (see module doc)."""
     stderr = stderr or sys.stderr

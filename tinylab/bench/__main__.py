@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import sys
@@ -19,7 +18,7 @@ import sys
 import torch
 
 from ..devices import pick_device
-from ..errors import ArgumentParser, DeviceError, UsageError, at_least, cli, positive
+from ..errors import ArgumentParser, DeviceError, UsageError, at_least, cli, positive, positive_ints
 from ..model import LOSS_IMPLS
 from ..presets import get_preset
 
@@ -27,21 +26,11 @@ GPU = ("matmul", "check", "train", "vram", "profile", "fit")
 GPU_BATCH_SIZES = [32, 48, 64]  # --batch-sizes of the GPU benchmarks when not given
 
 
-def int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"must be positive integers separated by commas, e.g. 8,16; got {text!r}")
-    return values
-
-
 def parser() -> ArgumentParser:
     ap = ArgumentParser(prog="python -m tinylab.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("what", choices=[*GPU, "decode", "loader"])
     ap.add_argument("--preset", default="ittybitty", help="preset name(s), comma-separated")
-    ap.add_argument("--batch-sizes", type=int_list, default=None,
+    ap.add_argument("--batch-sizes", type=positive_ints, default=None,
                     help="device batch sizes (GPU benchmarks, default 32,48,64; loader: one, default the preset's)")
     ap.add_argument("--steps", type=positive(int, "steps"), default=30, help="timed optimizer steps")
     ap.add_argument("--warmup", type=at_least(int, "warmup steps", 0), default=5,
@@ -58,7 +47,7 @@ def parser() -> ArgumentParser:
     ap.add_argument("--json", default=None, help="append one JSON line per configuration to this file")
     ap.add_argument("--trace", default=None, help="profile: write a chrome trace here")
     ap.add_argument("--device", default=None, help="decode / loader: cpu or cuda (default: cuda if present)")
-    ap.add_argument("--streams", type=int_list, default=[1, 8], help="decode: stream counts")
+    ap.add_argument("--streams", type=positive_ints, default=[1, 8], help="decode: stream counts")
     ap.add_argument("--tokens", type=positive(int, "tokens"), default=64, help="decode: new tokens per stream")
     ap.add_argument("--prompt-tokens", type=positive(int, "prompt tokens"), default=128, help="decode: prompt length")
     ap.add_argument("--threads", type=positive(int, "threads"), help="decode: CPU threads for torch "

@@ -4,11 +4,10 @@
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 from ..config import GPTConfig, add_knob_arguments, knob_arguments
-from ..errors import ArgumentParser, TinylabError, cli, positive
+from ..errors import ArgumentParser, TinylabError, cli, positive, positive_ints
 from ..presets import DEFAULT, get_preset
 from .counts import CHINCHILLA_RATIO, GPU_PEAK_FLOPS, flops_per_token, param_counts, tokens_for_ratio, training_time_s
 from .vram import GiB, group_vram, max_device_batch, vram_estimate
@@ -61,23 +60,13 @@ def report(c: GPTConfig, *, gpu: str = "RTX 3090", mfu: float = 0.4, ratio: floa
     ])
 
 
-def batch_list(text: str) -> list[int]:
-    try:
-        sizes = [int(b) for b in text.split(",") if b.strip()]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"must be positive integers separated by commas, got {text!r}")
-    return sizes
-
-
 def main(argv=None) -> int:
     ap = ArgumentParser(prog="python -m tinylab.calc", description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default=DEFAULT, help=f"starting architecture (default {DEFAULT})")
     add_knob_arguments(ap, (GPTConfig,))
     ap.add_argument("--gpu-mem-gb", type=positive(float, "GiB"), default=24.0,
                     help="GPU memory in GiB (default 24: RTX 3090)")
-    ap.add_argument("--batch-sizes", type=batch_list, default=[8, 16, 32, 48, 64],
+    ap.add_argument("--batch-sizes", type=positive_ints, default=[8, 16, 32, 48, 64],
                     help="comma-separated device batch sizes (default 8,16,32,48,64)")
     ap.add_argument("--gpu", default="RTX 3090", choices=list(GPU_PEAK_FLOPS), help="peak FLOPs for the time estimate")
     ap.add_argument("--mfu", type=positive(float, "MFU", maximum=1), default=0.4,
