@@ -41,9 +41,9 @@ def spec(points=None, grid=None, budget=None, **knobs):
 
 def test_grid_values_parse_by_the_knobs_declared_type():
     grid = S.parse_grid(["tie_embeddings=false,True", "head_dim=64,128", "vocab_size=8192,24_576", "seq_len=256",
-                         "n_kv_head=none,2", "matrix_lr=0.02,3e-2", "target_tokens=5e7", "preset=smoke,seed15m"])
+                         "n_kv_head=4,2", "matrix_lr=0.02,3e-2", "target_tokens=5e7", "preset=smoke,seed15m"])
     assert grid == dict(tie_embeddings=[False, True], head_dim=[64, 128], vocab_size=[8192, 24576],
-                        sequence_len=[256], n_kv_head=[None, 2], matrix_lr=[0.02, 0.03], target_tokens=[50_000_000],
+                        sequence_len=[256], n_kv_head=[4, 2], matrix_lr=[0.02, 0.03], target_tokens=[50_000_000],
                         preset=["smoke", "seed15m"])
     assert [type(v) for v in grid["matrix_lr"] + grid["target_tokens"]] == [float, float, int]
     assert S.parse_point(["depth=6", "model_dim=448"]) == dict(depth=6, model_dim=448)
@@ -53,6 +53,7 @@ def test_grid_values_parse_by_the_knobs_declared_type():
     (["head_dimm=64,128"], "unknown knob 'head_dimm' .did you mean head_dim"),
     (["head_dim=abc"], r"head_dim='abc': give head_dim an integer"),
     (["head_dim=1.5"], "give head_dim an integer"),
+    (["n_kv_head=none,2"], "sets n_kv_head to none, which would leave the preset's value"),  # override's None
     (["tie_embeddings=maybe"], "give tie_embeddings True or False"),
     (["head_dim"], "is not KNOB=VALUE,VALUE"),
     (["head_dim=64,64"], "lists a value twice"),
@@ -126,15 +127,27 @@ def test_token_and_time_budgets():
 
 def test_equal_time_calibrates_each_point_once_and_keeps_the_rate(capsys):
     s = spec(points=[{}], budget=dict(seconds=0.2), save_every=0, eval_every=1000)
-    rows = S.run_sweep(fresh("timed", "timed-calibration"), s, progress=False)
+    mine = Run.at("timed-calibration")  # a user's run whose name a careless calibration directory would take
+    mine.dir.mkdir(parents=True, exist_ok=True)
+    mine.metrics.path.write_text("")
+    rows = S.run_sweep(fresh("timed"), s, progress=False)
     rates = json.loads((Run.at("timed/base").dir.parent / S.CALIBRATION).read_text())
     steps = max(1, round(0.2 * rates["base"] / 512))
-    assert rows[0]["status"] == "done" and rows[0]["steps"] == steps and not Run.at("timed-calibration/base").exists()
+    assert rows[0]["status"] == "done" and rows[0]["steps"] == steps
+    assert not Run.at("timed/calibration-base").exists() and mine.metrics.path.exists()  # only its own runs go
     again = S.plan_sweep("timed")  # running again reads the rate: the same steps, no calibration run
     assert again.points[0].config.loop.num_iterations == steps and again.todo() == []
 
 
 # ------------------------------------------------------------------------------- running
+
+def test_a_sweep_of_only_invalid_points_writes_nothing_so_the_corrected_one_runs(capsys):
+    name = fresh("allbad")
+    with pytest.raises(S.SweepError, match="every point of sweep 'allbad' is invalid"):
+        S.run_sweep(name, spec(grid=dict(head_dim=[30])), progress=False)
+    assert not Run.at("allbad").dir.exists()
+    assert S.plan_sweep(name, spec(grid=dict(head_dim=[16]))).todo()  # not refused as "a different spec"
+
 
 def test_invalid_and_failing_points_are_recorded_and_the_sweep_goes_on(capsys):
     s = spec(points=[dict(device_batch_size=4096), dict(model_dim=48), dict(model_dim=32)])  # 4096: val is too small

@@ -68,6 +68,7 @@ from tqdm.auto import tqdm
 from . import calc, paths
 from .config import (ALIASES, ConfigError, TrainConfig, add_knob_arguments, check_knob, knob_arguments, knob_names,
                      parse_knob, unknown_knob)
+from .devices import ENV_VAR as DEVICE_VAR
 from .errors import ArgumentParser, RunFailedError, TinylabError, cli
 from .presets import PRESETS, get_preset, preset_from_env
 from .run import SWEEP_SPEC, Run, RunError
@@ -184,6 +185,9 @@ def checked_knobs(knobs, where: str, budget: dict, preset_ok: bool = True) -> di
             raise SweepError(f"{where} sets preset: the spec's own \"preset\" key is the base of every point")
         if budget and name in BUDGET_KNOBS:
             raise SweepError(f"{where} sets {name}, but the budget decides the steps: drop one of the two")
+        if value is None:  # override() reads None as "not given", so the point would silently keep the preset's
+            raise SweepError(f"{where} sets {name} to none, which would leave the preset's value in place: leave "
+                             f"{name} out, or give it a value")
         try:
             out[name] = checked_preset(value, where) if name == "preset" else check_knob(name, value)
         except ConfigError as e:
@@ -431,7 +435,7 @@ def gpu_slots(device=None, devices=None) -> list[str]:
     there are two or more and no single device was asked for; [] means in order, in this process."""
     if devices is not None:
         return [str(d) for d in devices]
-    device = device or os.environ.get("TINYLAB_DEVICE") or None
+    device = device or os.environ.get(DEVICE_VAR) or None
     if device not in (None, "cuda"):
         return []
     import torch
@@ -578,15 +582,15 @@ class Sweep:
     # -- doing it ------------------------------------------------------------------------
     def run(self, *, device=None, devices=None, progress: bool = True, callback=None) -> list[dict]:
         """Train every point not finished yet (module docstring); return the results table's rows."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        paths.atomic_write(self.dir / SWEEP_SPEC, self.spec.to_json())
         tqdm.write(self.describe())
         valid = [p for p in self.points if not p.failed]
-        if not valid:
+        if not valid:  # before anything is written, so the corrected spec is not refused as "a different spec"
             raise SweepError(f"every point of sweep {self.name!r} is invalid (see above): fix the grid or points")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        paths.atomic_write(self.dir / SWEEP_SPEC, self.spec.to_json())
         self.prepare(valid, progress)
         slots = gpu_slots(device, devices)
-        child_device = device or os.environ.get("TINYLAB_DEVICE") or "cuda"
+        child_device = device or os.environ.get(DEVICE_VAR) or "cuda"
         if any(p.config is None and not p.failed for p in self.points):
             self.calibrate(slots, child_device if slots else device, progress)
         try:
@@ -622,7 +626,7 @@ class Sweep:
         calibration.json; then every point's steps (module docstring)."""
         rates = self.read_json(CALIBRATION) or {}
         todo = [p for p in self.points if p.config is None and not p.failed]
-        runs = {p.name: f"{self.name}-calibration/{p.name}" for p in todo}
+        runs = {p.name: f"{self.name}/calibration-{p.name}" for p in todo}  # inside the sweep: nothing else is touched
         configs = {p.name: p.base.override(**CALIBRATION_KNOBS) for p in todo}
         if slots:
             jobs = [Job(n, train_argv(configs[n], runs[n], device, "--overwrite"),
@@ -648,7 +652,8 @@ class Sweep:
                 p.error, p.failed = f"calibration: {e}", "failed"
                 continue
             p.config = with_budget(self.spec, p.base, rates[p.name])
-        shutil.rmtree(paths.home() / "runs" / f"{self.name}-calibration", ignore_errors=True)
+        for name in runs.values():
+            shutil.rmtree(Run.at(name).dir, ignore_errors=True)
         paths.atomic_write(self.dir / CALIBRATION, json.dumps(rates, indent=1))
 
     def train_here(self, device, progress: bool, callback) -> None:
