@@ -35,7 +35,6 @@ Design, and why:
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import os
@@ -177,10 +176,6 @@ class TokenLoader:
     def batches_per_epoch(self) -> int:
         """Whole micro-batches (of all ranks together) in one pass over the split."""
         return self.rows_per_epoch // (self.B * self.world_size)
-
-    @property
-    def tokens_per_epoch(self) -> int:
-        return self.rows_per_epoch * self.T
 
     def state_dict(self) -> dict:
         return dict(format=STATE_FORMAT, rows=self.rows, seq_len=self.T, split=self.split, tokens=self.dir.name,

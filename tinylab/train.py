@@ -257,7 +257,7 @@ def out_of_memory_message(cfg: TrainConfig, plan: RunPlan, device, last_checkpoi
     c, bp = cfg.model, plan.batch
     est = calc.vram_estimate(c, bp.device_batch_size)["total"] / 2 ** 30
     if device.type == "cuda":
-        total = torch.cuda.get_device_properties(device).total_memory
+        total = memory_bytes(device)
         have = (f"this GPU has {total / 2 ** 30:.1f} GiB; the estimator's largest batch for it is "
                 f"{calc.max_device_batch(c, total)}")
     else:
