@@ -193,10 +193,11 @@ def _load_tensors(what: str, fn, ckpt: Path):
                               f"{ckpt} to fall back to an older checkpoint, or train the run again") from None
 
 
-def load_checkpoint(ckpt: Path, model: GPT, optimizers=None, device="cpu") -> dict:
-    """Load weights (and optimizer state, RNG) from a checkpoint dir into existing objects; return its meta."""
+def load_checkpoint(ckpt: Path, model: GPT, optimizers=None, device="cpu", meta: dict | None = None) -> dict:
+    """Load weights (and optimizer state, RNG) from a checkpoint dir into existing objects; return its meta
+    (`meta`: its checkpoint.json when the caller has read it already)."""
     ckpt = Path(ckpt)
-    meta = read_meta(ckpt)
+    meta = read_meta(ckpt) if meta is None else meta
     if meta["model"] != model.config.to_dict():
         raise CheckpointError(f"{ckpt} holds a different architecture ({GPTConfig.from_dict(meta['model']).describe()}) "
                               f"than requested ({model.config.describe()}): use a new --run name or the same knobs")
@@ -269,8 +270,7 @@ def load_model(source, device="cpu", step: int | None = None):
     run, ckpt = locate(source, step)
     meta = read_meta(ckpt)
     model = build_model(GPTConfig.from_dict(meta["model"]), device=device)
-    _load_tensors("model.safetensors", lambda: st_load_model(model, str(ckpt / "model.safetensors"), strict=True,
-                                                             device=str(device)), ckpt)
+    load_checkpoint(ckpt, model, device=device, meta=meta)
     model.eval()
     tokenizer = load_tokenizer(run, meta["tokenizer"])
     meta = {k: v for k, v in meta.items() if k not in ("optimizers", "rng")}

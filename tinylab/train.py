@@ -375,7 +375,8 @@ class Trainer:
 
     def restore(self) -> None:
         """Load the checkpoint being resumed into the model and optimizers (the loader has its state already)."""
-        meta = checkpoint.load_checkpoint(self.s.resume_from, self.model, self.optimizers, device=self.d.device)
+        meta = checkpoint.load_checkpoint(self.s.resume_from, self.model, self.optimizers, device=self.d.device,
+                                          meta=self.s.meta)  # prepare() read and checked it
         st = self.state
         st.step, st.elapsed, st.val_bpb, st.resumed_at = meta["step"], meta["elapsed"], meta.get("val_bpb"), meta["step"]
         if meta.get("num_iterations") != self.plan.num_iterations and self.d.master:
