@@ -41,7 +41,6 @@ import time
 import zipfile
 import zlib
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,6 +49,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import download, paths
+from .devices import autocast as device_autocast
 from .errors import TinylabError
 
 BUNDLE_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"  # nanochat's EVAL_BUNDLE_URL
@@ -472,7 +472,7 @@ def evaluate_core(model, tokenizer, *, bundle_dir=None, max_per_task: int | None
     bundle = Path(bundle_dir) if bundle_dir is not None else ensure_bundle()
     work = [(task, task_examples(task, bundle, max_per_task)) for task in load_tasks(bundle)]
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    autocast = device_autocast(device)
     t0, results = time.perf_counter(), []
     with autocast, tqdm(total=sum(len(ex) for _, ex in work), unit="ex", desc="CORE", disable=not progress) as bar:
         for task, examples in work:

@@ -9,6 +9,7 @@ traceback from deep inside torch.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 
 import torch
 
@@ -62,3 +63,8 @@ def memory_bytes(device: torch.device) -> int | None:
         except (AttributeError, ValueError, OSError):
             return None
     return None
+
+
+def autocast(device: torch.device):
+    """The precision tinylab computes in on `device`: bf16 autocast on CUDA, plain fp32 elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import torch
 from . import core, paths
 from .checkpoint import load_model, locate, read_meta
 from .config import TrainConfig
-from .devices import pick_device
+from .devices import autocast, pick_device
 from .errors import ArgumentParser, TinylabError, UsageError, cli
 from .run import Run
 
@@ -57,8 +56,6 @@ class BpbResult:
         return f"BpbResult(val_bpb={self.val_bpb:.4f}, tokens={self.n:,}, seconds={self.seconds:.1f})"
 
 
-def autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 def val_bpb(model, tokenizer, cfg: TrainConfig, *, device, batch_size: int | None = None,

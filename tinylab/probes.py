@@ -27,7 +27,6 @@ import itertools
 import math
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import paths
+from .devices import autocast as device_autocast
 from .errors import TinylabError
 
 # 256 pairs give a 95% interval of about +-6 points around 50%: enough to tell a model that has
@@ -204,7 +204,7 @@ def sentence_logprobs(model, tokenizer, sentences: list[str], *, batch_size: int
                          f"{model.config.sequence_len}")
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch
     out = [0.0] * len(ids)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    autocast = device_autocast(device)
     with autocast, tqdm(total=len(ids), unit="sent", desc="probes", disable=not progress) as bar:
         for k in range(0, len(order), batch_size):
             chunk = order[k:k + batch_size]

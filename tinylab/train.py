@@ -36,7 +36,7 @@ import torch.distributed as dist
 
 from . import calc, checkpoint
 from .config import TrainConfig, add_knob_arguments, knob_arguments
-from .devices import memory_bytes, pick_device
+from .devices import autocast as device_autocast, memory_bytes, pick_device
 from .errors import ArgumentParser, RunFailedError, TinylabError, cli
 from .eval import cost, measure
 from .evaluate import evaluate_bpb
@@ -391,7 +391,7 @@ class Trainer:
             self.model, device_ids=[device.index] if device.type == "cuda" else None) if self.d.world > 1 else None
         self.eval_model = torch.compile(self.model) if use_compile else self.model
         self.net = (torch.compile(ddp) if use_compile else ddp) if ddp else self.eval_model
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+        self.autocast = device_autocast(device)
 
     def write_run_files(self):
         """After a successful build: the tokenizer copy, metrics cut back to the checkpoint, config.json."""
