@@ -330,7 +330,7 @@ CASES = [
     Case("bench-decode-tokens-0", "bench", "decode --preset smoke --tokens 0", "tokens must be an integer > 0"),
     Case("bench-decode-prompt-0", "bench", "decode --preset smoke --prompt-tokens 0", "prompt tokens must be an"),
     Case("bench-decode-threads-0", "bench", "decode --preset smoke --threads 0", "threads must be an"),  # 8.
-    Case("bench-matmul-no-gpu", "bench", "matmul", "has none"),
+    Case("bench-matmul-no-gpu", "bench", "matmul", "times a training step on a CUDA GPU"),
     Case("bench-steps-0", "bench", "train --steps 0", "steps must be an integer > 0"),
     Case("bench-warmup-negative", "bench", "train --warmup=-1", "warmup steps must be an integer >= 0"),
     Case("bench-gpu-mem-negative", "bench", "fit --gpu-mem-gb=-5", "GiB must be a finite number > 0"),

@@ -188,3 +188,25 @@ def test_corrupt_source_names_the_file_and_leaves_no_tokens(corpus):
         pretokenize(corpus, ByteTokenizer(), "train", progress=False)
     out = loader.token_dir(corpus, ByteTokenizer())
     assert sorted(p.name for p in out.iterdir()) == ["meta.json", "shard_00000.bin"]  # shard 0 kept, no partial
+
+
+def test_val_pass_pads_a_short_last_batch_and_bpb_ignores_the_padding(monkeypatch, tmp_path):
+    """Every batch of a pass has one shape (a second shape would recompile the compiled model); the padded
+    rows are ignored targets, so bpb equals that of the same rows read in one batch."""
+    from tinylab.evaluate import evaluate_bpb
+    from tinylab.model import build_model
+
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    preset = get_preset("smoke").override(eval_tokens=5 * 128, device_batch_size=2, vocab_size=257)
+    tok = ByteTokenizer()
+    padded = list(loader.val_batches(preset, tok, progress=False))
+    assert [tuple(x.shape) for x, _ in padded] == [(2, 128)] * 3
+    assert (padded[-1][1][1] == -1).all() and (padded[-1][1][0] >= 0).all()
+    whole = list(loader.val_batches(preset, tok, batch_size=5, progress=False))
+    assert len(whole) == 1 and torch.equal(torch.cat([y for _, y in padded])[:5], whole[0][1])
+    torch.manual_seed(0)
+    model = build_model(preset.model).eval()
+    token_bytes = torch.tensor([1] * 256 + [0])  # a byte is one byte, BOS none
+    assert evaluate_bpb(model, padded, token_bytes) == pytest.approx(evaluate_bpb(model, whole, token_bytes), rel=1e-6)
+    one = list(loader.val_batches(preset.override(eval_tokens=128), tok, progress=False))  # a one-batch pass
+    assert [tuple(x.shape) for x, _ in one] == [(1, 128)]                                   # is not padded

@@ -236,7 +236,7 @@ def test_each_point_becomes_a_train_command_for_exactly_its_config(monkeypatch):
                               budget=dict(flops=1e16)))
     seen = {}
     monkeypatch.setattr(train_mod, "train", lambda preset, run, **kw: seen.update(preset=preset, run=run, **kw) or
-                        dict(step=1, tokens=1, val_bpb=None, run_dir=""))
+                        dict(step=1, tokens=1, val_bpb=None, run_dir="", time=dict(total=0.0)))
     for knobs in [{}, dict(head_dim=128), dict(depth=8, model_dim=384), dict(tie_embeddings=True),
                   dict(preset="seed15m"), dict(vocab_size=8192, n_kv_head=2)]:
         cfg = S.with_budget(s, S.resolve_point(s, knobs))

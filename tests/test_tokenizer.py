@@ -63,6 +63,17 @@ def test_batch_matches_single_and_bos(tok):
     assert tok.decode(batch[2][1:]) == docs[2]
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(), max_size=6))
+def test_encode_concat_equals_the_flattened_batch(tok, docs):
+    """Pre-tokenization's array path: the same ids, special-token strings as text, lone surrogates as U+FFFD."""
+    docs = docs + ["<|bos|> spelled out", "a\udcffb", ""]
+    got = tok.encode_concat(docs, num_threads=2)
+    assert got.dtype == np.uint32
+    assert got.tolist() == [i for ids in tok.encode_batch(docs, prepend_bos=True) for i in ids]
+    assert tok.encode_concat([]).tolist() == []
+
+
 def test_numbers_split_in_pairs(tok):
     pieces = [tok.decode([i]) for i in tok.encode("2024 12345")]
     assert max(len(p.strip()) for p in pieces if p.strip().isdigit()) <= 2

@@ -134,12 +134,36 @@ def test_plan_rounds_batch_48_and_bad_options_are_named():
         resolve("smoke", dict(lernrate=1))
 
 
+def test_summary_says_where_the_time_went(monkeypatch):
+    import time as clock
+
+    import tinylab.train as tr
+
+    real = tr.evaluate_bpb
+
+    def slow_eval(*a, **k):  # a known 0.2 s per evaluation must land in "eval", not in "steps"
+        clock.sleep(0.2)
+        return real(*a, **k)
+
+    monkeypatch.setattr(tr, "evaluate_bpb", slow_eval)
+    t0 = clock.perf_counter()
+    t = train("smoke", "timed", num_iterations=4, progress=False, **TINY)["time"]
+    wall = clock.perf_counter() - t0
+    assert {"tokenizer", "tokens", "build", "compile", "eval", "save", "steps", "other", "total"} <= set(t)
+    assert 0.6 <= t["eval"] < 0.6 + t["total"] / 2 and t["steps"] > 0  # evals at steps 0, 3 and 4
+    assert all(v >= 0 for v in t.values())
+    assert sum(v for k, v in t.items() if k != "total") == pytest.approx(t["total"], rel=1e-9)
+    assert t["total"] <= wall
+    assert [r["tok_per_s"] > 0 for r in metrics("timed") if r["kind"] == "train"] == [True] * 4
+
+
 def test_cli_prints_rounding_once_and_finishes(capsys):
     rc = main(["--preset", "smoke", "--run", "cli", "--num-iterations", "2", "--device-batch-size", "3",
                "--total-batch-size", "1000", "--eval-tokens", "384", "--sample-every", "0", "--no-progress"])
     out = capsys.readouterr().out
     assert rc == 0
     assert out.count("not a multiple") == 1 and "using 1,152" in out and "done: 2 steps" in out
+    assert out.count("time: ") == 1 and ", steps " in out
     assert cli(main, ["--preset", "smoke", "--run", "cli", "--num-iterations", "2", "--no-progress"]) == 2
     assert "--resume" in capsys.readouterr().err
 
@@ -245,7 +269,7 @@ def test_cli_preset_defaults_to_tinylab_preset(monkeypatch, capsys):
     seen = {}
     monkeypatch.setenv("TINYLAB_PRESET", "smoke")
     monkeypatch.setattr(T, "train", lambda preset, run, **kw: seen.update(preset=preset, run=run) or
-                        dict(step=0, tokens=0, val_bpb=None, run_dir="x"))
+                        dict(step=0, tokens=0, val_bpb=None, run_dir="x", time=dict(total=0.0)))
     assert main(["--no-progress"]) == 0
     assert seen == dict(preset="smoke", run="smoke")
     monkeypatch.setenv("TINYLAB_PRESET", "nope")
@@ -275,7 +299,7 @@ def test_cli_accepts_torchruns_double_dash(monkeypatch):
 
     seen = {}
     monkeypatch.setattr(T, "train", lambda preset, run, **kw: seen.update(preset=preset, run=run, **kw) or
-                        dict(step=0, tokens=0, val_bpb=None, run_dir="x"))
+                        dict(step=0, tokens=0, val_bpb=None, run_dir="x", time=dict(total=0.0)))
     assert main(["--", "--preset", "smoke", "--run", "ddp", "--depth", "3", "--no-progress"]) == 0
     assert (seen["preset"], seen["run"], seen["depth"]) == ("smoke", "ddp", 3)
 
@@ -288,3 +312,23 @@ def test_live_plot_skips_a_half_written_last_line(tmp_path):
     live = LiveLossPlot()
     live.load(path)
     assert live.eval == [(0, 3.5)] and live.train == []
+
+
+def test_meter_counts_the_time_the_device_still_needs_for_the_interval():
+    """On CUDA .item() waits for the queued steps: their time belongs to the interval being read."""
+    import time as clock
+
+    from tinylab.train import Meter
+
+    class QueuedLoss(float):  # a loss whose steps the device finishes 0.2 s after they were queued
+        def __truediv__(self, n):
+            return QueuedLoss(float(self) / n)
+
+        def item(self):
+            clock.sleep(0.2)
+            return float(self)
+
+    m = Meter(tokens=0)
+    m.add(QueuedLoss(3.0))
+    loss, tok_s, seconds = m.read(tokens=1000, world=1)
+    assert loss == 3.0 and seconds >= 0.2 and tok_s <= 1000 / 0.2

@@ -52,9 +52,13 @@ def _softcap_ce_kernel(logits_ptr, stride, targets_ptr, loss_ptr, n_cols, softca
         tl.store(base + cols, grad.to(logits_ptr.dtype.element_ty), mask=mask)
 
 
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (tests/test_kernels.py)
+
+
 def softcap_cross_entropy_(logits: torch.Tensor, targets: torch.Tensor, softcap: float) -> torch.Tensor:
     """Per-row losses (fp32); logits (N, V), row-contiguous, are overwritten by d(sum of losses)/d(logits)."""
-    interpret = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (tests/test_kernels.py)
+    interpret = interpreting()
     assert (logits.is_cuda or interpret) and logits.stride(1) == 1 and targets.numel() == logits.size(0)
     n_rows, n_cols = logits.shape
     losses = torch.empty(n_rows, device=logits.device, dtype=torch.float32)
@@ -138,6 +142,12 @@ def _rope_rmsnorm_bwd_kernel(x_ptr, dy_ptr, cos_ptr, sin_ptr, dx_ptr, n_rows, T,
     tl.store(dx_ptr + do + HALF, (du1 * s + du2 * c).to(dx_ptr.dtype.element_ty), mask=m)
 
 
+def _traceable(kernel):
+    """The launch torch.compile can trace (wrap_triton). Under the interpreter nothing is traced, and torch
+    2.11's wrap_triton refuses the interpreter's kernels (2.13 accepts them), so they are launched directly."""
+    return kernel if interpreting() else torch.library.wrap_triton(kernel)
+
+
 def _rope_grid(x: torch.Tensor, cos: torch.Tensor):
     B, T, H, D = x.shape
     assert x.stride(3) == 1 and D % 2 == 0 and cos.numel() == T * D // 2 and cos.is_contiguous()
@@ -152,7 +162,7 @@ def rope_rms_norm(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
     cos, sin: contiguous tables holding exactly T × D/2 values (the model's (1, T, 1, D/2) slices)."""
     grid, n_rows, T, H, half = _rope_grid(x, cos)
     y = torch.empty(x.shape, device=x.device, dtype=x.dtype)
-    torch.library.wrap_triton(_rope_rmsnorm_fwd_kernel)[grid](
+    _traceable(_rope_rmsnorm_fwd_kernel)[grid](
         x, cos, sin, y, n_rows, T, H, x.stride(0), x.stride(1), x.stride(2), RMS_EPS,
         HALF=half, BLOCK_R=ROPE_BLOCK_ROWS, num_warps=4)
     return y
@@ -162,7 +172,7 @@ def rope_rms_norm(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
 def rope_rms_norm_backward(x: torch.Tensor, dy: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     grid, n_rows, T, H, half = _rope_grid(x, cos)
     dx = torch.empty(x.shape, device=x.device, dtype=x.dtype)
-    torch.library.wrap_triton(_rope_rmsnorm_bwd_kernel)[grid](
+    _traceable(_rope_rmsnorm_bwd_kernel)[grid](
         x, dy, cos, sin, dx, n_rows, T, H, x.stride(0), x.stride(1), x.stride(2),
         dy.stride(0), dy.stride(1), dy.stride(2), RMS_EPS, HALF=half, BLOCK_R=ROPE_BLOCK_ROWS, num_warps=4)
     return dx

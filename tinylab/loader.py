@@ -14,8 +14,8 @@ Design, and why:
   source shard means downloading more shards only tokenizes the new ones, and moving the
   validation shard (the last one) needs no re-tokenization. Files are written atomically;
   a rerun skips shards already done and re-tokenizes any whose source changed size.
-- Documents are concatenated, each with BOS prepended (`encode_batch(..., prepend_bos=True)`),
-  so every document starts with BOS. A training row may span documents (as in nanoGPT and
+- Documents are concatenated, each with BOS prepended (`Tokenizer.encode_concat`, the ids of
+  `encode_batch(..., prepend_bos=True)`), so every document starts with BOS. A training row may span documents (as in nanoGPT and
   nanochat's loaders): the model learns that BOS resets context; nothing is padded or wasted.
 - The split is a stream of rows: row j of a shard is tokens [j·T, j·T + T + 1) (the +1 is the
   last target), so consecutive rows share one token and every token but a shard's first is a
@@ -70,6 +70,14 @@ def _read_meta(out: Path) -> dict:
         raise LoaderError(f"{out / 'meta.json'} is corrupt ({e}); delete {out} to re-tokenize") from e
 
 
+def encode_concat(tokenizer, texts: list[str]) -> np.ndarray:
+    """[BOS] + ids of every document, concatenated: the tokenizer's own fast path where it has one."""
+    if hasattr(tokenizer, "encode_concat"):
+        return tokenizer.encode_concat(texts)
+    ids = tokenizer.encode_batch(texts, prepend_bos=True)
+    return np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=sum(map(len, ids)))
+
+
 def tokenize_shard(src: Path, tokenizer, dst: Path, bar: tqdm | None = None) -> tuple[int, int]:
     """Encode one parquet shard into a raw uint16 file; returns (tokens, documents)."""
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
@@ -77,9 +85,8 @@ def tokenize_shard(src: Path, tokenizer, dst: Path, bar: tqdm | None = None) -> 
     try:
         with open(tmp, "wb") as f:
             for texts in data.iter_row_groups(src):
-                ids = tokenizer.encode_batch(texts, prepend_bos=True)
-                count = sum(map(len, ids))
-                arr = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=count)
+                arr = encode_concat(tokenizer, texts)
+                count = len(arr)
                 if count and (arr.min() < 0 or arr.max() >= MAX_VOCAB):
                     raise LoaderError(f"{src}: token id {arr.max()} does not fit in uint16")
                 f.write(arr.astype(np.uint16).tobytes())
@@ -270,8 +277,12 @@ def val_pass(loader: TokenLoader, max_tokens: int):
     smaller). Which rows those are does not depend on B, so a run resumed at another device batch
     size measures val bpb on the very same tokens. Training evaluates many times: keeping one val
     TokenLoader skips pretokenize's directory scan and the memmap setup on every eval."""
-    W, B = loader.world_size, loader.B
-    share = max(1, min(max_tokens // loader.T, loader.rows_per_epoch) // W)
+    W, B, T = loader.world_size, loader.B, loader.T
+    share = max(1, min(max_tokens // T, loader.rows_per_epoch) // W)
     first = loader.rank * share
     for start in range(first, first + share, B):
-        yield loader.to_batch(loader.rows_window(start, min(B, first + share - start)))
+        x, y = loader.to_batch(loader.rows_window(start, min(B, first + share - start)))
+        if len(x) < B < share:  # a short last batch is padded with ignored rows (target -1): one shape per pass,
+            x = torch.cat([x, x.new_zeros(B - len(x), T)])  # since under torch.compile a second shape costs a
+            y = torch.cat([y, y.new_full((B - len(y), T), -1)])  # recompile (~13 s on the first evaluation)
+        yield x, y

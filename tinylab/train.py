@@ -26,7 +26,7 @@ import os
 import shutil
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -108,6 +108,45 @@ class Setup:
     bundle: Path | None = None                # CORE's eval bundle (rank 0, core_every > 0)
 
 
+class Clock:
+    """Wall seconds per phase of one train() call, for the summary's breakdown of where the time went.
+
+    On CUDA a phase starts and ends with a synchronize: the steps still queued on the GPU when an evaluation
+    begins are billed to the steps, not to the evaluation (the loop itself never synchronizes)."""
+
+    def __init__(self):
+        self.t0, self.device, self.spent = time.perf_counter(), None, 0.0
+        self.seconds: dict[str, float] = {}
+
+    def sync(self) -> None:
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextmanager
+    def phase(self, name: str):
+        self.sync()
+        t0 = time.perf_counter()
+        try:
+            yield
+            self.sync()
+        finally:
+            dt = time.perf_counter() - t0
+            self.spent += dt
+            self.seconds[name] = self.seconds.get(name, 0.0) + dt
+
+    def breakdown(self, loop_seconds: float, loop_phases=("compile", "eval", "sample", "score", "save")) -> dict:
+        """{phase: seconds} plus steps (the loop less its phases), other (imports aside, the rest) and total."""
+        total = time.perf_counter() - self.t0
+        steps = loop_seconds - sum(self.seconds.get(k, 0.0) for k in loop_phases)
+        return dict(self.seconds, steps=steps, other=total - self.spent - steps, total=total)
+
+
+
+def describe_time(breakdown: dict) -> str:
+    """`312.4 s: tokenizer 14.2, tokens 6.1, build 0.9, compile 17.3, eval 12.0, ..., steps 237.1, other 3.0`."""
+    return f"{breakdown['total']:.1f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in breakdown.items() if k != "total")
+
+
 def load_tokenizer(cfg: TrainConfig, run: Run, resume_meta: dict, d: Dist, progress: bool):
     """A resumed run's own tokenizer (checked against its checkpoint), else the preset's, trained on rank 0 first."""
     from .tokenizer import get_tokenizer
@@ -160,7 +199,8 @@ def check_memory(cfg: TrainConfig, plan: RunPlan, device) -> None:
                                f"(`python -m tinylab.calc` shows the sizes)")
 
 
-def prepare(cfg: TrainConfig, run: Run, d: Dist, *, resume: bool, overwrite: bool, progress: bool) -> Setup:
+def prepare(cfg: TrainConfig, run: Run, d: Dist, *, resume: bool, overwrite: bool, progress: bool,
+            clock: Clock | None = None) -> Setup:
     """Phase 2: everything that can fail before anything is written (see the module docstring)."""
     bundle = core_bundle(cfg) if d.master else None  # first: a missing bundle must not cost an overwritten run
     if overwrite and d.master:
@@ -180,7 +220,8 @@ def prepare(cfg: TrainConfig, run: Run, d: Dist, *, resume: bool, overwrite: boo
     plan = RunPlan.of(cfg, d.world)
     check_memory(cfg, plan, d.device)
     meta = check_resume(run, ckpt, cfg, plan) if resume and ckpt is not None else {}
-    tokenizer = load_tokenizer(cfg, run, meta, d, progress)
+    with (clock or Clock()).phase("tokenizer"):
+        tokenizer = load_tokenizer(cfg, run, meta, d, progress)
     if tokenizer.vocab_size != cfg.model.vocab_size:
         raise TrainError(f"tokenizer {tokenizer.name} has {tokenizer.vocab_size} tokens but the model's vocab_size "
                          f"is {cfg.model.vocab_size}: they must match")
@@ -291,14 +332,18 @@ class Meter:
     def pause(self, seconds: float) -> None:
         self.t0 += seconds
 
+    def exclude(self, seconds: float, tokens: int) -> None:
+        """Leave a step out of tokens/s (the one that compiled); its loss still counts in the mean."""
+        self.t0, self.tokens0 = self.t0 + seconds, self.tokens0 + tokens
+
     def read(self, tokens: int, world: int) -> tuple[float, float, float]:
         """(mean loss, tokens/s, seconds) since the last read; starts the next interval."""
         mean = self.loss_sum / self.steps
         if world > 1:
             dist.all_reduce(mean, op=dist.ReduceOp.AVG)
-        now = time.perf_counter()
-        seconds = max(now - self.t0, 1e-9)
-        out = (mean.item(), (tokens - self.tokens0) / seconds, seconds)
+        loss = mean.item()  # waits for the GPU: the interval ends when its steps are done, not when they were queued
+        seconds = max(time.perf_counter() - self.t0, 1e-9)
+        out = (loss, (tokens - self.tokens0) / seconds, seconds)
         self.__init__(tokens)
         return out
 
@@ -341,16 +386,18 @@ def start_wandb(s: Setup, config: dict):
 class Trainer:
     """Phases 3 to 5 of one run: built from a Setup, then loop() and finish()."""
 
-    def __init__(self, s: Setup, callback=None, progress: bool = True):
+    def __init__(self, s: Setup, callback=None, progress: bool = True, clock: Clock | None = None):
         self.s, self.cfg, self.plan, self.d = s, s.cfg, s.plan, s.dist
         self.progress = progress and self.d.master
-        self.state = LoopState()
+        self.state, self.clock, self.loop_seconds = LoopState(), clock or Clock(), 0.0
         # the loaders first: a split too small for one batch (e.g. a huge seq_len) fails before any weight exists
-        self.loader, self.val = make_loaders(self.cfg, s.tokenizer, self.d, s.meta.get("loader"), progress)
-        self.build_model()
-        if s.meta:
-            self.restore()
-        self.build_forward()
+        with self.clock.phase("tokens"):
+            self.loader, self.val = make_loaders(self.cfg, s.tokenizer, self.d, s.meta.get("loader"), progress)
+        with self.clock.phase("build"):
+            self.build_model()
+            if s.meta:
+                self.restore()
+            self.build_forward()
         self.token_bytes = torch.as_tensor(s.tokenizer.token_bytes, dtype=torch.int64, device=self.d.device)
         self.peak = peak_flops(self.d.device)
         self.log = Logger(s.run, self.d.master, callback, self.write_run_files())
@@ -414,16 +461,22 @@ class Trainer:
 
         st, n = self.state, self.plan.num_iterations
         self.bar = tqdm(total=n, initial=st.step, disable=not self.progress, desc=self.s.run.name, unit="step")
-        self.meter = Meter(self.plan.tokens_at(st.step))
+        self.meter, clock, t0 = Meter(self.plan.tokens_at(st.step)), self.clock, time.perf_counter()
         try:
             while True:
-                t0 = time.perf_counter()
+                spent = clock.spent
                 self.on_schedule()
-                self.meter.pause(time.perf_counter() - t0)  # throughput counts training time only
+                self.meter.pause(clock.spent - spent)  # throughput counts training time only
                 if st.step == n:
                     break
-                self.step()
+                if "compile" in clock.seconds:
+                    self.step()
+                else:  # the first step of this call compiles the model: timed apart from the others
+                    with clock.phase("compile"):
+                        self.step()
+                    self.meter.exclude(clock.seconds["compile"], self.plan.tokens_at(st.step) - self.meter.tokens0)
         finally:
+            self.loop_seconds = time.perf_counter() - t0
             self.bar.close()
 
     def on_schedule(self) -> None:
@@ -432,14 +485,17 @@ class Trainer:
         if st.step == st.resumed_at:
             return
         if last or st.step % ev.eval_every == 0:
-            self.evaluate()
+            with self.clock.phase("eval"):
+                self.evaluate()
         if self.d.master and ev.sample_every and st.step > 0 and (last or st.step % ev.sample_every == 0):
-            for text in run_samples(self.model, self.s.tokenizer):
-                self.log("sample", step=st.step, text=text)
+            with self.clock.phase("sample"):
+                for text in run_samples(self.model, self.s.tokenizer):
+                    self.log("sample", step=st.step, text=text)
         self.score(last)  # before saving: the step's records must lie before the checkpoint's metrics offset
         every = self.plan.save_every
         if st.step > 0 and (last or (every and st.step % every == 0)):
-            self.save(finished=last)
+            with self.clock.phase("save"):
+                self.save(finished=last)
 
     def evaluate(self) -> None:
         st, tokens = self.state, self.plan.tokens_at(self.state.step)
@@ -455,7 +511,8 @@ class Trainer:
         due = [kind for kind, every in (("core", ev.core_every), ("probes", ev.probes_every))
                if every and st.step > 0 and (last or st.step % every == 0)]
         for kind in due if self.d.master else ():
-            result = measure(kind, self.model, self.s.tokenizer, device=self.d.device, bundle_dir=self.s.bundle,
+            with self.clock.phase("score"):
+                result = measure(kind, self.model, self.s.tokenizer, device=self.d.device, bundle_dir=self.s.bundle,
                              max_per_task=ev.core_max_per_task if kind == "core" else None, progress=False)
             self.log(**result.record(step=st.step, tokens=self.plan.tokens_at(st.step)))
             self.bar.write(cost(kind, result, st.step))
@@ -518,7 +575,8 @@ class Trainer:
         summary = dict(kind="done", run=self.s.run.name, run_dir=str(self.s.run.dir), step=st.step,
                        tokens=self.plan.tokens_at(st.step), val_bpb=st.val_bpb, loss=st.loss, elapsed=st.elapsed,
                        params=self.plan.params, device=str(self.d.device), world_size=self.d.world,
-                       grad_accum=bp.grad_accum, total_batch_size=bp.total_batch_size)
+                       grad_accum=bp.grad_accum, total_batch_size=bp.total_batch_size,
+                       time=self.clock.breakdown(self.loop_seconds))
         if self.d.master and self.log.callback is not None:
             self.log.callback(summary)
         if self.log.wandb is not None:
@@ -535,15 +593,17 @@ def train(preset: TrainConfig | str, run: str, *, device=None, resume: bool = Fa
     callback(record) is called on rank 0 with every metrics record (kind train / eval / sample / core / probes)
     and finally a {"kind": "done", ...} record. overwrite=True deletes an existing run first.
     """
+    clock = Clock()
     cfg = resolve(preset, overrides)                        # phase 1
     target = Run.at(run)
     d = setup_distributed(device)
+    clock.device = d.device
     try:
         with target.lock() if d.master else nullcontext():
             if d.master:
                 target.clean_orphans()                      # what a kill during a save left behind
-            s = prepare(cfg, target, d, resume=resume, overwrite=overwrite, progress=progress)   # phase 2
-            trainer = Trainer(s, callback, progress)       # phase 3
+            s = prepare(cfg, target, d, resume=resume, overwrite=overwrite, progress=progress, clock=clock)  # 2
+            trainer = Trainer(s, callback, progress, clock)  # phase 3
             trainer.loop()                                  # phase 4
             return trainer.finish()                         # phase 5
     finally:
@@ -586,6 +646,7 @@ def main(argv=None) -> int:
         bpb = summary["val_bpb"]
         print(f"done: {summary['step']} steps, {summary['tokens']:,} tokens, val bpb "
               f"{'n/a' if bpb is None else f'{bpb:.4f}'} -> {summary['run_dir']}")
+        print(f"time: {describe_time(summary['time'])}")
     return 0
 
 

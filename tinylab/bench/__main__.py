@@ -12,12 +12,13 @@
 from __future__ import annotations
 
 import itertools
+import os
 import json
 import sys
 
 import torch
 
-from ..devices import pick_device
+from ..devices import ENV_VAR, pick_device
 from ..errors import ArgumentParser, DeviceError, UsageError, at_least, cli, positive, positive_ints
 from ..model import LOSS_IMPLS
 from ..presets import get_preset
@@ -93,9 +94,13 @@ def run_loader(a) -> None:
 def run_gpu(a) -> None:
     from . import gpu
 
-    if not torch.cuda.is_available():
-        raise DeviceError(f"`{a.what}` times a training step on a CUDA GPU and this machine has none; "
-                          f"`decode` and `loader` run on a CPU")
+    device = pick_device()  # honours $TINYLAB_DEVICE, as training does
+    if device.type != "cuda":
+        why = (f"${ENV_VAR} is {os.environ[ENV_VAR]!r}: unset it" if os.environ.get(ENV_VAR)
+               else "this machine has none")
+        raise DeviceError(f"`{a.what}` times a training step on a CUDA GPU, and {why}; `decode` and `loader` run on "
+                          f"a CPU")
+    torch.cuda.set_device(device)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
