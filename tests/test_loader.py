@@ -26,6 +26,9 @@ class ByteTokenizer:
     def encode_batch(self, texts, prepend_bos=False, num_threads=None):
         return [self.encode(t, prepend_bos) for t in texts]
 
+    def encode_concat(self, texts):
+        return np.array([i for t in texts for i in self.encode(t, prepend_bos=True)], dtype=np.uint32)
+
 
 DOCS = [[f"doc{s}.{j} " + "abc" * (j % 5) for j in range(60)] for s in range(4)]  # 3 train shards + val
 

@@ -332,3 +332,21 @@ def test_meter_counts_the_time_the_device_still_needs_for_the_interval():
     m.add(QueuedLoss(3.0))
     loss, tok_s, seconds = m.read(tokens=1000, world=1)
     assert loss == 3.0 and seconds >= 0.2 and tok_s <= 1000 / 0.2
+
+
+def test_meter_leaves_the_compiling_step_out_unless_it_is_alone():
+    import time as clock
+
+    from tinylab.train import Meter
+
+    m = Meter(tokens=0)
+    clock.sleep(0.2)
+    m.exclude(seconds=0.2, tokens=10)  # a step of 10 tokens that took 0.2 s (compiling), in an interval of three
+    for _ in range(3):
+        m.add(torch.tensor(2.0))
+    loss, tok_s, seconds = m.read(tokens=30, world=1)
+    assert loss == 2.0 and seconds < 0.1 and tok_s * seconds == pytest.approx(20)
+    m.add(torch.tensor(1.0))
+    m.exclude(seconds=0.0, tokens=10)  # alone in its interval (log_every=1): it is what there is to measure
+    loss, tok_s, seconds = m.read(tokens=40, world=1)
+    assert loss == 1.0 and tok_s * seconds == pytest.approx(10)

@@ -15,8 +15,9 @@ Design, and why:
   validation shard (the last one) needs no re-tokenization. Files are written atomically;
   a rerun skips shards already done and re-tokenizes any whose source changed size.
 - Documents are concatenated, each with BOS prepended (`Tokenizer.encode_concat`, the ids of
-  `encode_batch(..., prepend_bos=True)`), so every document starts with BOS. A training row may span documents (as in nanoGPT and
-  nanochat's loaders): the model learns that BOS resets context; nothing is padded or wasted.
+  `encode_batch(..., prepend_bos=True)`), so every document starts with BOS. A training row may span
+  documents (as in nanoGPT and nanochat's loaders): the model learns that BOS resets context; nothing
+  is padded or wasted.
 - The split is a stream of rows: row j of a shard is tokens [j·T, j·T + T + 1) (the +1 is the
   last target), so consecutive rows share one token and every token but a shard's first is a
   target once per epoch (a shard's tail shorter than a row is dropped). Rows are numbered
@@ -35,7 +36,6 @@ Design, and why:
 """
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import time
@@ -70,14 +70,6 @@ def _read_meta(out: Path) -> dict:
         raise LoaderError(f"{out / 'meta.json'} is corrupt ({e}); delete {out} to re-tokenize") from e
 
 
-def encode_concat(tokenizer, texts: list[str]) -> np.ndarray:
-    """[BOS] + ids of every document, concatenated: the tokenizer's own fast path where it has one."""
-    if hasattr(tokenizer, "encode_concat"):
-        return tokenizer.encode_concat(texts)
-    ids = tokenizer.encode_batch(texts, prepend_bos=True)
-    return np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=sum(map(len, ids)))
-
-
 def tokenize_shard(src: Path, tokenizer, dst: Path, bar: tqdm | None = None) -> tuple[int, int]:
     """Encode one parquet shard into a raw uint16 file; returns (tokens, documents)."""
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
@@ -85,7 +77,7 @@ def tokenize_shard(src: Path, tokenizer, dst: Path, bar: tqdm | None = None) -> 
     try:
         with open(tmp, "wb") as f:
             for texts in data.iter_row_groups(src):
-                arr = encode_concat(tokenizer, texts)
+                arr = tokenizer.encode_concat(texts)
                 count = len(arr)
                 if count and (arr.min() < 0 or arr.max() >= MAX_VOCAB):
                     raise LoaderError(f"{src}: token id {arr.max()} does not fit in uint16")

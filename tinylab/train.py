@@ -130,16 +130,16 @@ class Clock:
             yield
             self.sync()
         finally:
-            dt = time.perf_counter() - t0
-            self.spent += dt
-            self.seconds[name] = self.seconds.get(name, 0.0) + dt
+            self.record(name, time.perf_counter() - t0)
 
-    def breakdown(self, loop_seconds: float, loop_phases=("compile", "eval", "sample", "score", "save")) -> dict:
-        """{phase: seconds} plus steps (the loop less its phases), other (imports aside, the rest) and total."""
+    def record(self, name: str, seconds: float) -> None:
+        self.spent += seconds
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def breakdown(self) -> dict:
+        """{phase: seconds}, other (the rest of the train() call, imports aside) and total."""
         total = time.perf_counter() - self.t0
-        steps = loop_seconds - sum(self.seconds.get(k, 0.0) for k in loop_phases)
-        return dict(self.seconds, steps=steps, other=total - self.spent - steps, total=total)
-
+        return dict(self.seconds, other=total - self.spent, total=total)
 
 
 def describe_time(breakdown: dict) -> str:
@@ -200,7 +200,7 @@ def check_memory(cfg: TrainConfig, plan: RunPlan, device) -> None:
 
 
 def prepare(cfg: TrainConfig, run: Run, d: Dist, *, resume: bool, overwrite: bool, progress: bool,
-            clock: Clock | None = None) -> Setup:
+            clock: Clock) -> Setup:
     """Phase 2: everything that can fail before anything is written (see the module docstring)."""
     bundle = core_bundle(cfg) if d.master else None  # first: a missing bundle must not cost an overwritten run
     if overwrite and d.master:
@@ -220,7 +220,7 @@ def prepare(cfg: TrainConfig, run: Run, d: Dist, *, resume: bool, overwrite: boo
     plan = RunPlan.of(cfg, d.world)
     check_memory(cfg, plan, d.device)
     meta = check_resume(run, ckpt, cfg, plan) if resume and ckpt is not None else {}
-    with (clock or Clock()).phase("tokenizer"):
+    with clock.phase("tokenizer"):
         tokenizer = load_tokenizer(cfg, run, meta, d, progress)
     if tokenizer.vocab_size != cfg.model.vocab_size:
         raise TrainError(f"tokenizer {tokenizer.name} has {tokenizer.vocab_size} tokens but the model's vocab_size "
@@ -324,6 +324,7 @@ class Meter:
 
     def __init__(self, tokens: int):
         self.t0, self.tokens0, self.loss_sum, self.steps = time.perf_counter(), tokens, None, 0
+        self.skipped = (0.0, 0)  # (seconds, tokens) of a step left out of tokens/s
 
     def add(self, loss: torch.Tensor) -> None:
         self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
@@ -334,7 +335,7 @@ class Meter:
 
     def exclude(self, seconds: float, tokens: int) -> None:
         """Leave a step out of tokens/s (the one that compiled); its loss still counts in the mean."""
-        self.t0, self.tokens0 = self.t0 + seconds, self.tokens0 + tokens
+        self.skipped = (seconds, tokens)
 
     def read(self, tokens: int, world: int) -> tuple[float, float, float]:
         """(mean loss, tokens/s, seconds) since the last read; starts the next interval."""
@@ -342,8 +343,9 @@ class Meter:
         if world > 1:
             dist.all_reduce(mean, op=dist.ReduceOp.AVG)
         loss = mean.item()  # waits for the GPU: the interval ends when its steps are done, not when they were queued
-        seconds = max(time.perf_counter() - self.t0, 1e-9)
-        out = (loss, (tokens - self.tokens0) / seconds, seconds)
+        skip_s, skip_tokens = self.skipped if tokens - self.tokens0 > self.skipped[1] else (0.0, 0)  # unless alone
+        seconds = max(time.perf_counter() - self.t0 - skip_s, 1e-9)
+        out = (loss, (tokens - self.tokens0 - skip_tokens) / seconds, seconds)
         self.__init__(tokens)
         return out
 
@@ -386,10 +388,10 @@ def start_wandb(s: Setup, config: dict):
 class Trainer:
     """Phases 3 to 5 of one run: built from a Setup, then loop() and finish()."""
 
-    def __init__(self, s: Setup, callback=None, progress: bool = True, clock: Clock | None = None):
+    def __init__(self, s: Setup, clock: Clock, callback=None, progress: bool = True):
         self.s, self.cfg, self.plan, self.d = s, s.cfg, s.plan, s.dist
         self.progress = progress and self.d.master
-        self.state, self.clock, self.loop_seconds = LoopState(), clock or Clock(), 0.0
+        self.state, self.clock = LoopState(), clock
         # the loaders first: a split too small for one batch (e.g. a huge seq_len) fails before any weight exists
         with self.clock.phase("tokens"):
             self.loader, self.val = make_loaders(self.cfg, s.tokenizer, self.d, s.meta.get("loader"), progress)
@@ -461,7 +463,8 @@ class Trainer:
 
         st, n = self.state, self.plan.num_iterations
         self.bar = tqdm(total=n, initial=st.step, disable=not self.progress, desc=self.s.run.name, unit="step")
-        self.meter, clock, t0 = Meter(self.plan.tokens_at(st.step)), self.clock, time.perf_counter()
+        self.meter, clock = Meter(self.plan.tokens_at(st.step)), self.clock
+        t0, spent0 = time.perf_counter(), clock.spent
         try:
             while True:
                 spent = clock.spent
@@ -469,14 +472,9 @@ class Trainer:
                 self.meter.pause(clock.spent - spent)  # throughput counts training time only
                 if st.step == n:
                     break
-                if "compile" in clock.seconds:
-                    self.step()
-                else:  # the first step of this call compiles the model: timed apart from the others
-                    with clock.phase("compile"):
-                        self.step()
-                    self.meter.exclude(clock.seconds["compile"], self.plan.tokens_at(st.step) - self.meter.tokens0)
-        finally:
-            self.loop_seconds = time.perf_counter() - t0
+                self.step()
+        finally:  # the steps: the loop's time less its phases (evaluations, saves, the compiling step, ...)
+            clock.record("steps", time.perf_counter() - t0 - (clock.spent - spent0))
             self.bar.close()
 
     def on_schedule(self) -> None:
@@ -537,14 +535,18 @@ class Trainer:
         st, o, n = self.state, self.cfg.optim, self.plan.num_iterations
         apply_schedule(self.optimizers, lr_multiplier(st.step, n, o.warmup_ratio, o.warmdown_ratio, o.final_lr_frac),
                        muon_momentum(st.step))
+        first = "compile" not in self.clock.seconds  # this call's first step compiles the model
         try:
-            loss = train_step(self.net, self.optimizers, self.loader, self.plan.batch.grad_accum,
-                              autocast=self.autocast, grad_clip=o.grad_clip, model=self.model)
+            with self.clock.phase("compile") if first else nullcontext():
+                loss = train_step(self.net, self.optimizers, self.loader, self.plan.batch.grad_accum,
+                                  autocast=self.autocast, grad_clip=o.grad_clip, model=self.model)
         except (torch.OutOfMemoryError, RuntimeError) as e:
             if not out_of_memory(e):
                 raise
             raise OutOfMemoryError(out_of_memory_message(self.cfg, self.plan, self.d.device,
                                                          self.s.run.latest_checkpoint())) from None
+        if first:  # tokens/s counts the steps after it (its loss still counts in the mean)
+            self.meter.exclude(self.clock.seconds["compile"], self.plan.batch.total_batch_size)
         self.meter.add(loss)
         st.step += 1
         self.bar.update(1)
@@ -576,7 +578,7 @@ class Trainer:
                        tokens=self.plan.tokens_at(st.step), val_bpb=st.val_bpb, loss=st.loss, elapsed=st.elapsed,
                        params=self.plan.params, device=str(self.d.device), world_size=self.d.world,
                        grad_accum=bp.grad_accum, total_batch_size=bp.total_batch_size,
-                       time=self.clock.breakdown(self.loop_seconds))
+                       time=self.clock.breakdown())
         if self.d.master and self.log.callback is not None:
             self.log.callback(summary)
         if self.log.wandb is not None:
@@ -603,7 +605,7 @@ def train(preset: TrainConfig | str, run: str, *, device=None, resume: bool = Fa
             if d.master:
                 target.clean_orphans()                      # what a kill during a save left behind
             s = prepare(cfg, target, d, resume=resume, overwrite=overwrite, progress=progress, clock=clock)  # 2
-            trainer = Trainer(s, callback, progress, clock)  # phase 3
+            trainer = Trainer(s, clock, callback, progress)  # phase 3
             trainer.loop()                                  # phase 4
             return trainer.finish()                         # phase 5
     finally:

@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 import itertools
-import os
 import json
+import os
 import sys
 
 import torch
@@ -100,7 +100,8 @@ def run_gpu(a) -> None:
                else "this machine has none")
         raise DeviceError(f"`{a.what}` times a training step on a CUDA GPU, and {why}; `decode` and `loader` run on "
                           f"a CPU")
-    torch.cuda.set_device(device)
+    if device.index is not None:  # cuda:N from $TINYLAB_DEVICE; plain cuda keeps the current device
+        torch.cuda.set_device(device)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
