@@ -78,6 +78,13 @@ def _check_text(text) -> None:
                              "decode bytes first, e.g. data.decode('utf-8', errors='replace')")
 
 
+def _checked(texts: Iterable[str]) -> list[str]:
+    texts = list(texts)
+    for text in texts:
+        _check_text(text)
+    return texts
+
+
 class Tokenizer:
     """A trained BPE: tiktoken for speed, plus what the model and the evaluator need."""
 
@@ -112,9 +119,7 @@ class Tokenizer:
 
     def encode_batch(self, texts: list[str], prepend_bos: bool = False, num_threads: int | None = None) -> list[list[int]]:
         """Many documents at once on `num_threads` threads (default: all CPUs)."""
-        texts = list(texts)
-        for text in texts:
-            _check_text(text)
+        texts = _checked(texts)
         batch = self.enc.encode_ordinary_batch(texts, num_threads=num_threads or os.cpu_count() or 1)
         if prepend_bos:
             for ids in batch:
@@ -126,9 +131,7 @@ class Tokenizer:
 
         Same ids as encode_batch(prepend_bos=True), but tiktoken writes each document's ids straight into
         an array on its own thread: no Python int per token, so less work holds the GIL."""
-        texts = list(texts)
-        for text in texts:
-            _check_text(text)
+        texts = _checked(texts)
         bos = np.array([self.bos_id], dtype=np.uint32)
         with ThreadPoolExecutor(num_threads or os.cpu_count() or 1) as pool:
             arrays = list(pool.map(self._encode_array, texts))
