@@ -24,3 +24,18 @@ def test_gpu_benchmarks_run_on_the_device_tinylab_device_names(monkeypatch, devi
     with pytest.raises(Picked):
         bench.main(["matmul"])
     assert chosen == ([] if index is None else [index])
+
+
+def test_lm_head_benchmark_parses_and_asks_for_cuda(monkeypatch, capsys):
+    """python -m tinylab.bench.lm_head: --help works anywhere; without a GPU it says so before any work."""
+    from tinylab.bench import lm_head
+    from tinylab.errors import DeviceError, UsageError
+
+    with pytest.raises(SystemExit) as exit_:
+        lm_head.main(["--help"])
+    assert exit_.value.code == 0 and "--blocks" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="not one of"):
+        lm_head.main(["--kernels", "auto,fp9"])
+    monkeypatch.setattr(lm_head, "pick_device", lambda: torch.device("cpu"))
+    with pytest.raises(DeviceError, match="CUDA"):
+        lm_head.main([])

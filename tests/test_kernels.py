@@ -1,4 +1,4 @@
-"""tinylab.kernels' Triton kernel, run on CPU tensors by Triton's interpreter (TRITON_INTERPRET=1).
+"""tinylab.kernels' Triton kernels, run on CPU tensors by Triton's interpreter (TRITON_INTERPRET=1).
 
 Triton reads TRITON_INTERPRET when a @triton.jit function is defined, i.e. when tinylab.kernels
 is imported, so the kernel runs in a fresh Python subprocess started with the variable set; it
@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SOFTCAP = 15.0
 
 # Runs under TRITON_INTERPRET=1: the kernel on its own, then linear_cross_entropy with the
-# Triton step that it picks on CUDA (linear_cross_entropy picks the torch step on CPU).
+# Triton step that it picks on CUDA (linear_cross_entropy picks the torch step on CPU); the
+# rotary + QK-norm op; the FP8 loss kernel, and linear_cross_entropy(kernel="fp8"), which
+# picks that kernel under the interpreter.
 SCRIPT = textwrap.dedent("""
     import sys
     import torch
@@ -48,8 +50,20 @@ SCRIPT = textwrap.dedent("""
     xr = inp["rope_x"].clone().requires_grad_()
     yr = rope_rms_norm(xr, inp["cos"], inp["sin"])
     (yr * inp["rope_dy"]).sum().backward()
+
+    from tinylab.kernels import softcap_cross_entropy_fp8
+    from tinylab.loss import FP8_GRAD_SCALE
+    fp8 = {name: softcap_cross_entropy_fp8(inp["logits"].bfloat16(), inp["targets"], inp["softcap"], FP8_GRAD_SCALE,
+                                           **options) for name, options in inp["fp8_options"].items()}
+    calls = []  # the driver's FP8 path with the kernel as its step, as on CUDA
+    loss._triton_fp8_loss_and_grad = lambda *a, step=loss._triton_fp8_loss_and_grad: calls.append(1) or step(*a)
+    x8 = inp["fp8_x"].clone().requires_grad_()
+    w8 = inp["fp8_w"].clone().requires_grad_()
+    lce8 = loss.linear_cross_entropy(x8, w8, inp["fp8_targets"], inp["softcap"], chunk=inp["fp8_chunk"], kernel="fp8")
+    lce8.backward()
     torch.save({"losses": losses, "grad": logits, "lce": lce.detach(), "gx": x.grad, "gw": w.grad,
-                "rope_y": yr.detach(), "rope_dx": xr.grad}, sys.argv[2])
+                "rope_y": yr.detach(), "rope_dx": xr.grad, "fp8": fp8,
+                "fp8_lce": (lce8.detach(), x8.grad, w8.grad, len(calls))}, sys.argv[2])
 """)
 
 
@@ -77,6 +91,14 @@ def run(tmp_path_factory):
         # rotary + QK-norm: 2 × 70 × 3 rows (not a multiple of the 64-row block), head_dim 16, the model's tables
         "rope_x": torch.randn(2, 70, 3, 16, generator=g) * 3, "rope_dy": torch.randn(2, 70, 3, 16, generator=g),
         **dict(zip(("cos", "sin"), rotary_tables(70, 16))),
+        # the FP8 kernel on the same logits (as bf16), both ways: 37 rows and 5000 columns fill no tile (the
+        # 4096-wide block and 128 × 128 transpose tiles; the fused kernel's BLOCK_M × BLOCK_N), nor do 64 rows
+        "fp8_options": {"default": {}, **{f"fused {m}x{n}x{w}": dict(fused=True, BLOCK_M=m, BLOCK_N=n, num_warps=w)
+                                          for m, n, w in [(32, 256, 8), (16, 128, 4), (64, 1024, 4)]}},
+        # the FP8 driver: multiples of 16 (the FP8 path runs), three chunks
+        "fp8_x": torch.randn(96, 64, generator=g), "fp8_w": torch.randn(208, 64, generator=g) * 0.3,
+        "fp8_targets": torch.where(torch.rand(96, generator=g) < 0.2, -1, torch.randint(0, 208, (96,), generator=g)),
+        "fp8_chunk": 32,
     }
     d = tmp_path_factory.mktemp("kernels")
     torch.save(inp, d / "in.pt")
@@ -134,3 +156,84 @@ def test_fused_rotary_qk_norm_matches_torch_forward_and_backward(run):
     torch.testing.assert_close(out["rope_y"], ref.detach(), rtol=1e-5, atol=1e-5, msg=msg)
     torch.testing.assert_close(out["rope_dx"], x.grad, rtol=1e-5, atol=1e-5, msg=msg)
     assert out["rope_y"].is_contiguous() and out["rope_dx"].abs().max() > 0
+
+
+# ----------------------------------------------------------------------------- the FP8 kernel
+FP8_GRAD_SCALE = loss_mod.FP8_GRAD_SCALE
+
+
+def e5m2_step(x: torch.Tensor) -> torch.Tensor:
+    """The spacing of e5m2 values around each |x|: 2 mantissa bits, so 2**(exponent - 2); 2**-16 (the spacing
+    of its subnormals) at least."""
+    exponent = torch.floor(torch.log2(x.abs().clamp(min=2.0 ** -14)))
+    return torch.exp2(exponent - 2)
+
+
+def assert_fp8_grad(g8: torch.Tensor, g8t: torch.Tensor, ref: torch.Tensor, g_scale: float = FP8_GRAD_SCALE):
+    """g8 (N, V) and g8t (V, N), e5m2, hold ref·g_scale within one e5m2 step, and are each other's transpose."""
+    assert g8.dtype == g8t.dtype == torch.float8_e5m2 and g8.shape == ref.shape and g8t.shape == ref.t().shape
+    assert g8.is_contiguous() and g8t.is_contiguous()
+    assert torch.equal(g8t.t().view(torch.uint8), g8.view(torch.uint8)), "g8t is not g8 transposed"
+    want = ref * g_scale
+    err = (g8.float() - want).abs()
+    bad = err > e5m2_step(want)
+    assert not bad.any(), (f"{int(bad.sum())} of {bad.numel()} values off by more than one e5m2 step, "
+                           f"e.g. {g8.float()[bad][:3].tolist()} for {want[bad][:3].tolist()}")
+
+
+def test_softcap_cross_entropy_fp8_matches_torch_within_one_e5m2_step(run):
+    """Losses as the bf16 kernel's; g8 and g8t (times FP8_GRAD_SCALE) within one e5m2 rounding step of autograd,
+    for tiles that cover the logits partly (masked rows and columns), with ignored targets; default and fused."""
+    seed, inp, out = run
+    logits = inp["logits"].bfloat16().float().requires_grad_()
+    ref = F.cross_entropy(SOFTCAP * torch.tanh(logits / SOFTCAP), inp["targets"], reduction="none", ignore_index=-1)
+    ref.sum().backward()
+    ignored = inp["targets"] < 0
+    assert len(out["fp8"]) == 4
+    for name, (losses, g8, g8t) in out["fp8"].items():
+        msg = lambda m: f"seed {seed}, {name}: {m}"  # noqa: E731
+        torch.testing.assert_close(losses, ref.detach(), rtol=1e-5, atol=1e-5, msg=msg)
+        try:
+            assert_fp8_grad(g8, g8t, logits.grad)
+        except AssertionError as e:
+            raise AssertionError(msg(e)) from None
+        assert (losses[ignored] == 0).all() and (g8.float()[ignored] == 0).all()
+        assert (g8.float()[~ignored] != 0).any(dim=1).all()
+        assert g8.float().abs().max() > 0.1 * FP8_GRAD_SCALE  # the targets' entries, not all ~0
+
+
+def test_fp8_check_catches_a_wrong_scale_or_transpose(run):
+    """assert_fp8_grad (above) fails for a g8 scaled by half, and for a g8t that is g8 reshaped, not transposed."""
+    seed, inp, out = run
+    logits = inp["logits"].bfloat16().float().requires_grad_()
+    F.cross_entropy(SOFTCAP * torch.tanh(logits / SOFTCAP), inp["targets"], ignore_index=-1,
+                    reduction="sum").backward()
+    _, g8, g8t = out["fp8"]["default"]
+    assert_fp8_grad(g8, g8t, logits.grad)  # as is: passes
+    with pytest.raises(AssertionError, match="one e5m2 step"):
+        assert_fp8_grad(g8, g8t, logits.grad, g_scale=FP8_GRAD_SCALE / 2)
+    half = (g8.float() / 2).to(torch.float8_e5m2)
+    with pytest.raises(AssertionError, match="one e5m2 step"):
+        assert_fp8_grad(half, half.t().contiguous(), logits.grad)
+    with pytest.raises(AssertionError, match="not g8 transposed"):
+        assert_fp8_grad(g8, g8.reshape(g8t.shape), logits.grad)
+
+
+def test_fp8_driver_with_the_triton_kernel_matches_the_torch_step(run):
+    """linear_cross_entropy(kernel="fp8") with the interpreted kernel as its step (as on CUDA) against the same
+    call on CPU with the torch step: the FP8 GEMMs are the same, so only the steps' fp32 rounding differs."""
+    seed, inp, out = run
+    lce, gx, gw, calls = out["fp8_lce"]
+    assert calls == 3  # 96 tokens in chunks of 32, all through the kernel
+    x = inp["fp8_x"].clone().requires_grad_()
+    w = inp["fp8_w"].clone().requires_grad_()
+    ref = loss_mod.linear_cross_entropy(x, w, inp["fp8_targets"], SOFTCAP, chunk=inp["fp8_chunk"], kernel="fp8")
+    ref.backward()
+    msg = lambda m: f"seed {seed}: {m}"  # noqa: E731
+    torch.testing.assert_close(lce, ref.detach(), rtol=1e-5, atol=1e-6, msg=msg)
+    # Mostly bit for bit; but a gradient value on an e5m2 rounding boundary can round either way in the two
+    # steps, moving the entries of dx and dW it feeds by up to 5% (seen once in 20 seeds) and their whole
+    # by ~3e-5 (relative norm). A g8t that is g8 reshaped, not transposed, moves dW by ~1.4 (test_fp8_loss.py).
+    for got, want in ((gx, x.grad), (gw, w.grad)):
+        rel = ((got - want).norm() / want.norm()).item()
+        assert rel <= 1e-3, msg(f"relative difference {rel:.2e}")

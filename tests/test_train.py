@@ -149,12 +149,48 @@ def test_summary_says_where_the_time_went(monkeypatch):
     t0 = clock.perf_counter()
     t = train("smoke", "timed", num_iterations=4, progress=False, **TINY)["time"]
     wall = clock.perf_counter() - t0
-    assert {"tokenizer", "tokens", "build", "compile", "eval", "save", "steps", "other", "total"} <= set(t)
+    alongside = t.pop("alongside")  # the data, prepared on a second thread while the model is built
+    assert set(alongside) == {"tokenizer", "tokens"} and all(v >= 0 for v in alongside.values())
+    assert {"build", "compile", "data", "eval", "save", "steps", "other", "total"} <= set(t)
     assert 0.6 <= t["eval"] < 0.6 + t["total"] / 2 and t["steps"] > 0  # evals at steps 0, 3 and 4
     assert all(v >= 0 for v in t.values())
     assert sum(v for k, v in t.items() if k != "total") == pytest.approx(t["total"], rel=1e-9)
+    assert sum(alongside.values()) <= t["build"] + t["data"] + 0.05  # over before training starts (no warm-up: CPU)
     assert t["total"] <= wall
     assert [r["tok_per_s"] > 0 for r in metrics("timed") if r["kind"] == "train"] == [True] * 4
+
+
+def test_warm_up_compiles_alongside_the_data_and_changes_no_number(monkeypatch):
+    import tinylab.train as tr
+
+    calls = []
+    real = tr.warm_up
+
+    def counted(*a, **k):
+        calls.append(tr.threading.current_thread().name)
+        return real(*a, **k)
+
+    train("smoke", "cold", num_iterations=4, progress=False, **TINY)
+    monkeypatch.setattr(tr.torch, "compile", lambda m, **k: m)  # compile=True without Inductor: warm_up runs
+    monkeypatch.setattr(tr, "warm_up", counted)
+    t = train("smoke", "warm", num_iterations=4, progress=False, compile=True, **TINY)["time"]
+    assert calls == ["MainThread"] and t["compile"] > 0 and set(t["alongside"]) == {"tokenizer", "tokens"}
+    cold, warm = metrics("cold"), metrics("warm")
+    assert [(r["kind"], r.get("loss"), r.get("val_bpb")) for r in cold] == \
+           [(r["kind"], r.get("loss"), r.get("val_bpb")) for r in warm]  # bit for bit: no step, no random draw
+
+
+def test_data_errors_of_the_second_thread_reach_the_caller_and_write_nothing(monkeypatch):
+    import tinylab.train as tr
+    from tinylab.loader import LoaderError
+
+    def broken(*a, **k):
+        raise LoaderError("the val split is empty: add text")
+
+    monkeypatch.setattr(tr, "make_loaders", broken)
+    with pytest.raises(LoaderError, match="val split is empty"):
+        train("smoke", "nodata", num_iterations=2, progress=False, **TINY)
+    assert not (paths.runs_dir() / "nodata" / "config.json").exists()
 
 
 def test_cli_prints_rounding_once_and_finishes(capsys):

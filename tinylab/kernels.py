@@ -11,6 +11,10 @@ logsumexp needs no running maximum: lse = c + log Σ exp(z - c).
 
 (A variant holding a whole 24,576-wide row in registers to read the logits only once was
 slower on the H100: 284.8 vs 257.0 ms per ittybitty step; see docs/benchmarks.md.)
+
+softcap_cross_entropy_fp8: the same math for tinylab.loss' FP8 path; the gradient, times a fixed
+scale, is written as float8_e5m2 twice, row-major and transposed, so that both backward GEMMs get
+an operand contiguous along their K (what cuBLASLt's FP8 wants).
 """
 import os
 
@@ -27,50 +31,172 @@ def _tanh(x):
 
 
 @triton.jit
-def _softcap_ce_kernel(logits_ptr, stride, targets_ptr, loss_ptr, n_cols, softcap, BLOCK: tl.constexpr):
+def _exp_z(logits, mask, softcap):
+    """exp(z - c) for z = c·tanh(l/c), 0 where masked: the terms of the logsumexp's Σ (pass 1)."""
+    z = softcap * _tanh(logits.to(tl.float32) / softcap)
+    return tl.where(mask, tl.exp(z - softcap), 0.0)
+
+
+@triton.jit
+def _grad(logits, lse, is_target, keep, softcap):
+    """keep·(softmax(z) − onehot)·(1 − tanh²(l/c)): d(loss)/d(logits) times keep, 0 for ignored rows (pass 2)."""
+    th = _tanh(logits.to(tl.float32) / softcap)
+    p = tl.exp(softcap * th - lse)
+    return (p - tl.where(is_target, 1.0, 0.0)) * (1.0 - th * th) * keep
+
+
+@triton.jit
+def _round_e5m2(x):
+    """fp32 x rounded to nearest (ties to even) to a value e5m2 holds, still fp32, so that the cast to e5m2 after
+    it is exact. The GPU's cast rounds to nearest by itself, but Triton's interpreter doesn't (3.6 truncates;
+    3.9 rounds and drops the carry: 1.9 becomes 1.0; both lose bits in the subnormals): this way both give
+    torch's bits. Normal range: add 2**20 - 1 (+1 if bit 21 is set) to the magnitude bits and clear the 21
+    bits e5m2 hasn't (a carry out of the mantissa bumps the exponent, as it should). Below 2**-14 e5m2's
+    subnormals are the multiples of 2**-16: adding and taking away 192 = 1.5·2**7 rounds x to one of them
+    (fp32 numbers near 192 are 2**-16 apart)."""
+    bits = x.to(tl.int32, bitcast=True)
+    normal = ((bits + 0xFFFFF + ((bits >> 21) & 1)) & -0x200000).to(tl.float32, bitcast=True)
+    return tl.where(tl.abs(x) < 6.103515625e-05, (x + 192.0) - 192.0, normal)
+
+
+@triton.jit
+def _softcap_ce_kernel(logits_ptr, stride, targets_ptr, loss_ptr, grad_ptr, grad_stride, n_cols, softcap,
+                       grad_scale, BLOCK: tl.constexpr, E5M2: tl.constexpr):
+    """One row per program: its loss, and its gradient into grad_ptr's row: the logits' own row, in place, for the
+    bf16 version; times grad_scale and rounded for e5m2 where E5M2."""
     row = tl.program_id(0).to(tl.int64)
     base = logits_ptr + row * stride
+    out = grad_ptr + row * grad_stride
     target = tl.load(targets_ptr + row)
     valid = target >= 0
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     for off in range(0, n_cols, BLOCK):
         cols = off + tl.arange(0, BLOCK)
         mask = cols < n_cols
-        z = softcap * _tanh(tl.load(base + cols, mask=mask, other=0.0).to(tl.float32) / softcap)
-        acc += tl.where(mask, tl.exp(z - softcap), 0.0)
+        acc += _exp_z(tl.load(base + cols, mask=mask, other=0.0), mask, softcap)
     lse = softcap + tl.log(tl.sum(acc, axis=0))
     safe = tl.where(valid, target, 0)
     z_target = softcap * _tanh(tl.load(base + safe).to(tl.float32) / softcap)
     tl.store(loss_ptr + row, tl.where(valid, lse - z_target, 0.0))
-    keep = tl.where(valid, 1.0, 0.0)
+    if E5M2:
+        keep = tl.where(valid, grad_scale, 0.0)
+    else:  # the bf16 version: unscaled
+        keep = tl.where(valid, 1.0, 0.0)
     for off in range(0, n_cols, BLOCK):
         cols = off + tl.arange(0, BLOCK)
         mask = cols < n_cols
-        th = _tanh(tl.load(base + cols, mask=mask, other=0.0).to(tl.float32) / softcap)
-        p = tl.exp(softcap * th - lse)
-        grad = (p - tl.where(cols == target, 1.0, 0.0)) * (1.0 - th * th) * keep
-        tl.store(base + cols, grad.to(logits_ptr.dtype.element_ty), mask=mask)
+        grad = _grad(tl.load(base + cols, mask=mask, other=0.0), lse, cols == target, keep, softcap)
+        if E5M2:
+            grad = _round_e5m2(grad)
+        tl.store(out + cols, grad.to(grad_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _transpose_kernel(src_ptr, dst_ptr, n_rows, n_cols, BLOCK: tl.constexpr):
+    """dst (C, R) = srcᵀ for a contiguous src (R, C), in BLOCK × BLOCK tiles."""
+    rows = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    cols = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+    tile = tl.load(src_ptr + rows.to(tl.int64)[:, None] * n_cols + cols[None, :], mask=mask)
+    tl.store(dst_ptr + cols.to(tl.int64)[:, None] * n_rows + rows[None, :], tl.trans(tile), mask=tl.trans(mask))
+
+
+@triton.jit
+def _softcap_ce_fp8_fused_kernel(logits_ptr, stride, targets_ptr, loss_ptr, g_ptr, gt_ptr, n_rows, n_cols, softcap,
+                                 g_scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """BLOCK_M rows per program, in BLOCK_M × BLOCK_N tiles; pass 2 writes each e5m2 tile twice, as is into g
+    (N, V) and transposed into gᵀ (V, N)."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    in_rows = rows < n_rows
+    rows64 = rows.to(tl.int64)
+    base = logits_ptr + rows64[:, None] * stride
+    target = tl.load(targets_ptr + rows, mask=in_rows, other=-1)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for off in range(0, n_cols, BLOCK_N):
+        cols = off + tl.arange(0, BLOCK_N)
+        mask = in_rows[:, None] & (cols < n_cols)[None, :]
+        acc += _exp_z(tl.load(base + cols[None, :], mask=mask, other=0.0), mask, softcap)
+    lse = softcap + tl.log(tl.where(in_rows, tl.sum(acc, axis=1), 1.0))
+    valid = target >= 0
+    z_target = tl.load(logits_ptr + rows64 * stride + tl.where(valid, target, 0), mask=in_rows, other=0.0)
+    z_target = softcap * _tanh(z_target.to(tl.float32) / softcap)
+    tl.store(loss_ptr + rows, tl.where(valid, lse - z_target, 0.0), mask=in_rows)
+    keep = tl.where(valid, g_scale, 0.0)[:, None]
+    for off in range(0, n_cols, BLOCK_N):
+        cols = off + tl.arange(0, BLOCK_N)
+        in_cols = cols < n_cols
+        mask = in_rows[:, None] & in_cols[None, :]
+        grad = _grad(tl.load(base + cols[None, :], mask=mask, other=0.0), lse[:, None],
+                     cols[None, :] == target[:, None], keep, softcap)
+        g8 = _round_e5m2(grad).to(g_ptr.dtype.element_ty)
+        cols64 = cols.to(tl.int64)
+        tl.store(g_ptr + rows64[:, None] * n_cols + cols64[None, :], g8, mask=mask)
+        tl.store(gt_ptr + cols64[:, None] * n_rows + rows64[None, :], tl.trans(g8),
+                 mask=in_cols[:, None] & in_rows[None, :])
 
 
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (tests/test_kernels.py)
 
 
+def _loop_bound(n: int):
+    """An int that a kernel's range() loops to: passed as is on CUDA, as a constexpr under the interpreter.
+
+    The interpreter wraps an int argument in a 1-element NumPy array, which the loops' range() turns back
+    with int(): Triton 3.6 does int(array), refused by NumPy >= 2.4 ("only 0-dimensional arrays can be
+    converted to Python scalars"; Triton 3.9 squeezes first). A constexpr reaches the body as is. CUDA
+    launches are untouched: the same int argument, so the same compiled kernel."""
+    return tl.constexpr(n) if interpreting() else n
+
+
+def _check_logits(logits: torch.Tensor, targets: torch.Tensor) -> None:
+    assert (logits.is_cuda or interpreting()) and logits.stride(1) == 1 and targets.numel() == logits.size(0)
+
+
 def softcap_cross_entropy_(logits: torch.Tensor, targets: torch.Tensor, softcap: float) -> torch.Tensor:
     """Per-row losses (fp32); logits (N, V), row-contiguous, are overwritten by d(sum of losses)/d(logits)."""
-    interpret = interpreting()
-    assert (logits.is_cuda or interpret) and logits.stride(1) == 1 and targets.numel() == logits.size(0)
+    _check_logits(logits, targets)
     n_rows, n_cols = logits.shape
     losses = torch.empty(n_rows, device=logits.device, dtype=torch.float32)
-    if interpret:
-        # The interpreter wraps an int argument in a 1-element NumPy array, which the loops' range() turns
-        # back with int(): Triton 3.6 does int(array), refused by NumPy >= 2.4 ("only 0-dimensional arrays
-        # can be converted to Python scalars"; Triton 3.9 squeezes first). A constexpr reaches the body as
-        # is. CUDA launches are untouched: the same int argument, so the same compiled kernel.
-        n_cols = tl.constexpr(n_cols)
-    _softcap_ce_kernel[(n_rows,)](logits, logits.stride(0), targets.contiguous(), losses, n_cols, float(softcap),
-                                  BLOCK=4096, num_warps=8)
+    _softcap_ce_kernel[(n_rows,)](logits, logits.stride(0), targets.contiguous(), losses, logits, logits.stride(0),
+                                  _loop_bound(n_cols), float(softcap), 1.0, BLOCK=4096, E5M2=False, num_warps=8)
     return losses
+
+
+TRANSPOSE_BLOCK = 128  # 128 × 128 bytes a tile: 0.164 ms for 8192 × 24,576 fp8 on an H100 (2.45 TB/s);
+# torch's g8.t().contiguous() took 1.38 ms
+
+
+def softcap_cross_entropy_fp8(logits: torch.Tensor, targets: torch.Tensor, softcap: float, g_scale: float, *,
+                              fused: bool = False, BLOCK_M: int = 32, BLOCK_N: int = 256, num_warps: int = 8):
+    """Per-row losses (fp32) of logits (N, V), row-contiguous and left as they are, and d(sum of losses)/d(logits)
+    times g_scale as float8_e5m2, twice: g8 (N, V) and its transpose g8t (V, N), both contiguous.
+
+    |grad| ≤ 1, so g_scale up to 57,344 (e5m2's max) can't overflow; tinylab.loss uses FP8_GRAD_SCALE = 2**15.
+    By default softcap_cross_entropy_'s one-row programs write g8, then a tiled transpose writes g8t: 0.75 ms
+    for an 8192 × 24,576 chunk on an H100 (the bf16 kernel: 0.55; docs/bench/h100_lm_head_fp8.txt).
+    fused=True is one kernel, BLOCK_M rows per program (BLOCK_M = 32: 32-byte rows of each transposed tile,
+    one DRAM sector), writing both: 1.15 to 1.25 ms there for each (BLOCK_M, BLOCK_N, num_warps) that
+    python -m tinylab.bench.lm_head sweeps. Without its stores it already took 0.66 to 0.74 ms (256 programs
+    of 32 rows keep too few loads in flight), and its two stores together cost more than either alone.
+    BLOCK_M, BLOCK_N and num_warps are the fused kernel's."""
+    _check_logits(logits, targets)
+    n_rows, n_cols = logits.shape
+    losses = torch.empty(n_rows, device=logits.device, dtype=torch.float32)
+    g8 = torch.empty((n_rows, n_cols), device=logits.device, dtype=torch.float8_e5m2)
+    g8t = torch.empty((n_cols, n_rows), device=logits.device, dtype=torch.float8_e5m2)
+    targets = targets.contiguous()
+    if fused:
+        _softcap_ce_fp8_fused_kernel[(triton.cdiv(n_rows, BLOCK_M),)](
+            logits, logits.stride(0), targets, losses, g8, g8t, n_rows, _loop_bound(n_cols), float(softcap),
+            float(g_scale), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, num_warps=num_warps)
+        return losses, g8, g8t
+    _softcap_ce_kernel[(n_rows,)](logits, logits.stride(0), targets, losses, g8, n_cols, _loop_bound(n_cols),
+                                  float(softcap), float(g_scale), BLOCK=4096, E5M2=True, num_warps=8)
+    grid = (triton.cdiv(n_cols, TRANSPOSE_BLOCK), triton.cdiv(n_rows, TRANSPOSE_BLOCK))
+    _transpose_kernel[grid](g8.view(torch.uint8), g8t.view(torch.uint8), n_rows, n_cols, BLOCK=TRANSPOSE_BLOCK,
+                            num_warps=8)
+    return losses, g8, g8t
 
 
 # ------------------------------------------------------------------------------------ rotary + QK-norm

@@ -9,13 +9,27 @@ only has to scale two stored gradients in backward. On CUDA the per-chunk softca
 gradient math is tinylab.kernels' Triton kernel (two reads and one write of the logits);
 elsewhere it is plain torch.
 
-Without gradients (evaluation), the same chunking returns the loss or per-token losses.
+kernel="fp8" runs the three GEMMs of each chunk in FP8 (torch._scaled_mm): x and the weight are
+quantised once per call to float8_e4m3fn with per-tensor scales, the kernel writes the logits'
+gradient (times FP8_GRAD_SCALE) as float8_e5m2 twice, row-major and transposed, so both backward
+GEMMs get K-contiguous operands. Where FP8 can't run (a GPU below compute capability 8.9, shapes
+not multiples of 16) the call takes the path above instead, so kernel="fp8" never fails for that.
+
+Without gradients (evaluation), the same chunking returns the loss or per-token losses (never FP8).
 """
 from __future__ import annotations
+
+import functools
+import os
 
 import torch
 
 CHUNK_TOKENS = 8192  # 8192 × 24,576 bf16 logits = 0.4 GB of scratch at a time
+KERNELS = ("auto", "torch", "fp8", "fp8-fast")  # fp8-fast: fp8 with _scaled_mm's use_fast_accum
+E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max  # 448
+# The logits' gradient is stored as e5m2 times this: |grad| ≤ 1 and 2**15 ≤ e5m2's max (57,344), and it lifts
+# probabilities down to 2**-31 above e5m2's subnormal floor (2**-16). A power of two: scaling is exact.
+FP8_GRAD_SCALE = 2.0 ** 15
 
 
 def _fp32(t: torch.Tensor) -> torch.Tensor:
@@ -23,8 +37,8 @@ def _fp32(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
-def _chunk_loss_and_grad(logits: torch.Tensor, targets: torch.Tensor, softcap: float):
-    """Summed loss of a chunk and d(loss)/d(logits) for z = softcap·tanh(logits/softcap).
+def _softcap_loss_and_grad(logits: torch.Tensor, targets: torch.Tensor, softcap: float):
+    """Summed loss of a chunk and d(loss)/d(logits) (at least fp32) for z = softcap·tanh(logits/softcap).
 
     Targets of -1 contribute neither loss nor gradient.
     """
@@ -35,7 +49,21 @@ def _chunk_loss_and_grad(logits: torch.Tensor, targets: torch.Tensor, softcap: f
     loss = torch.where(valid, lse - z.gather(1, safe).squeeze(1), 0.0).sum()
     dz = torch.exp(z - lse.unsqueeze(1)).scatter_add(1, safe, torch.full_like(lse, -1.0).unsqueeze(1))
     dz = dz * valid.unsqueeze(1)
-    return loss, (dz * (1.0 - (z / softcap) ** 2)).to(logits.dtype)
+    return loss, dz * (1.0 - (z / softcap) ** 2)
+
+
+def _chunk_loss_and_grad(logits: torch.Tensor, targets: torch.Tensor, softcap: float):
+    """The loss and gradient of _softcap_loss_and_grad, the gradient in the logits' dtype."""
+    loss, grad = _softcap_loss_and_grad(logits, targets, softcap)
+    return loss, grad.to(logits.dtype)
+
+
+def _chunk_loss_and_grad_fp8(logits: torch.Tensor, targets: torch.Tensor, softcap: float):
+    """The loss, and the gradient times FP8_GRAD_SCALE as float8_e5m2, row-major (N, V) and transposed (V, N):
+    the torch version of tinylab.kernels.softcap_cross_entropy_fp8."""
+    loss, grad = _softcap_loss_and_grad(logits, targets, softcap)
+    g8 = (grad * FP8_GRAD_SCALE).to(torch.float8_e5m2)
+    return loss, g8, g8.t().contiguous()
 
 
 def _chunk_losses(logits: torch.Tensor, targets: torch.Tensor, softcap: float):
@@ -73,6 +101,61 @@ def _loss_and_grad_fn(device: torch.device, kernel: str):
     return _kernel(_chunk_loss_and_grad, device)
 
 
+def _triton_fp8_loss_and_grad(logits, targets, softcap):
+    from .kernels import softcap_cross_entropy_fp8
+    losses, g8, g8t = softcap_cross_entropy_fp8(logits, targets, softcap, FP8_GRAD_SCALE)
+    return losses.sum(), g8, g8t
+
+
+def _fp8_loss_and_grad_fn(device: torch.device):
+    """The Triton kernel on CUDA (and on CPU under Triton's interpreter, for tests) when Triton is installed;
+    else the torch version, compiled on CUDA."""
+    if device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+        try:
+            import triton  # noqa: F401
+            return _triton_fp8_loss_and_grad
+        except ImportError:
+            pass
+    return _kernel(_chunk_loss_and_grad_fp8, device)
+
+
+@functools.cache
+def _cpu_scaled_mm() -> bool:
+    """Whether this torch has a CPU torch._scaled_mm (2.11 and 2.13 have)."""
+    try:
+        a = torch.zeros(16, 16, dtype=torch.float8_e4m3fn)
+        one = torch.ones((), dtype=torch.float32)
+        torch._scaled_mm(a, a.t(), scale_a=one, scale_b=one, out_dtype=torch.float32)
+        return True
+    except (AttributeError, NotImplementedError, RuntimeError):
+        return False
+
+
+def fp8_supported(device) -> bool:
+    """Whether torch._scaled_mm's FP8 GEMMs run on `device`: CUDA compute capability ≥ 8.9 (Ada, Hopper and
+    later; not an RTX 3090's 8.6), or a CPU where this torch implements them."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 9)
+    return device.type == "cpu" and _cpu_scaled_mm()
+
+
+def _fp8_fits(x: torch.Tensor, weight: torch.Tensor, chunk: int) -> bool:
+    """Whether _scaled_mm takes every GEMM of the FP8 path: N, d, V and each chunk multiples of 16 (its size rule;
+    with fp8's 1-byte elements that also makes every operand's leading dimension and chunk offset 16-byte
+    aligned, which cuBLASLt needs)."""
+    n, d = x.shape
+    return all(k % 16 == 0 for k in (n, d, weight.size(0), min(chunk, n))) and fp8_supported(x.device)
+
+
+def _quantize_fp8(t: torch.Tensor):
+    """t (R, C) as float8_e4m3fn scaled by 448 / amax(|t|), its transposed contiguous copy (C, R), and the
+    inverse scale (an fp32 scalar on t's device: no host sync)."""
+    scale = E4M3_MAX / t.abs().amax().float().clamp(min=1e-12)
+    t8 = (t.float() * scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+    return t8, t8.t().contiguous(), scale.reciprocal()
+
+
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     if torch.is_autocast_enabled(x.device.type):
         return torch.get_autocast_dtype(x.device.type)
@@ -88,21 +171,61 @@ def _accumulate(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
         acc += a @ b
 
 
+class _Chunks:
+    """The chunk step in the compute dtype (bf16 under autocast): logits, the loss step writing their gradient in
+    their place, then dx = g @ W and dW += gᵀ @ x."""
+
+    def __init__(self, x, weight, kernel):
+        dtype = _compute_dtype(x)
+        self.x, self.w = x.to(dtype), weight.to(dtype)
+        self.step = _loss_and_grad_fn(x.device, kernel)
+
+    def __call__(self, s, e, targets, softcap, grad_x, grad_w):
+        logits = self.x[s:e] @ self.w.t()
+        loss, dlogits = self.step(logits, targets, softcap)
+        torch.mm(dlogits, self.w, out=grad_x[s:e])
+        _accumulate(grad_w, dlogits.t(), self.x[s:e])
+        return loss
+
+
+class _Fp8Chunks:
+    """The same chunk step with FP8 GEMMs. cuBLASLt's FP8 GEMMs take a row-major first and a column-major second
+    operand ("TN": both K-contiguous), hence the transposed copies: x8t, w8t here and the kernel's g8t."""
+
+    def __init__(self, x, weight, fast_accum=False):
+        quantize = _kernel(_quantize_fp8, x.device)
+        self.x8, self.x8t, self.x_inv = quantize(x)
+        self.w8, self.w8t, self.w_inv = quantize(weight)
+        self.g_inv = torch.full((), 1.0 / FP8_GRAD_SCALE, device=x.device)  # torch.tensor(...) would sync
+        self.step = _fp8_loss_and_grad_fn(x.device)
+        self.fast_accum = fast_accum
+
+    def _mm(self, a, b, scale_a, scale_b, out_dtype):
+        return torch._scaled_mm(a, b, scale_a=scale_a, scale_b=scale_b, out_dtype=out_dtype,
+                                use_fast_accum=self.fast_accum)
+
+    def __call__(self, s, e, targets, softcap, grad_x, grad_w):
+        logits = self._mm(self.x8[s:e], self.w8.t(), self.x_inv, self.w_inv, torch.bfloat16)
+        loss, g8, g8t = self.step(logits, targets, softcap)
+        grad_x[s:e] = self._mm(g8, self.w8t.t(), self.g_inv, self.w_inv, grad_x.dtype)
+        grad_w += self._mm(g8t, self.x8t[:, s:e].t(), self.g_inv, self.x_inv, torch.float32)
+        return loss
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, targets, softcap, chunk, kernel):
-        dtype = _compute_dtype(x)
-        xc, wc = x.to(dtype), weight.to(dtype)
-        grad_x = torch.empty_like(xc)
+        if not kernel.startswith("fp8"):
+            step = _Chunks(x, weight, kernel)
+        elif _fp8_fits(x, weight, chunk):
+            step = _Fp8Chunks(x, weight, fast_accum=kernel == "fp8-fast")
+        else:  # no FP8 here (or shapes it can't take): exactly kernel="auto"
+            step = _Chunks(x, weight, "auto")
+        grad_x = torch.empty_like(x, dtype=_compute_dtype(x))
         grad_w = torch.zeros_like(weight, dtype=torch.promote_types(weight.dtype, torch.float32))
         loss = torch.zeros((), device=x.device, dtype=grad_w.dtype)
-        step = _loss_and_grad_fn(x.device, kernel)
         for s in range(0, x.size(0), chunk):
-            logits = xc[s:s + chunk] @ wc.t()
-            loss_c, dlogits = step(logits, targets[s:s + chunk], softcap)
-            loss += loss_c
-            torch.mm(dlogits, wc, out=grad_x[s:s + chunk])
-            _accumulate(grad_w, dlogits.t(), xc[s:s + chunk])
+            loss += step(s, s + chunk, targets[s:s + chunk], softcap, grad_x, grad_w)
         n = (targets >= 0).sum().clamp(min=1)
         ctx.save_for_backward(grad_x, grad_w, n)
         ctx.dtypes = (x.dtype, weight.dtype)
@@ -122,8 +245,12 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.T
 
     x: (N, d) final hidden states, weight: (V, d) lm_head, targets: (N,) with -1 = ignore.
     reduction 'mean' (over non-ignored targets, differentiable), 'sum' or 'none' (no grad).
-    kernel 'auto' uses tinylab.kernels' Triton kernel for the training gradient on CUDA, 'torch' never does.
+    kernel 'auto' uses tinylab.kernels' Triton kernel for the training gradient on CUDA, 'torch' never does;
+    'fp8' runs the training GEMMs in FP8 where it can (else as 'auto'), 'fp8-fast' also with cuBLASLt's fast
+    FP8 accumulation. Without gradients the kernel is not used.
     """
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
     targets = targets.reshape(-1)
     if reduction == "mean" and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return _LinearCrossEntropy.apply(x, weight, targets, softcap, chunk, kernel)

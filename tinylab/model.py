@@ -36,8 +36,11 @@ ROPE_BASE = 10_000
 LOSS_IMPLS = {  # how forward(idx, targets) computes lm_head + soft-capped cross-entropy
     "chunked": "chunks of tokens, logits never all materialised; Triton kernel on CUDA (tinylab.loss)",
     "chunked-torch": "the same chunks with compiled torch ops instead of the Triton kernel",
+    "chunked-fp8": "the same chunks with the training GEMMs in FP8 where the GPU has it (sm_89+), else as chunked",
     "plain": "materialised logits, then torch's cross-entropy (the reference)",
 }
+
+LOSS_KERNELS = {"chunked": "auto", "chunked-torch": "torch", "chunked-fp8": "fp8"}  # linear_cross_entropy's kernel
 
 
 def norm(x: torch.Tensor) -> torch.Tensor:
@@ -236,7 +239,7 @@ class GPT(nn.Module):
         x = norm(x)
         if targets is not None and self.loss_impl != "plain":  # the (B·T, vocab) logits are never materialised
             return linear_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets, LOGIT_SOFTCAP,
-                                        loss_reduction, kernel="torch" if self.loss_impl == "chunked-torch" else "auto")
+                                        loss_reduction, kernel=LOSS_KERNELS[self.loss_impl])
         logits = self.lm_head(x).float()
         logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
         if targets is None:

@@ -6,9 +6,11 @@
 
 train() runs five phases, each a function below, in this order:
 1. resolve   preset + overrides -> TrainConfig, every knob validated; nothing written yet
-2. prepare   process group, the run directory locked, tokenizer, plan (steps, batch layout) and the
-             resume point checked (architecture, tokenizer hash, step); still nothing written
-3. build     model, optimizers, checkpoint state, compiled forward, loaders; only once all of that
+2. prepare   process group, the run directory locked, plan (steps, batch layout) and the resume point
+             checked (architecture, step); still nothing written
+3. build     model, optimizers, checkpoint state, compiled forward (warmed up on a dummy batch), and,
+             on a second thread meanwhile, the tokenizer (trained if missing; a resumed run's checked
+             against its hash) and the loaders over the pre-tokenized corpus; only once all of that
              succeeded are config.json and metrics.jsonl (re)written: a failed resume changes nothing
 4. loop      on schedule: evaluate, sample, score (CORE, probes), save; then one optimizer step; a log
              line every log_every
@@ -25,6 +27,7 @@ import math
 import os
 import shutil
 import sys
+import threading
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -102,7 +105,7 @@ class Setup:
     run: Run
     plan: RunPlan
     dist: Dist
-    tokenizer: object
+    tokenizer: object = None                  # set by Trainer once loaded (or trained) alongside the build
     resume_from: Path | None = None
     meta: dict = field(default_factory=dict)  # the checkpoint's meta when resuming
     bundle: Path | None = None                # CORE's eval bundle (rank 0, core_every > 0)
@@ -112,39 +115,53 @@ class Clock:
     """Wall seconds per phase of one train() call, for the summary's breakdown of where the time went.
 
     On CUDA a phase starts and ends with a synchronize: the steps still queued on the GPU when an evaluation
-    begins are billed to the steps, not to the evaluation (the loop itself never synchronizes)."""
+    begins are billed to the steps, not to the evaluation (the loop itself never synchronizes). A background
+    phase runs on another thread alongside the main one's: it is reported apart and never synchronizes."""
 
     def __init__(self):
         self.t0, self.device, self.spent = time.perf_counter(), None, 0.0
         self.seconds: dict[str, float] = {}
+        self.background: dict[str, float] = {}
 
     def sync(self) -> None:
         if self.device is not None and self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
     @contextmanager
-    def phase(self, name: str):
-        self.sync()
+    def phase(self, name: str, background: bool = False):
+        if not background:
+            self.sync()
         t0 = time.perf_counter()
         try:
             yield
-            self.sync()
+            if not background:
+                self.sync()
         finally:
-            self.record(name, time.perf_counter() - t0)
+            seconds = time.perf_counter() - t0
+            if background:
+                self.background[name] = self.background.get(name, 0.0) + seconds
+            else:
+                self.record(name, seconds)
 
     def record(self, name: str, seconds: float) -> None:
         self.spent += seconds
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
     def breakdown(self) -> dict:
-        """{phase: seconds}, other (the rest of the train() call, imports aside) and total."""
+        """{phase: seconds}, other (the rest of the train() call, imports aside) and total; these add up to
+        total. The background phases, if any, under "alongside" (their time overlaps the others')."""
         total = time.perf_counter() - self.t0
-        return dict(self.seconds, other=total - self.spent, total=total)
+        alongside = dict(alongside=dict(self.background)) if self.background else {}
+        return dict(self.seconds, other=total - self.spent, total=total, **alongside)
 
 
 def describe_time(breakdown: dict) -> str:
-    """`312.4 s: tokenizer 14.2, tokens 6.1, build 0.9, compile 17.3, eval 12.0, ..., steps 237.1, other 3.0`."""
-    return f"{breakdown['total']:.1f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in breakdown.items() if k != "total")
+    """`290.1 s: build 4.4, compile 12.0, data 7.2, eval 12.0, ..., steps 237.1, other 3.0 (alongside build
+    to data: tokenizer 15.7, tokens 7.0)`."""
+    def listing(d):
+        return ", ".join(f"{k} {v:.1f}" for k, v in d.items() if k not in ("total", "alongside"))
+    extra = f" (alongside build to data: {listing(breakdown['alongside'])})" if breakdown.get("alongside") else ""
+    return f"{breakdown['total']:.1f} s: {listing(breakdown)}{extra}"
 
 
 def load_tokenizer(cfg: TrainConfig, run: Run, resume_meta: dict, d: Dist, progress: bool):
@@ -199,8 +216,7 @@ def check_memory(cfg: TrainConfig, plan: RunPlan, device) -> None:
                                f"(`python -m tinylab.calc` shows the sizes)")
 
 
-def prepare(cfg: TrainConfig, run: Run, d: Dist, *, resume: bool, overwrite: bool, progress: bool,
-            clock: Clock) -> Setup:
+def prepare(cfg: TrainConfig, run: Run, d: Dist, *, resume: bool, overwrite: bool, progress: bool) -> Setup:
     """Phase 2: everything that can fail before anything is written (see the module docstring)."""
     bundle = core_bundle(cfg) if d.master else None  # first: a missing bundle must not cost an overwritten run
     if overwrite and d.master:
@@ -220,17 +236,47 @@ def prepare(cfg: TrainConfig, run: Run, d: Dist, *, resume: bool, overwrite: boo
     plan = RunPlan.of(cfg, d.world)
     check_memory(cfg, plan, d.device)
     meta = check_resume(run, ckpt, cfg, plan) if resume and ckpt is not None else {}
-    with clock.phase("tokenizer"):
-        tokenizer = load_tokenizer(cfg, run, meta, d, progress)
-    if tokenizer.vocab_size != cfg.model.vocab_size:
-        raise TrainError(f"tokenizer {tokenizer.name} has {tokenizer.vocab_size} tokens but the model's vocab_size "
-                         f"is {cfg.model.vocab_size}: they must match")
     if d.master and plan.batch.rounded:
         print(plan.batch.note())
-    return Setup(cfg, run, plan, d, tokenizer, ckpt if meta else None, meta, bundle)
+    return Setup(cfg, run, plan, d, None, ckpt if meta else None, meta, bundle)
 
 
 # ------------------------------------------------------------------------------- phase 3: build
+
+def load_data(s: Setup, clock: Clock, progress: bool, background: bool = False):
+    """(tokenizer, train loader, val factory): the run's tokenizer, loaded or trained, and loaders over its
+    pre-tokenized corpus (tokenized now if it is not yet)."""
+    with clock.phase("tokenizer", background):
+        tokenizer = load_tokenizer(s.cfg, s.run, s.meta, s.dist, progress)
+    if tokenizer.vocab_size != s.cfg.model.vocab_size:
+        raise TrainError(f"tokenizer {tokenizer.name} has {tokenizer.vocab_size} tokens but the model's vocab_size "
+                         f"is {s.cfg.model.vocab_size}: they must match")
+    with clock.phase("tokens", background):
+        return (tokenizer, *make_loaders(s.cfg, tokenizer, s.dist, s.meta.get("loader"), progress))
+
+
+class Background:
+    """fn(*args) on a daemon thread; result() waits and returns its value or raises its exception. Daemon:
+    an interrupt or an error of the main thread ends the process without waiting (the tokenizer and the
+    token shards are written atomically, so a half-done one is only left as a temporary file)."""
+
+    def __init__(self, fn, *args):
+        self.value = self.error = None
+        self.thread = threading.Thread(target=self._run, args=(fn, *args), daemon=True, name="tinylab-data")
+        self.thread.start()
+
+    def _run(self, fn, *args):
+        try:
+            self.value = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread by result()
+            self.error = e
+
+    def result(self):
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
 
 def make_loaders(cfg: TrainConfig, tokenizer, d: Dist, state=None, progress=True):
     """(train loader, val factory): tinylab.loader over the pre-tokenized corpus, tokenized by rank 0 first.
@@ -286,6 +332,19 @@ def train_step(net, optimizers, batches, grad_accum: int, *, autocast, grad_clip
         opt.step()
     model.zero_grad(set_to_none=True)
     return total / grad_accum
+
+
+def warm_up(net, model, cfg: TrainConfig, device, autocast) -> None:
+    """Compile the training graph (forward and backward) and the evaluation graph on a dummy batch of the
+    real shapes and dtypes, so the first step and the first evaluation find them compiled. The gradients are
+    dropped and nothing else changes: no optimizer step, no random numbers drawn."""
+    x = torch.zeros(cfg.batch.device_batch_size, cfg.model.sequence_len, dtype=torch.int64, device=device)
+    with autocast:
+        loss = net(x, x)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad(), autocast:
+        net(x, x, loss_reduction="none")
 
 
 def out_of_memory(e: BaseException) -> bool:
@@ -392,14 +451,23 @@ class Trainer:
         self.s, self.cfg, self.plan, self.d = s, s.cfg, s.plan, s.dist
         self.progress = progress and self.d.master
         self.state, self.clock = LoopState(), clock
-        # the loaders first: a split too small for one batch (e.g. a huge seq_len) fails before any weight exists
-        with self.clock.phase("tokens"):
-            self.loader, self.val = make_loaders(self.cfg, s.tokenizer, self.d, s.meta.get("loader"), progress)
+        # The data (tokenizer, pre-tokenized corpus) is prepared by native code that leaves the GIL free, so on
+        # one process it runs on a second thread while this one builds the model and compiles it on a dummy
+        # batch. Under DDP it comes first: both sides would run collectives.
+        data = Background(load_data, s, clock, progress, True) if self.d.world == 1 else None
+        if data is None:
+            s.tokenizer, self.loader, self.val = load_data(s, clock, progress)
         with self.clock.phase("build"):
             self.build_model()
             if s.meta:
                 self.restore()
             self.build_forward()
+        if self.d.world == 1 and self.compiled:
+            with self.clock.phase("compile"), self.memory_guard():
+                warm_up(self.net, self.model, self.cfg, self.d.device, self.autocast)
+        if data is not None:
+            with self.clock.phase("data"):
+                s.tokenizer, self.loader, self.val = data.result()
         self.token_bytes = torch.as_tensor(s.tokenizer.token_bytes, dtype=torch.int64, device=self.d.device)
         self.peak = peak_flops(self.d.device)
         self.log = Logger(s.run, self.d.master, callback, self.write_run_files())
@@ -411,7 +479,7 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         try:
-            self.model = build_model(cfg.model, device=device)
+            self.model = build_model(cfg.model, device=device, loss="chunked-fp8" if cfg.loop.fp8_lm_head else "chunked")
         except (torch.OutOfMemoryError, RuntimeError) as e:
             if not out_of_memory(e):
                 raise
@@ -435,11 +503,11 @@ class Trainer:
     def build_forward(self) -> None:
         """What runs forward: DDP around the model when distributed, compiled on CUDA unless told otherwise."""
         device = self.d.device
-        use_compile = device.type == "cuda" if self.cfg.loop.compile is None else self.cfg.loop.compile
+        self.compiled = device.type == "cuda" if self.cfg.loop.compile is None else self.cfg.loop.compile
         ddp = torch.nn.parallel.DistributedDataParallel(
             self.model, device_ids=[device.index] if device.type == "cuda" else None) if self.d.world > 1 else None
-        self.eval_model = torch.compile(self.model) if use_compile else self.model
-        self.net = (torch.compile(ddp) if use_compile else ddp) if ddp else self.eval_model
+        self.eval_model = torch.compile(self.model) if self.compiled else self.model
+        self.net = (torch.compile(ddp) if self.compiled else ddp) if ddp else self.eval_model
         self.autocast = device_autocast(device)
 
     def write_run_files(self):
@@ -535,16 +603,10 @@ class Trainer:
         st, o, n = self.state, self.cfg.optim, self.plan.num_iterations
         apply_schedule(self.optimizers, lr_multiplier(st.step, n, o.warmup_ratio, o.warmdown_ratio, o.final_lr_frac),
                        muon_momentum(st.step))
-        first = "compile" not in self.clock.seconds  # this call's first step compiles the model
-        try:
-            with self.clock.phase("compile") if first else nullcontext():
-                loss = train_step(self.net, self.optimizers, self.loader, self.plan.batch.grad_accum,
-                                  autocast=self.autocast, grad_clip=o.grad_clip, model=self.model)
-        except (torch.OutOfMemoryError, RuntimeError) as e:
-            if not out_of_memory(e):
-                raise
-            raise OutOfMemoryError(out_of_memory_message(self.cfg, self.plan, self.d.device,
-                                                         self.s.run.latest_checkpoint())) from None
+        first = "compile" not in self.clock.seconds  # unless warm_up compiled it, this first step does
+        with self.clock.phase("compile") if first else nullcontext(), self.memory_guard():
+            loss = train_step(self.net, self.optimizers, self.loader, self.plan.batch.grad_accum,
+                              autocast=self.autocast, grad_clip=o.grad_clip, model=self.model)
         if first:  # tokens/s counts the steps after it (its loss still counts in the mean)
             self.meter.exclude(self.clock.seconds["compile"], self.plan.batch.total_batch_size)
         self.meter.add(loss)
@@ -552,6 +614,17 @@ class Trainer:
         self.bar.update(1)
         if st.step % self.cfg.loop.log_every == 0 or st.step == n:
             self.log_train()
+
+    @contextmanager
+    def memory_guard(self):
+        """A CUDA out-of-memory error becomes one message: the batch that fits, the checkpoint to resume."""
+        try:
+            yield
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if not out_of_memory(e):
+                raise
+            raise OutOfMemoryError(out_of_memory_message(self.cfg, self.plan, self.d.device,
+                                                         self.s.run.latest_checkpoint())) from None
 
     def log_train(self) -> None:
         st, run, tokens = self.state, self.s.run, self.plan.tokens_at(self.state.step)
@@ -604,7 +677,7 @@ def train(preset: TrainConfig | str, run: str, *, device=None, resume: bool = Fa
         with target.lock() if d.master else nullcontext():
             if d.master:
                 target.clean_orphans()                      # what a kill during a save left behind
-            s = prepare(cfg, target, d, resume=resume, overwrite=overwrite, progress=progress, clock=clock)  # 2
+            s = prepare(cfg, target, d, resume=resume, overwrite=overwrite, progress=progress)  # phase 2
             trainer = Trainer(s, clock, callback, progress)  # phase 3
             trainer.loop()                                  # phase 4
             return trainer.finish()                         # phase 5
