@@ -33,7 +33,7 @@ def test_lm_head_benchmark_parses_and_asks_for_cuda(monkeypatch, capsys):
 
     with pytest.raises(SystemExit) as exit_:
         lm_head.main(["--help"])
-    assert exit_.value.code == 0 and "--blocks" in capsys.readouterr().out
+    assert exit_.value.code == 0 and "--kernels" in capsys.readouterr().out
     with pytest.raises(UsageError, match="not one of"):
         lm_head.main(["--kernels", "auto,fp9"])
     monkeypatch.setattr(lm_head, "pick_device", lambda: torch.device("cpu"))

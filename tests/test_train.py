@@ -193,6 +193,18 @@ def test_data_errors_of_the_second_thread_reach_the_caller_and_write_nothing(mon
     assert not (paths.runs_dir() / "nodata" / "config.json").exists()
 
 
+def test_fp8_lm_head_knob_reaches_the_loss():
+    from tinylab.loss import fp8_supported
+
+    if not fp8_supported("cpu"):
+        pytest.skip("this torch has no CPU torch._scaled_mm")
+    train("smoke", "bf16", num_iterations=3, progress=False, **TINY)
+    train("smoke", "fp8", num_iterations=3, progress=False, fp8_lm_head=True, **TINY)
+    a, b = losses("bf16"), losses("fp8")
+    # the FP8 GEMMs (CPU torch._scaled_mm) compute the logits and gradients: the curves differ, within FP8's error
+    assert a != b and max(abs(a[s] - b[s]) / a[s] for s in a) < 0.02
+
+
 def test_cli_prints_rounding_once_and_finishes(capsys):
     rc = main(["--preset", "smoke", "--run", "cli", "--num-iterations", "2", "--device-batch-size", "3",
                "--total-batch-size", "1000", "--eval-tokens", "384", "--sample-every", "0", "--no-progress"])

@@ -13,7 +13,7 @@ logsumexp needs no running maximum: lse = c + log Σ exp(z - c).
 slower on the H100: 284.8 vs 257.0 ms per ittybitty step; see docs/benchmarks.md.)
 
 softcap_cross_entropy_fp8: the same math for tinylab.loss' FP8 path; the gradient, times a fixed
-scale, is written as float8_e5m2 twice, row-major and transposed, so that both backward GEMMs get
+scale, is written as float8_e5m2, then transposed by a tiled kernel, so that both backward GEMMs get
 an operand contiguous along their K (what cuBLASLt's FP8 wants).
 """
 import os
@@ -101,40 +101,6 @@ def _transpose_kernel(src_ptr, dst_ptr, n_rows, n_cols, BLOCK: tl.constexpr):
     tl.store(dst_ptr + cols.to(tl.int64)[:, None] * n_rows + rows[None, :], tl.trans(tile), mask=tl.trans(mask))
 
 
-@triton.jit
-def _softcap_ce_fp8_fused_kernel(logits_ptr, stride, targets_ptr, loss_ptr, g_ptr, gt_ptr, n_rows, n_cols, softcap,
-                                 g_scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """BLOCK_M rows per program, in BLOCK_M × BLOCK_N tiles; pass 2 writes each e5m2 tile twice, as is into g
-    (N, V) and transposed into gᵀ (V, N)."""
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    in_rows = rows < n_rows
-    rows64 = rows.to(tl.int64)
-    base = logits_ptr + rows64[:, None] * stride
-    target = tl.load(targets_ptr + rows, mask=in_rows, other=-1)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for off in range(0, n_cols, BLOCK_N):
-        cols = off + tl.arange(0, BLOCK_N)
-        mask = in_rows[:, None] & (cols < n_cols)[None, :]
-        acc += _exp_z(tl.load(base + cols[None, :], mask=mask, other=0.0), mask, softcap)
-    lse = softcap + tl.log(tl.where(in_rows, tl.sum(acc, axis=1), 1.0))
-    valid = target >= 0
-    z_target = tl.load(logits_ptr + rows64 * stride + tl.where(valid, target, 0), mask=in_rows, other=0.0)
-    z_target = softcap * _tanh(z_target.to(tl.float32) / softcap)
-    tl.store(loss_ptr + rows, tl.where(valid, lse - z_target, 0.0), mask=in_rows)
-    keep = tl.where(valid, g_scale, 0.0)[:, None]
-    for off in range(0, n_cols, BLOCK_N):
-        cols = off + tl.arange(0, BLOCK_N)
-        in_cols = cols < n_cols
-        mask = in_rows[:, None] & in_cols[None, :]
-        grad = _grad(tl.load(base + cols[None, :], mask=mask, other=0.0), lse[:, None],
-                     cols[None, :] == target[:, None], keep, softcap)
-        g8 = _round_e5m2(grad).to(g_ptr.dtype.element_ty)
-        cols64 = cols.to(tl.int64)
-        tl.store(g_ptr + rows64[:, None] * n_cols + cols64[None, :], g8, mask=mask)
-        tl.store(gt_ptr + cols64[:, None] * n_rows + rows64[None, :], tl.trans(g8),
-                 mask=in_cols[:, None] & in_rows[None, :])
-
-
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (tests/test_kernels.py)
 
@@ -167,31 +133,21 @@ TRANSPOSE_BLOCK = 128  # 128 × 128 bytes a tile: 0.164 ms for 8192 × 24,576 fp
 # torch's g8.t().contiguous() took 1.38 ms
 
 
-def softcap_cross_entropy_fp8(logits: torch.Tensor, targets: torch.Tensor, softcap: float, g_scale: float, *,
-                              fused: bool = False, BLOCK_M: int = 32, BLOCK_N: int = 256, num_warps: int = 8):
+def softcap_cross_entropy_fp8(logits: torch.Tensor, targets: torch.Tensor, softcap: float, g_scale: float):
     """Per-row losses (fp32) of logits (N, V), row-contiguous and left as they are, and d(sum of losses)/d(logits)
     times g_scale as float8_e5m2, twice: g8 (N, V) and its transpose g8t (V, N), both contiguous.
 
     |grad| ≤ 1, so g_scale up to 57,344 (e5m2's max) can't overflow; tinylab.loss uses FP8_GRAD_SCALE = 2**15.
-    By default softcap_cross_entropy_'s one-row programs write g8, then a tiled transpose writes g8t: 0.75 ms
-    for an 8192 × 24,576 chunk on an H100 (the bf16 kernel: 0.55; docs/bench/h100_lm_head_fp8.txt).
-    fused=True is one kernel, BLOCK_M rows per program (BLOCK_M = 32: 32-byte rows of each transposed tile,
-    one DRAM sector), writing both: 1.15 to 1.25 ms there for each (BLOCK_M, BLOCK_N, num_warps) that
-    python -m tinylab.bench.lm_head sweeps. Without its stores it already took 0.66 to 0.74 ms (256 programs
-    of 32 rows keep too few loads in flight), and its two stores together cost more than either alone.
-    BLOCK_M, BLOCK_N and num_warps are the fused kernel's."""
+    softcap_cross_entropy_'s one-row programs write g8, then a tiled transpose writes g8t: 0.75 ms for an
+    8192 × 24,576 chunk on an H100 (the bf16 kernel: 0.55; docs/bench/h100_lm_head_fp8.txt). One kernel of
+    32-row tiles writing both took 1.15 to 1.25 ms there (256 programs keep too few loads in flight, and the
+    transposed store costs more on top), so it was dropped."""
     _check_logits(logits, targets)
     n_rows, n_cols = logits.shape
     losses = torch.empty(n_rows, device=logits.device, dtype=torch.float32)
     g8 = torch.empty((n_rows, n_cols), device=logits.device, dtype=torch.float8_e5m2)
     g8t = torch.empty((n_cols, n_rows), device=logits.device, dtype=torch.float8_e5m2)
-    targets = targets.contiguous()
-    if fused:
-        _softcap_ce_fp8_fused_kernel[(triton.cdiv(n_rows, BLOCK_M),)](
-            logits, logits.stride(0), targets, losses, g8, g8t, n_rows, _loop_bound(n_cols), float(softcap),
-            float(g_scale), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, num_warps=num_warps)
-        return losses, g8, g8t
-    _softcap_ce_kernel[(n_rows,)](logits, logits.stride(0), targets, losses, g8, n_cols, _loop_bound(n_cols),
+    _softcap_ce_kernel[(n_rows,)](logits, logits.stride(0), targets.contiguous(), losses, g8, n_cols, _loop_bound(n_cols),
                                   float(softcap), float(g_scale), BLOCK=4096, E5M2=True, num_warps=8)
     grid = (triton.cdiv(n_cols, TRANSPOSE_BLOCK), triton.cdiv(n_rows, TRANSPOSE_BLOCK))
     _transpose_kernel[grid](g8.view(torch.uint8), g8t.view(torch.uint8), n_rows, n_cols, BLOCK=TRANSPOSE_BLOCK,

@@ -12,9 +12,7 @@ from tinylab import loss as loss_mod
 SOFTCAP = 15.0
 
 
-@pytest.mark.parametrize("options", [{}, *(dict(fused=True, BLOCK_M=m, BLOCK_N=n, num_warps=w)
-                                      for m, n, w in [(32, 256, 8), (32, 128, 4), (64, 128, 8), (16, 256, 4)])])
-def test_fp8_kernel_matches_the_torch_step_bit_for_bit_nearly(options):
+def test_fp8_kernel_matches_the_torch_step_bit_for_bit_nearly():
     """The kernel rounds to nearest-even as torch does, so g8 equals the torch step's e5m2 gradient except where
     the two fp32 gradients straddle a rounding boundary: there they differ by one e5m2 step (seen: 5 values of
     1.5 million)."""
@@ -25,7 +23,7 @@ def test_fp8_kernel_matches_the_torch_step_bit_for_bit_nearly(options):
     logits = (8 * torch.randn(301, 5000, device="cuda", generator=g)).bfloat16()  # no tile fits exactly
     targets = torch.randint(0, 5000, (301,), device="cuda", generator=g)
     targets[::5] = -1
-    losses, g8, g8t = kernels.softcap_cross_entropy_fp8(logits, targets, SOFTCAP, loss_mod.FP8_GRAD_SCALE, **options)
+    losses, g8, g8t = kernels.softcap_cross_entropy_fp8(logits, targets, SOFTCAP, loss_mod.FP8_GRAD_SCALE)
     ref_loss, ref8, _ = loss_mod._chunk_loss_and_grad_fp8(logits, targets, SOFTCAP)
     torch.testing.assert_close(losses.sum(), ref_loss, rtol=1e-5, atol=1e-4)
     assert torch.equal(g8t.t().view(torch.uint8), g8.view(torch.uint8))

@@ -8,9 +8,8 @@ under bf16 autocast, random targets, softcap 15. Rows, one per configuration:
            loss (relative) and gradients (relative norm) against an fp32 chunked reference;
   quant    FP8's once-per-call quantisation of x and W (compiled, as the path runs it);
   gemm     the three GEMMs of one chunk (logits, dx = g·W, dW += gᵀ·x) in bf16 and in FP8;
-  kernel   the loss kernel alone on one chunk's logits: the bf16 one, the FP8 one (row kernel, then a
-           transpose), and its fused variant for each (BLOCK_M, BLOCK_N, num_warps) of --blocks, with
-           the bandwidth each reaches (bytes read and written / time).
+  kernel   the loss kernel alone on one chunk's logits: the bf16 one and the FP8 one (row kernel, then a
+           transpose), with the bandwidth each reaches (bytes read and written / time).
 Times are medians of --reps CUDA-event timings after --warmup untimed calls (compiling happens there).
 """
 from __future__ import annotations
@@ -25,9 +24,9 @@ import torch
 from .. import loss as lm_loss
 from ..devices import pick_device
 from ..errors import ArgumentParser, DeviceError, UsageError, at_least, cli, positive
+from .gpu import time_steps
 
 SOFTCAP = 15.0
-BLOCKS = "32x256x8,32x128x4,64x128x8,16x256x4"  # BLOCK_M x BLOCK_N x num_warps of the FP8 kernel
 
 
 def parser() -> ArgumentParser:
@@ -38,8 +37,6 @@ def parser() -> ArgumentParser:
     ap.add_argument("--chunk", type=positive(int, "chunk"), default=lm_loss.CHUNK_TOKENS, help="tokens per chunk")
     ap.add_argument("--kernels", default="auto,fp8", help="comma-separated linear_cross_entropy kernels: "
                                                            + ", ".join(lm_loss.KERNELS))
-    ap.add_argument("--blocks", default=BLOCKS, help="fused FP8 kernel configurations, BLOCK_MxBLOCK_Nxnum_warps, "
-                                                      "comma-separated")
     ap.add_argument("--reps", type=positive(int, "reps"), default=20, help="timed calls (the median is reported)")
     ap.add_argument("--warmup", type=at_least(int, "warmup calls", 0), default=3, help="untimed calls first")
     ap.add_argument("--json", default=None, help="append one JSON line per configuration to this file")
@@ -48,17 +45,7 @@ def parser() -> ArgumentParser:
 
 def time_ms(fn, warmup: int, reps: int) -> tuple[float, float]:
     """Median and spread (max - min) in ms of fn() over reps calls, each between two CUDA events."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
+    times = [1e3 * t for t in time_steps(fn, warmup, reps)]
     return statistics.median(times), max(times) - min(times)
 
 
@@ -150,11 +137,6 @@ def bench_kernels(targets, a) -> list[dict]:
     cases = {"bf16 softcap_cross_entropy_ (in place)": (lambda: kernels.softcap_cross_entropy_(scratch, t, SOFTCAP),
                                                         3 * 2 * n * v),  # 2 bf16 reads, 1 bf16 write
              "fp8 row kernel + transpose (default)": (fp8, 2 * 2 * n * v + 3 * n * v)}  # 2 reads; g8 w, r; g8t w
-    for blocks in a.blocks.split(","):
-        bm, bn, nw = (int(k) for k in blocks.lower().split("x"))
-        cases[f"fp8 fused BLOCK_M={bm} BLOCK_N={bn} num_warps={nw}"] = (
-            lambda bm=bm, bn=bn, nw=nw: fp8(fused=True, BLOCK_M=bm, BLOCK_N=bn, num_warps=nw),
-            2 * 2 * n * v + 2 * n * v)  # 2 bf16 reads, 2 fp8 writes
     rows = []
     for name, (fn, nbytes) in cases.items():
         ms, spread = time_ms(fn, a.warmup, a.reps)
