@@ -180,6 +180,30 @@ def test_warm_up_compiles_alongside_the_data_and_changes_no_number(monkeypatch):
            [(r["kind"], r.get("loss"), r.get("val_bpb")) for r in warm]  # bit for bit: no step, no random draw
 
 
+@pytest.mark.parametrize("eval_tokens", [512, 128])  # val batches of B = 2 rows; one row, under a batch
+def test_the_first_step_and_evaluation_use_the_warmed_up_graphs(monkeypatch, eval_tokens):
+    import functools
+
+    import torch._dynamo
+
+    import tinylab.train as tr
+
+    graphs = []
+    real = tr.warm_up
+
+    def counted(*a, **k):
+        real(*a, **k)
+        graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(tr.torch, "compile", functools.partial(torch.compile, backend="eager"))  # no Inductor
+    monkeypatch.setattr(tr, "warm_up", counted)
+    train("smoke", f"graphs{eval_tokens}", num_iterations=3, progress=False, compile=True,
+          **dict(TINY, eval_tokens=eval_tokens))
+    assert graphs[0] > 0 and torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs[0]  # no recompile
+    torch._dynamo.reset()
+
+
 def test_data_errors_of_the_second_thread_reach_the_caller_and_write_nothing(monkeypatch):
     import tinylab.train as tr
     from tinylab.loader import LoaderError
@@ -203,6 +227,37 @@ def test_fp8_lm_head_knob_reaches_the_loss():
     a, b = losses("bf16"), losses("fp8")
     # the FP8 GEMMs (CPU torch._scaled_mm) compute the logits and gradients: the curves differ, within FP8's error
     assert a != b and max(abs(a[s] - b[s]) / a[s] for s in a) < 0.02
+
+
+def test_a_failed_build_stops_the_data_thread_before_returning(monkeypatch):
+    import threading
+    import time
+
+    import tinylab.train as tr
+    from tinylab import data
+
+    reading, rounds = threading.Event(), []
+
+    def slow_tokenizer(*a, **k):  # reads the sample's row groups for ~20 s unless stopped
+        shard = data.list_shards("sample", "train")[0]
+        for _ in range(2000):
+            for _ in data.iter_row_groups(shard):
+                reading.set()
+                rounds.append(1)
+                time.sleep(0.01)
+
+    def failing_build(self):
+        reading.wait(10)
+        raise RuntimeError("no room for the model")
+
+    monkeypatch.setattr(tr, "load_tokenizer", slow_tokenizer)
+    monkeypatch.setattr(tr.Trainer, "build_model", failing_build)
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match="no room"):
+        train("smoke", "stopped", num_iterations=2, progress=False, **TINY)
+    assert time.perf_counter() - t0 < 5 and 0 < len(rounds) < 500
+    assert not [t for t in threading.enumerate() if t.name == "tinylab-data"]  # nothing writes on after it
+    assert not list(paths.home().rglob("*.tmp"))
 
 
 def test_cli_prints_rounding_once_and_finishes(capsys):

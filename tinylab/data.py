@@ -9,8 +9,10 @@ the rest are training, so the same code reads the offline sample and the real da
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -66,10 +68,31 @@ def open_shard(path: Path) -> pq.ParquetFile:
     return pf
 
 
+class ReadStopped(TinylabError):
+    """Raised in a thread whose reading was stopped (tinylab.train's data thread, when training failed)."""
+
+
+_reader = threading.local()  # this thread's stop signal, looked at once per row group
+
+
+@contextmanager
+def stoppable(stop: threading.Event):
+    """Reading shards in this thread raises ReadStopped at the next row group once `stop` is set, so the
+    tokenizer training or pre-tokenization it feeds ends promptly, each cleaning up after itself."""
+    _reader.stop = stop
+    try:
+        yield
+    finally:
+        _reader.stop = None
+
+
 def iter_row_groups(path: Path) -> Iterator[list[str]]:
     """The documents of one shard, a row group (~1k documents) at a time."""
     pf = open_shard(path)
     for i in range(pf.num_row_groups):
+        stop = getattr(_reader, "stop", None)
+        if stop is not None and stop.is_set():
+            raise ReadStopped(f"reading {path} was stopped")
         try:
             texts = pf.read_row_group(i, columns=["text"]).column("text").to_pylist()
         except Exception as e:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def _read_meta(out: Path) -> dict:
 
 def tokenize_shard(src: Path, tokenizer, dst: Path, bar: tqdm | None = None) -> tuple[int, int]:
     """Encode one parquet shard into a raw uint16 file; returns (tokens, documents)."""
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # one per writer
     n_tok = n_doc = 0
     try:
         with open(tmp, "wb") as f:

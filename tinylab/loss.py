@@ -89,16 +89,21 @@ def _triton_loss_and_grad(logits, targets, softcap):
     return softcap_cross_entropy_(logits, targets, softcap).sum(), logits  # logits now hold the gradient
 
 
+def _triton_or(triton_step, torch_step, device: torch.device, use_triton: bool):
+    """triton_step when asked for and Triton is installed; else torch_step, compiled on CUDA."""
+    if use_triton:
+        try:
+            import triton  # noqa: F401
+            return triton_step
+        except ImportError:
+            pass
+    return _kernel(torch_step, device)
+
+
 def _loss_and_grad_fn(device: torch.device, kernel: str):
     """kernel 'auto': the Triton kernel on CUDA when Triton is installed; else (or 'torch') the torch
     version, compiled on CUDA."""
-    if device.type == "cuda" and kernel == "auto":
-        try:
-            import triton  # noqa: F401
-            return _triton_loss_and_grad
-        except ImportError:
-            pass
-    return _kernel(_chunk_loss_and_grad, device)
+    return _triton_or(_triton_loss_and_grad, _chunk_loss_and_grad, device, device.type == "cuda" and kernel == "auto")
 
 
 def _triton_fp8_loss_and_grad(logits, targets, softcap):
@@ -110,13 +115,8 @@ def _triton_fp8_loss_and_grad(logits, targets, softcap):
 def _fp8_loss_and_grad_fn(device: torch.device):
     """The Triton kernel on CUDA (and on CPU under Triton's interpreter, for tests) when Triton is installed;
     else the torch version, compiled on CUDA."""
-    if device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
-        try:
-            import triton  # noqa: F401
-            return _triton_fp8_loss_and_grad
-        except ImportError:
-            pass
-    return _kernel(_chunk_loss_and_grad_fp8, device)
+    use = device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    return _triton_or(_triton_fp8_loss_and_grad, _chunk_loss_and_grad_fp8, device, use)
 
 
 @functools.cache
@@ -132,11 +132,11 @@ def _cpu_scaled_mm() -> bool:
 
 
 def fp8_supported(device) -> bool:
-    """Whether torch._scaled_mm's FP8 GEMMs run on `device`: CUDA compute capability ≥ 8.9 (Ada, Hopper and
-    later; not an RTX 3090's 8.6), or a CPU where this torch implements them."""
+    """Whether torch._scaled_mm's FP8 GEMMs run on `device`: an NVIDIA GPU of compute capability ≥ 8.9 (Ada,
+    Hopper and later; not an RTX 3090's 8.6; ROCm's FP8 types differ), or a CPU where this torch implements them."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.get_device_capability(device) >= (8, 9)
+        return torch.version.hip is None and torch.cuda.get_device_capability(device) >= (8, 9)
     return device.type == "cpu" and _cpu_scaled_mm()
 
 
@@ -196,7 +196,7 @@ class _Fp8Chunks:
         quantize = _kernel(_quantize_fp8, x.device)
         self.x8, self.x8t, self.x_inv = quantize(x)
         self.w8, self.w8t, self.w_inv = quantize(weight)
-        self.g_inv = torch.full((), 1.0 / FP8_GRAD_SCALE, device=x.device)  # torch.tensor(...) would sync
+        self.g_inv = torch.full((), 1.0 / FP8_GRAD_SCALE, dtype=torch.float32, device=x.device)  # no host sync
         self.step = _fp8_loss_and_grad_fn(x.device)
         self.fast_accum = fast_accum
 

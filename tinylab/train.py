@@ -42,6 +42,7 @@ from .config import TrainConfig, add_knob_arguments, knob_arguments
 from .devices import autocast as device_autocast, memory_bytes, pick_device
 from .errors import ArgumentParser, RunFailedError, TinylabError, cli
 from .eval import cost, measure
+from .data import stoppable
 from .evaluate import evaluate_bpb
 from .model import build_model
 from .optim import apply_schedule, setup_optimizers
@@ -100,7 +101,8 @@ def setup_distributed(device=None) -> Dist:
 
 @dataclass
 class Setup:
-    """What a run is before any tensor exists: config, directory, plan, tokenizer, resume point."""
+    """What a run is before any tensor exists: config, directory, plan, resume point; the tokenizer joins it
+    in Trainer, loaded (or trained) alongside the build."""
     cfg: TrainConfig
     run: Run
     plan: RunPlan
@@ -256,26 +258,35 @@ def load_data(s: Setup, clock: Clock, progress: bool, background: bool = False):
 
 
 class Background:
-    """fn(*args) on a daemon thread; result() waits and returns its value or raises its exception. Daemon:
-    an interrupt or an error of the main thread ends the process without waiting (the tokenizer and the
-    token shards are written atomically, so a half-done one is only left as a temporary file)."""
+    """fn(*args) on a daemon thread; result() waits and returns its value or raises its exception. cancel()
+    stops its shard reading at the next row group (tinylab.data.stoppable) and waits, so a failed train()
+    leaves no thread writing under TINYLAB_HOME after it returns (a notebook's kernel outlives the call)."""
 
     def __init__(self, fn, *args):
         self.value = self.error = None
+        self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(fn, *args), daemon=True, name="tinylab-data")
         self.thread.start()
 
     def _run(self, fn, *args):
-        try:
-            self.value = fn(*args)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread by result()
-            self.error = e
+        with stoppable(self.stop):
+            try:
+                self.value = fn(*args)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the main thread by result()
+                self.error = e
+
+    def done(self) -> bool:
+        return not self.thread.is_alive()
 
     def result(self):
         self.thread.join()
         if self.error is not None:
             raise self.error
         return self.value
+
+    def cancel(self) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 def make_loaders(cfg: TrainConfig, tokenizer, d: Dist, state=None, progress=True):
@@ -337,14 +348,22 @@ def train_step(net, optimizers, batches, grad_accum: int, *, autocast, grad_clip
 def warm_up(net, model, cfg: TrainConfig, device, autocast) -> None:
     """Compile the training graph (forward and backward) and the evaluation graph on a dummy batch of the
     real shapes and dtypes, so the first step and the first evaluation find them compiled. The gradients are
-    dropped and nothing else changes: no optimizer step, no random numbers drawn."""
-    x = torch.zeros(cfg.batch.device_batch_size, cfg.model.sequence_len, dtype=torch.int64, device=device)
+    dropped and nothing else changes: no optimizer step, no random numbers drawn.
+
+    The batch is built as TokenLoader.to_batch builds one, x and y two views of one buffer: passing the same
+    tensor twice would compile graphs guarded on `idx is targets`, which no real batch passes. The eval batch
+    has val_pass's rows (fewer than B when eval_tokens is under one batch)."""
+    B, T = cfg.batch.device_batch_size, cfg.model.sequence_len
+    buf = torch.zeros(B * T + 1, dtype=torch.int64, device=device)
+    x, y = buf[:-1].view(B, T), buf[1:].view(B, T)
     with autocast:
-        loss = net(x, x)
+        loss = net(x, y)
     loss.backward()
     model.zero_grad(set_to_none=True)
+    rows = min(B, max(1, cfg.eval.eval_tokens // T))
+    buf = buf[:rows * T + 1]
     with torch.no_grad(), autocast:
-        net(x, x, loss_reduction="none")
+        net(buf[:-1].view(rows, T), buf[1:].view(rows, T), loss_reduction="none")
 
 
 def out_of_memory(e: BaseException) -> bool:
@@ -454,23 +473,35 @@ class Trainer:
         # The data (tokenizer, pre-tokenized corpus) is prepared by native code that leaves the GIL free, so on
         # one process it runs on a second thread while this one builds the model and compiles it on a dummy
         # batch. Under DDP it comes first: both sides would run collectives.
-        data = Background(load_data, s, clock, progress, True) if self.d.world == 1 else None
-        if data is None:
+        if self.d.world == 1:
+            data = Background(load_data, s, clock, progress, True)
+            try:
+                self.build(data)
+                with self.clock.phase("data"):
+                    s.tokenizer, self.loader, self.val = data.result()
+            except BaseException:
+                data.cancel()
+                raise
+        else:
             s.tokenizer, self.loader, self.val = load_data(s, clock, progress)
-        with self.clock.phase("build"):
-            self.build_model()
-            if s.meta:
-                self.restore()
-            self.build_forward()
-        if self.d.world == 1 and self.compiled:
-            with self.clock.phase("compile"), self.memory_guard():
-                warm_up(self.net, self.model, self.cfg, self.d.device, self.autocast)
-        if data is not None:
-            with self.clock.phase("data"):
-                s.tokenizer, self.loader, self.val = data.result()
+            self.build()
         self.token_bytes = torch.as_tensor(s.tokenizer.token_bytes, dtype=torch.int64, device=self.d.device)
         self.peak = peak_flops(self.d.device)
         self.log = Logger(s.run, self.d.master, callback, self.write_run_files())
+
+    def build(self, data: Background | None = None) -> None:
+        """Model, optimizers, checkpoint state and the compiled forward, warmed up on one process. A data error
+        already known (e.g. a tokenizer that does not match) is raised before the warm-up's compile."""
+        with self.clock.phase("build"):
+            self.build_model()
+            if self.s.meta:
+                self.restore()
+            self.build_forward()
+        if data is not None and data.done():
+            data.result()
+        if self.d.world == 1 and self.compiled:
+            with self.clock.phase("compile"), self.memory_guard():
+                warm_up(self.net, self.model, self.cfg, self.d.device, self.autocast)
 
     def build_model(self) -> None:
         cfg, device = self.cfg, self.d.device
@@ -479,7 +510,8 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         try:
-            self.model = build_model(cfg.model, device=device, loss="chunked-fp8" if cfg.loop.fp8_lm_head else "chunked")
+            loss = "chunked-fp8" if cfg.loop.fp8_lm_head else "chunked"
+            self.model = build_model(cfg.model, device=device, loss=loss)
         except (torch.OutOfMemoryError, RuntimeError) as e:
             if not out_of_memory(e):
                 raise
