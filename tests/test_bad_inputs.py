@@ -47,7 +47,8 @@ REPO = Path(__file__).resolve().parents[1]
 CLIS = {  # name -> module whose main(argv) is `python -m <module>`
     "calc": "tinylab.calc.__main__", "tokenizer": "tinylab.tokenizer", "data": "tinylab.data",
     "train": "tinylab.train", "complete": "tinylab.complete", "runs": "tinylab.runs",
-    "pipeline": "tinylab.pipeline", "bench": "tinylab.bench.__main__", "export": "tinylab.export",
+    "pipeline": "tinylab.pipeline", "bench": "tinylab.bench.__main__", "bench.lm_head": "tinylab.bench.lm_head",
+    "export": "tinylab.export",
     "import_nanochat": "tinylab.import_nanochat", "eval": "tinylab.eval", "sweep": "tinylab.sweep",
 }
 TRAIN = "--preset smoke --no-progress"
@@ -335,6 +336,11 @@ CASES = [
     Case("bench-warmup-negative", "bench", "train --warmup=-1", "warmup steps must be an integer >= 0"),
     Case("bench-gpu-mem-negative", "bench", "fit --gpu-mem-gb=-5", "GiB must be a finite number > 0"),
     Case("bench-peak-tflops-0", "bench", "train --peak-tflops 0", "TFLOP/s must be a finite number > 0"),
+    Case("bench-json-no-directory", "bench", "train --json {tmp}/nowhere/b.jsonl", "no directory .*nowhere"),
+    Case("bench-json-a-directory", "bench", "train --json {tmp}", "is a directory"),
+    Case("bench-lm-head-json-no-directory", "bench.lm_head", "--json {tmp}/nowhere/b.jsonl", "no directory"),
+    Case("bench-lm-head-reps-0", "bench.lm_head", "--reps 0", "reps must be an integer > 0"),
+    Case("bench-lm-head-kernel", "bench.lm_head", "--kernels auto,fp9", "'fp9' is not one of"),
     Case("bench-unknown", "bench", "everything", "invalid choice"),
     Case("bench-no-what", "bench", "", "required: what"),
 

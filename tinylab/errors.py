@@ -15,6 +15,7 @@ import argparse
 import errno
 import math
 import sys
+from pathlib import Path
 
 BAD_INPUT, FAILED_RUN, INTERRUPTED = 2, 1, 130
 
@@ -101,6 +102,16 @@ def positive(kind, what: str, maximum=None):
 def at_least(kind, what: str, minimum):
     """An argparse type: a finite number >= minimum (e.g. 0 for a count that may be zero)."""
     return _number(kind, what, lambda v: v >= minimum, f">= {minimum}")
+
+
+def appendable(text: str) -> str:
+    """An argparse type: a file that results can be appended to, checked before the work that makes them."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory: give a file name")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"no directory {path.parent}: create it or give another path")
+    return text
 
 
 def positive_ints(text: str) -> list[int]:

@@ -10,8 +10,8 @@ gradient math is tinylab.kernels' Triton kernel (two reads and one write of the 
 elsewhere it is plain torch.
 
 kernel="fp8" runs the three GEMMs of each chunk in FP8 (torch._scaled_mm): x and the weight are
-quantised once per call to float8_e4m3fn with per-tensor scales, the kernel writes the logits'
-gradient (times FP8_GRAD_SCALE) as float8_e5m2 twice, row-major and transposed, so both backward
+quantised once per call to float8_e4m3fn with per-tensor scales, the loss kernel writes the logits'
+gradient (times FP8_GRAD_SCALE) as float8_e5m2 and a second kernel its transpose, so both backward
 GEMMs get K-contiguous operands. Where FP8 can't run (a GPU below compute capability 8.9, shapes
 not multiples of 16) the call takes the path above instead, so kernel="fp8" never fails for that.
 

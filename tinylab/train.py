@@ -611,7 +611,7 @@ class Trainer:
         for kind in due if self.d.master else ():
             with self.clock.phase("score"):
                 result = measure(kind, self.model, self.s.tokenizer, device=self.d.device, bundle_dir=self.s.bundle,
-                             max_per_task=ev.core_max_per_task if kind == "core" else None, progress=False)
+                                 max_per_task=ev.core_max_per_task if kind == "core" else None, progress=False)
             self.log(**result.record(step=st.step, tokens=self.plan.tokens_at(st.step)))
             self.bar.write(cost(kind, result, st.step))
         if due:

@@ -5,7 +5,7 @@
     loader                                          pre-tokenization and loader speed (bench.loader)
 
 and one standalone script, `python -m tinylab.bench.lm_head`: lm_head + cross-entropy in bf16
-against FP8 on a CUDA GPU, with a sweep of the FP8 loss kernel's tile sizes (bench.lm_head).
+against FP8 on a CUDA GPU, per micro-batch and per piece: quantisation, GEMMs, loss kernel (bench.lm_head).
 
 Each figure the README or docs/benchmarks.md reports comes from one of these, with its command.
 They are scripts, not tests: nothing here asserts a speed.

@@ -19,7 +19,7 @@ import sys
 import torch
 
 from ..devices import ENV_VAR, pick_device
-from ..errors import ArgumentParser, DeviceError, UsageError, at_least, cli, positive, positive_ints
+from ..errors import ArgumentParser, appendable, DeviceError, UsageError, at_least, cli, positive, positive_ints
 from ..model import LOSS_IMPLS
 from ..presets import get_preset
 
@@ -45,7 +45,8 @@ def parser() -> ArgumentParser:
     ap.add_argument("--rope-norm", default="auto", help="rotary + QK-norm, comma-separated: auto (fused Triton op), torch")
     ap.add_argument("--peak-tflops", type=positive(float, "TFLOP/s"), default=None,
                     help="MFU denominator (default: measured now)")
-    ap.add_argument("--json", default=None, help="append one JSON line per configuration to this file")
+    ap.add_argument("--json", default=None, type=appendable,
+                    help="append one JSON line per configuration to this file")
     ap.add_argument("--trace", default=None, help="profile: write a chrome trace here")
     ap.add_argument("--device", default=None, help="decode / loader: cpu or cuda (default: cuda if present)")
     ap.add_argument("--streams", type=positive_ints, default=[1, 8], help="decode: stream counts")

@@ -23,7 +23,7 @@ import torch
 
 from .. import loss as lm_loss
 from ..devices import pick_device
-from ..errors import ArgumentParser, DeviceError, UsageError, at_least, cli, positive
+from ..errors import ArgumentParser, appendable, DeviceError, UsageError, at_least, cli, positive
 from .gpu import time_steps
 
 SOFTCAP = 15.0
@@ -39,7 +39,8 @@ def parser() -> ArgumentParser:
                                                            + ", ".join(lm_loss.KERNELS))
     ap.add_argument("--reps", type=positive(int, "reps"), default=20, help="timed calls (the median is reported)")
     ap.add_argument("--warmup", type=at_least(int, "warmup calls", 0), default=3, help="untimed calls first")
-    ap.add_argument("--json", default=None, help="append one JSON line per configuration to this file")
+    ap.add_argument("--json", default=None, type=appendable,
+                    help="append one JSON line per configuration to this file")
     return ap
 
 
