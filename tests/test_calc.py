@@ -82,19 +82,20 @@ def test_max_device_batch_is_the_largest_that_fits(gpu_gib):
 
 
 def test_max_device_batch_matches_what_trained_under_a_24_gib_cap():
-    """`python -m tinylab.bench fit` on an H100 capped at 24 GiB: batch 131 trains, 132 runs out of memory.
-    Measured before the fused rotary + QK-norm op existed, so against the estimate of that path."""
-    assert max_device_batch(ITTY, 24 * GiB, fused_rope_norm=False) == 131
-    assert max_device_batch(ITTY, 24 * GiB) > 131  # the fused op holds less
+    """`python -m tinylab.bench fit` on an H100 capped at 24 GiB: batch 176 trains, 184 runs out of memory
+    (docs/bench/h100_fit_24gib_relu2.jsonl, the training step with both fused ops)."""
+    assert max_device_batch(ITTY, 24 * GiB) == 176
+    assert max_device_batch(ITTY, 24 * GiB, fused_relu2=False) < 176  # ReLU² in torch saves h too
     assert max_device_batch(ITTY, 80 * GiB) > 3 * max_device_batch(ITTY, 24 * GiB)
 
 
 def test_estimate_is_within_5_percent_of_every_measured_h100_peak():
     points = vram.calibration_points()
-    assert len(points) >= 14 and {p["fused_rope_norm"] for p in points} == {False, True}
+    assert len(points) >= 14 and {p["fused_rope_norm"] for p in points} == {p["fused_relu2"] for p in points} \
+        == {p["compile"] for p in points} == {False, True}
     for p in points:
         est = vram_estimate(get_preset(p["preset"]).model, p["batch"], compile=p["compile"],
-                            fused_rope_norm=p["fused_rope_norm"])["total"]
+                            fused_rope_norm=p["fused_rope_norm"], fused_relu2=p["fused_relu2"])["total"]
         assert abs(est / p["measured"] - 1) < 0.05, p
 
 
@@ -197,3 +198,10 @@ def test_show_report_sizes_memory_once_and_calibration_closes_its_file(capsys, m
         arch.vram_calibration_figure(vram.calibration_points([f]))
         gc.collect()
     assert not [w for w in seen if issubclass(w.category, ResourceWarning)]
+
+
+def test_the_fused_relu2_drops_exactly_the_relu_output():
+    fused, plain = (vram.activation_bytes_per_token(ITTY, fused_relu2=f) for f in (True, False))
+    assert plain["mlp_hidden"] - fused["mlp_hidden"] == 2 * ITTY.mlp_dim  # bf16 relu(h), 2048 wide
+    del fused["mlp_hidden"], plain["mlp_hidden"]
+    assert fused == plain

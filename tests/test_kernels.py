@@ -29,7 +29,7 @@ SOFTCAP = 15.0
 # Runs under TRITON_INTERPRET=1: the kernel on its own, then linear_cross_entropy with the
 # Triton step that it picks on CUDA (linear_cross_entropy picks the torch step on CPU); the
 # rotary + QK-norm op; the FP8 loss kernel, and linear_cross_entropy(kernel="fp8"), which
-# picks that kernel under the interpreter.
+# picks that kernel under the interpreter; the MLP with ReLU² in its GEMMs, forward and backward.
 SCRIPT = textwrap.dedent("""
     import sys
     import torch
@@ -60,8 +60,15 @@ SCRIPT = textwrap.dedent("""
     w8 = inp["fp8_w"].clone().requires_grad_()
     lce8 = loss.linear_cross_entropy(x8, w8, inp["fp8_targets"], inp["softcap"], chunk=inp["fp8_chunk"], kernel="fp8")
     lce8.backward()
+    from tinylab.kernels import relu2_mlp
+    mlp = []
+    for shapes in inp["mlp"]:
+        xm, wf, wp = (t.clone().requires_grad_() for t in shapes[:3])
+        y, a = relu2_mlp(xm, wf, wp)
+        (y * shapes[3]).sum().backward()
+        mlp.append((y.detach(), a, xm.grad, wf.grad, wp.grad))
     torch.save({"losses": losses, "grad": logits, "lce": lce.detach(), "gx": x.grad, "gw": w.grad,
-                "rope_y": yr.detach(), "rope_dx": xr.grad, "fp8": fp8,
+                "rope_y": yr.detach(), "rope_dx": xr.grad, "fp8": fp8, "mlp": mlp,
                 "fp8_lce": (lce8.detach(), x8.grad, w8.grad, len(calls))}, sys.argv[2])
 """)
 
@@ -95,6 +102,11 @@ def run(tmp_path_factory):
         "fp8_x": torch.randn(96, 64, generator=g), "fp8_w": torch.randn(208, 64, generator=g) * 0.3,
         "fp8_targets": torch.where(torch.rand(96, generator=g) < 0.2, -1, torch.randint(0, 208, (96,), generator=g)),
         "fp8_chunk": 32,
+        # the MLP with ReLU² in the GEMMs: (x, W_fc, W_proj, dy), tiles of 32 × 32 × 16 under the interpreter: one
+        # shape they divide, one they don't (every load and store masked)
+        "mlp": [(torch.randn(n, d, generator=g), torch.randn(h, d, generator=g) * d ** -0.5,
+                 torch.randn(d, h, generator=g) * h ** -0.5, torch.randn(n, d, generator=g))
+                for n, d, h in ((64, 32, 64), (50, 24, 72))],
     }
     d = tmp_path_factory.mktemp("kernels")
     torch.save(inp, d / "in.pt")
@@ -232,3 +244,19 @@ def test_fp8_driver_with_the_triton_kernel_matches_the_torch_step(run):
     for got, want in ((gx, x.grad), (gw, w.grad)):
         rel = ((got - want).norm() / want.norm()).item()
         assert rel <= 1e-3, msg(f"relative difference {rel:.2e}")
+
+
+def test_relu2_mlp_in_gemm_epilogues_matches_autograd(run):
+    """tinylab.kernels.relu2_mlp (the model's MLP on CUDA in bf16): y, the saved activation and all three gradients
+    against fp64 autograd through c_proj(relu(c_fc(x))²), the backward's 2·relu(h) taken as 2·√a."""
+    seed, inp, out = run
+    for (x, w_fc, w_proj, dy), (y, a, gx, gfc, gproj) in zip(inp["mlp"], out["mlp"]):
+        x, w_fc, w_proj = (t.double().requires_grad_() for t in (x, w_fc, w_proj))
+        act = torch.relu(x @ w_fc.t()).square()
+        ref = act @ w_proj.t()
+        (ref * dy.double()).sum().backward()
+        msg = lambda m: f"seed {seed}, x {tuple(x.shape)}: {m}"  # noqa: E731
+        for got, want in ((y, ref), (a, act), (gx, x.grad), (gfc, w_fc.grad), (gproj, w_proj.grad)):
+            assert got.dtype == torch.float32 and got.shape == want.shape
+            torch.testing.assert_close(got.double(), want.detach(), rtol=1e-5, atol=1e-5, msg=msg)
+        assert (a == 0).float().mean() > 0.2 and gfc.abs().max() > 0  # ReLU cut some, and gradients flowed

@@ -116,3 +116,20 @@ def test_tied_model_shares_one_parameter(name, device):
     assert model.lm_head.weight is model.transformer.wte.weight
     one_matrix = c.vocab_size * c.model_dim + c.depth * 12 * c.model_dim ** 2  # both presets are plain MHA
     assert sum(p.numel() for p in model.parameters()) == param_counts(c)["total"] == one_matrix
+
+
+@pytest.mark.parametrize("option", ["rope_norm", "relu2"])
+def test_kernel_options_are_checked_and_leave_the_cpu_function_unchanged(option):
+    """The fused-kernel options take auto / fused / torch; on a CPU every choice computes the same function (the
+    Triton ops are CUDA-only), so a checkpoint means the same thing whichever was on."""
+    config = GPTConfig(depth=1, model_dim=32, head_dim=16, vocab_size=64, sequence_len=8)
+    with pytest.raises(ValueError, match=option):
+        GPT(config, **{option: "bogus"})
+    torch.manual_seed(0)
+    idx = torch.randint(0, 64, (2, 8))
+    outs = []
+    for choice in ("fused", "torch"):
+        torch.manual_seed(0)
+        model = build_model(config, **{option: choice})
+        outs.append(model(idx, idx).item())
+    assert outs[0] == outs[1]

@@ -16,6 +16,7 @@ softcap_cross_entropy_fp8: the same math for tinylab.loss' FP8 path; the gradien
 scale, is written as float8_e5m2, then transposed by a tiled kernel, so that both backward GEMMs get
 an operand contiguous along their K (what cuBLASLt's FP8 wants).
 """
+import functools
 import os
 
 import torch
@@ -24,24 +25,31 @@ import triton.language as tl
 
 
 @triton.jit
-def _tanh(x):
+def _tanh(x, APPROX: tl.constexpr):
+    """tanh(x): with APPROX one MUFU.TANH instruction (sm_75+, relative error below 2**-10.9, under the bf16
+    logits' own rounding); else exp and a division, which is what Triton's CPU interpreter can run."""
+    if APPROX:
+        return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True,
+                                         pack=1)
     e = tl.exp(-2.0 * tl.abs(x))
     t = (1.0 - e) / (1.0 + e)
     return tl.where(x >= 0, t, -t)
 
 
 @triton.jit
-def _exp_z(logits, mask, softcap):
-    """exp(z - c) for z = c·tanh(l/c), 0 where masked: the terms of the logsumexp's Σ (pass 1)."""
-    z = softcap * _tanh(logits.to(tl.float32) / softcap)
-    return tl.where(mask, tl.exp(z - softcap), 0.0)
+def _exp_z(logits, mask, inv_c, k, APPROX: tl.constexpr):
+    """exp(z - c) = 2**(k·(tanh(l/c) - 1)) for z = c·tanh(l/c) and k = c·log2(e), 0 where masked: the terms of the
+    logsumexp's Σ (pass 1)."""
+    th = _tanh(logits.to(tl.float32) * inv_c, APPROX)
+    return tl.where(mask, tl.exp2(k * th - k), 0.0)
 
 
 @triton.jit
-def _grad(logits, lse, is_target, keep, softcap):
-    """keep·(softmax(z) − onehot)·(1 − tanh²(l/c)): d(loss)/d(logits) times keep, 0 for ignored rows (pass 2)."""
-    th = _tanh(logits.to(tl.float32) / softcap)
-    p = tl.exp(softcap * th - lse)
+def _grad(logits, lse2, is_target, keep, inv_c, k, APPROX: tl.constexpr):
+    """keep·(softmax(z) − onehot)·(1 − tanh²(l/c)): d(loss)/d(logits) times keep, 0 for ignored rows (pass 2);
+    lse2 is the logsumexp in base 2, so softmax(z) = 2**(k·tanh(l/c) − lse2)."""
+    th = _tanh(logits.to(tl.float32) * inv_c, APPROX)
+    p = tl.exp2(k * th - lse2)
     return (p - tl.where(is_target, 1.0, 0.0)) * (1.0 - th * th) * keep
 
 
@@ -61,7 +69,7 @@ def _round_e5m2(x):
 
 @triton.jit
 def _softcap_ce_kernel(logits_ptr, stride, targets_ptr, loss_ptr, grad_ptr, grad_stride, n_cols, softcap,
-                       grad_scale, BLOCK: tl.constexpr, E5M2: tl.constexpr):
+                       grad_scale, BLOCK: tl.constexpr, E5M2: tl.constexpr, APPROX: tl.constexpr):
     """One row per program: its loss, and its gradient into grad_ptr's row: the logits' own row, in place, for the
     bf16 version; times grad_scale and rounded for e5m2 where E5M2."""
     row = tl.program_id(0).to(tl.int64)
@@ -69,15 +77,17 @@ def _softcap_ce_kernel(logits_ptr, stride, targets_ptr, loss_ptr, grad_ptr, grad
     out = grad_ptr + row * grad_stride
     target = tl.load(targets_ptr + row)
     valid = target >= 0
+    inv_c = 1.0 / softcap
+    k = softcap * 1.4426950408889634  # c·log2(e): exp(c·t) = 2**(k·t)
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     for off in range(0, n_cols, BLOCK):
         cols = off + tl.arange(0, BLOCK)
         mask = cols < n_cols
-        acc += _exp_z(tl.load(base + cols, mask=mask, other=0.0), mask, softcap)
-    lse = softcap + tl.log(tl.sum(acc, axis=0))
+        acc += _exp_z(tl.load(base + cols, mask=mask, other=0.0), mask, inv_c, k, APPROX)
+    lse2 = k + tl.log2(tl.sum(acc, axis=0))  # log2 Σ exp(z)
     safe = tl.where(valid, target, 0)
-    z_target = softcap * _tanh(tl.load(base + safe).to(tl.float32) / softcap)
-    tl.store(loss_ptr + row, tl.where(valid, lse - z_target, 0.0))
+    z_target = softcap * _tanh(tl.load(base + safe).to(tl.float32) * inv_c, APPROX)
+    tl.store(loss_ptr + row, tl.where(valid, lse2 * 0.6931471805599453 - z_target, 0.0))
     if E5M2:
         keep = tl.where(valid, grad_scale, 0.0)
     else:  # the bf16 version: unscaled
@@ -85,7 +95,7 @@ def _softcap_ce_kernel(logits_ptr, stride, targets_ptr, loss_ptr, grad_ptr, grad
     for off in range(0, n_cols, BLOCK):
         cols = off + tl.arange(0, BLOCK)
         mask = cols < n_cols
-        grad = _grad(tl.load(base + cols, mask=mask, other=0.0), lse, cols == target, keep, softcap)
+        grad = _grad(tl.load(base + cols, mask=mask, other=0.0), lse2, cols == target, keep, inv_c, k, APPROX)
         if E5M2:
             grad = _round_e5m2(grad)
         tl.store(out + cols, grad.to(grad_ptr.dtype.element_ty), mask=mask)
@@ -105,6 +115,14 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (tests/test_kernels.py)
 
 
+TANH_APPROX = True  # the loss kernels' tanh is one MUFU.TANH where the GPU has it (False: exp and a division)
+
+
+def tanh_approx() -> bool:
+    """Use PTX's tanh.approx.f32: on NVIDIA GPUs (not under Triton's interpreter, not on ROCm) unless switched off."""
+    return TANH_APPROX and not interpreting() and torch.version.hip is None
+
+
 def _loop_bound(n: int):
     """An int that a kernel's range() loops to: passed as is on CUDA, as a constexpr under the interpreter.
 
@@ -119,13 +137,17 @@ def _check_logits(logits: torch.Tensor, targets: torch.Tensor) -> None:
     assert (logits.is_cuda or interpreting()) and logits.stride(1) == 1 and targets.numel() == logits.size(0)
 
 
-def softcap_cross_entropy_(logits: torch.Tensor, targets: torch.Tensor, softcap: float) -> torch.Tensor:
-    """Per-row losses (fp32); logits (N, V), row-contiguous, are overwritten by d(sum of losses)/d(logits)."""
+def softcap_cross_entropy_(logits: torch.Tensor, targets: torch.Tensor, softcap: float, approx: bool | None = None
+                           ) -> torch.Tensor:
+    """Per-row losses (fp32); logits (N, V), row-contiguous, are overwritten by d(sum of losses)/d(logits).
+
+    approx: tanh as one instruction (default: tanh_approx())."""
     _check_logits(logits, targets)
     n_rows, n_cols = logits.shape
     losses = torch.empty(n_rows, device=logits.device, dtype=torch.float32)
     _softcap_ce_kernel[(n_rows,)](logits, logits.stride(0), targets.contiguous(), losses, logits, logits.stride(0),
-                                  _loop_bound(n_cols), float(softcap), 1.0, BLOCK=4096, E5M2=False, num_warps=8)
+                                  _loop_bound(n_cols), float(softcap), 1.0, BLOCK=4096, E5M2=False,
+                                  APPROX=tanh_approx() if approx is None else approx, num_warps=8)
     return losses
 
 
@@ -133,22 +155,24 @@ TRANSPOSE_BLOCK = 128  # 128 × 128 bytes a tile: 0.164 ms for 8192 × 24,576 fp
 # torch's g8.t().contiguous() took 1.38 ms
 
 
-def softcap_cross_entropy_fp8(logits: torch.Tensor, targets: torch.Tensor, softcap: float, g_scale: float):
+def softcap_cross_entropy_fp8(logits: torch.Tensor, targets: torch.Tensor, softcap: float, g_scale: float,
+                              approx: bool | None = None):
     """Per-row losses (fp32) of logits (N, V), row-contiguous and left as they are, and d(sum of losses)/d(logits)
     times g_scale as float8_e5m2, twice: g8 (N, V) and its transpose g8t (V, N), both contiguous.
 
     |grad| ≤ 1, so g_scale up to 57,344 (e5m2's max) can't overflow; tinylab.loss uses FP8_GRAD_SCALE = 2**15.
-    softcap_cross_entropy_'s one-row programs write g8, then a tiled transpose writes g8t: 0.75 ms for an
-    8192 × 24,576 chunk on an H100 (the bf16 kernel: 0.55; docs/bench/h100_lm_head_fp8.txt). One kernel of
+    softcap_cross_entropy_'s one-row programs write g8, then a tiled transpose writes g8t: 0.52 ms for an
+    8192 × 24,576 chunk on an H100 (the bf16 kernel: 0.42; docs/bench/h100_lm_head_fp8.txt). One kernel of
     32-row tiles writing both took 1.15 to 1.25 ms there (256 programs keep too few loads in flight, and the
-    transposed store costs more on top), so it was dropped."""
+    transposed store costs more on top), so it was dropped. approx: as softcap_cross_entropy_'s."""
     _check_logits(logits, targets)
     n_rows, n_cols = logits.shape
     losses = torch.empty(n_rows, device=logits.device, dtype=torch.float32)
     g8 = torch.empty((n_rows, n_cols), device=logits.device, dtype=torch.float8_e5m2)
     g8t = torch.empty((n_cols, n_rows), device=logits.device, dtype=torch.float8_e5m2)
     _softcap_ce_kernel[(n_rows,)](logits, logits.stride(0), targets.contiguous(), losses, g8, n_cols, _loop_bound(n_cols),
-                                  float(softcap), float(g_scale), BLOCK=4096, E5M2=True, num_warps=8)
+                                  float(softcap), float(g_scale), BLOCK=4096, E5M2=True,
+                                  APPROX=tanh_approx() if approx is None else approx, num_warps=8)
     grid = (triton.cdiv(n_cols, TRANSPOSE_BLOCK), triton.cdiv(n_rows, TRANSPOSE_BLOCK))
     _transpose_kernel[grid](g8.view(torch.uint8), g8t.view(torch.uint8), n_rows, n_cols, BLOCK=TRANSPOSE_BLOCK,
                             num_warps=8)
@@ -271,3 +295,176 @@ def _rope_rms_norm_grad(ctx, dy):
 
 
 rope_rms_norm.register_autograd(_rope_rms_norm_grad, setup_context=_save_inputs)
+
+
+# ------------------------------------------------------------------------------------ MLP: ReLU² in the GEMM
+# The MLP is c_proj(relu(c_fc(x))²). With cuBLAS GEMMs, ReLU² is two more passes over the 4d-wide
+# activation: forward reads h and writes a = relu(h)², backward reads da and h and writes dh (for
+# ittybitty 0.27 + 0.40 ms per layer and micro-batch on an H100, at their bandwidth floor). Here
+# both ride in a Triton GEMM's epilogue: the forward GEMM writes a straight from its fp32
+# accumulator, and the backward GEMM da = dy·W_proj multiplies by 2·relu(h) = 2·√a before storing dh,
+# so h is never stored (a, which c_proj's weight gradient needs anyway, is all that is saved).
+# On an H100 (sm_90) the GEMM is persistent, one program per SM walking the tiles, its operands moved
+# by TMA; elsewhere (an RTX 3090) it is the classic pointer-based Triton GEMM. Measured at ittybitty's
+# shapes per layer and micro-batch (docs/bench/h100_relu2/mlp_*.txt): forward 320 µs against cuBLAS's
+# 306 µs GEMM + 269 µs ReLU², backward 485 against 309 + 397 µs (the pointer-based kernel: 444 and 555).
+
+@triton.jit
+def _grouped_tile(tile, num_m, num_n, GROUP_M: tl.constexpr):
+    """(row, column) of output tile number `tile`, in groups of GROUP_M tile rows, so that programs running at
+    the same time share the b columns they read (in L2)."""
+    first_m = (tile // (GROUP_M * num_n)) * GROUP_M
+    rows_here = min(num_m - first_m, GROUP_M)
+    return first_m + (tile % (GROUP_M * num_n)) % rows_here, (tile % (GROUP_M * num_n)) // rows_here
+
+
+@triton.jit
+def _relu2_or_times_2sqrt(acc, aux, EPI: tl.constexpr):
+    """EPI 1: relu(acc)² (the forward); EPI 2: acc·2·√aux (the backward, aux = relu(h)²)."""
+    if EPI == 1:
+        r = tl.maximum(acc, 0.0)
+        return r * r
+    return acc * 2.0 * tl.sqrt(aux.to(tl.float32))
+
+
+@triton.jit
+def _mm_epilogue_kernel(a_ptr, b_ptr, c_ptr, aux_ptr, M, N, K, sam, sak, sbk, sbn,
+                        BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
+                        EPI: tl.constexpr, EVEN: tl.constexpr):
+    """c (M, N) = epilogue(a (M, K) · b (K, N)), one BM × BN tile per program; aux (M, N) is contiguous like c."""
+    pid_m, pid_n = _grouped_tile(tl.program_id(0), tl.cdiv(M, BM), tl.cdiv(N, BN), GROUP_M)
+    rm = pid_m * BM + tl.arange(0, BM)
+    rn = pid_n * BN + tl.arange(0, BN)
+    rk = tl.arange(0, BK)
+    a = a_ptr + rm[:, None].to(tl.int64) * sam + rk[None, :] * sak
+    b = b_ptr + rk[:, None] * sbk + rn[None, :].to(tl.int64) * sbn
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for k in range(0, K, BK):
+        if EVEN:
+            acc += tl.dot(tl.load(a), tl.load(b))
+        else:
+            acc += tl.dot(tl.load(a, mask=(rm[:, None] < M) & (rk[None, :] < K - k), other=0.0),
+                          tl.load(b, mask=(rk[:, None] < K - k) & (rn[None, :] < N), other=0.0))
+        a += BK * sak
+        b += BK * sbk
+    off = rm[:, None].to(tl.int64) * N + rn[None, :]
+    mask = (rm[:, None] < M) & (rn[None, :] < N)
+    aux = tl.load(aux_ptr + off, mask=mask, other=0.0) if EPI == 2 else acc
+    tl.store(c_ptr + off, _relu2_or_times_2sqrt(acc, aux, EPI).to(c_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _mm_epilogue_tma_kernel(a_desc, b_desc, c_desc, aux_desc, M, N, K, BM: tl.constexpr, BN: tl.constexpr,
+                            BK: tl.constexpr, GROUP_M: tl.constexpr, EPI: tl.constexpr, B_NK: tl.constexpr,
+                            NUM_SMS: tl.constexpr):
+    """The same on sm_90: persistent (the tile loop and the K loop are one flattened, software-pipelined loop,
+    so the next tile's loads overlap this one's epilogue), TMA loads and stores (out of bounds: zeros in,
+    nothing out). b is (N, K) where B_NK, else (K, N). The epilogue works on two BM × BN/2 halves: half the
+    shared memory to stage the store and aux through, which lets 3 stages of 128 × 256 × 64 fit."""
+    num_m, num_n = tl.cdiv(M, BM), tl.cdiv(N, BN)
+    for tile in tl.range(tl.program_id(0), num_m * num_n, NUM_SMS, flatten=True):
+        pid_m, pid_n = _grouped_tile(tile, num_m, num_n, GROUP_M)
+        om, on = pid_m * BM, pid_n * BN
+        acc = tl.zeros((BM, BN), dtype=tl.float32)
+        for k in range(0, K, BK):
+            if B_NK:
+                acc = tl.dot(a_desc.load([om, k]), b_desc.load([on, k]).T, acc)
+            else:
+                acc = tl.dot(a_desc.load([om, k]), b_desc.load([k, on]), acc)
+        acc0, acc1 = tl.split(tl.permute(tl.reshape(acc, (BM, 2, BN // 2)), (0, 2, 1)))
+        aux0 = aux_desc.load([om, on]) if EPI == 2 else acc0
+        c_desc.store([om, on], _relu2_or_times_2sqrt(acc0, aux0, EPI).to(c_desc.dtype))
+        aux1 = aux_desc.load([om, on + BN // 2]) if EPI == 2 else acc1
+        c_desc.store([om, on + BN // 2], _relu2_or_times_2sqrt(acc1, aux1, EPI).to(c_desc.dtype))
+
+
+TMA_TILE = dict(BM=128, BN=256, BK=64, num_warps=8, num_stages=3)  # the fastest measured on an H100, both ways
+
+
+@functools.cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _tma_ok(*tensors: torch.Tensor) -> bool:
+    """TMA on an sm_90 GPU: every tensor 2-D with a contiguous last dimension, its start and row stride
+    16-byte aligned (the allocator aligns storages; what can break it is an offset or an odd width)."""
+    if interpreting() or torch.cuda.get_device_capability(tensors[0].device) != (9, 0):
+        return False
+    return all(t.stride(1) == 1 and (t.stride(0) * t.element_size()) % 16 == 0
+               and (t.storage_offset() * t.element_size()) % 16 == 0 for t in tensors)
+
+
+def _mm_epilogue_tma(a, b, c, aux, epi):
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    (M, K), N = a.shape, c.size(1)
+    b_nk = b.stride(0) == 1  # b (K, N) is the transpose of a contiguous (N, K): W_fc
+    bm, bn, bk = TMA_TILE["BM"], TMA_TILE["BN"], TMA_TILE["BK"]
+    desc = TensorDescriptor.from_tensor
+    a_d, c_d = desc(a, [bm, bk]), desc(c, [bm, bn // 2])
+    b_d = desc(b.t(), [bn, bk]) if b_nk else desc(b, [bk, bn])
+    aux_d = desc(aux, [bm, bn // 2]) if aux is not None else c_d
+    grid = (min(_sm_count(a.device.index or 0), triton.cdiv(M, bm) * triton.cdiv(N, bn)),)
+    _mm_epilogue_tma_kernel[grid](
+        a_d, b_d, c_d, aux_d, M, N, K, BM=bm, BN=bn, BK=bk, GROUP_M=8, EPI=epi, B_NK=b_nk,
+        NUM_SMS=grid[0], num_warps=TMA_TILE["num_warps"], num_stages=TMA_TILE["num_stages"])
+
+
+def _mm_epilogue(a: torch.Tensor, b: torch.Tensor, aux: torch.Tensor | None, epi: int,
+                 tma: bool | None = None) -> torch.Tensor:
+    """epilogue(a (M, K) · b (K, N)) as a new (M, N) tensor; tma: the sm_90 kernel (default: where it can run)."""
+    (M, K), N = a.shape, b.shape[1]
+    c = torch.empty((M, N), device=a.device, dtype=a.dtype)
+    operands = [a, b if b.stride(1) == 1 else b.t(), c] + ([aux] if aux is not None else [])
+    if _tma_ok(*operands) if tma is None else tma:
+        _mm_epilogue_tma(a, b, c, aux, epi)
+        return c
+    # 128 × 128 × 32 in 3 stages fits the 100 KB of shared memory of an RTX 3090; 32 × 32 × 16 for the interpreter
+    bm, bn, bk, cfg = (32, 32, 16, {}) if interpreting() else (128, 128, 32, dict(num_warps=4, num_stages=3))
+    grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),)
+    _mm_epilogue_kernel[grid](a, b, c, c if aux is None else aux, M, N, _loop_bound(K), a.stride(0), a.stride(1),
+                              b.stride(0), b.stride(1), BM=bm, BN=bn, BK=bk, GROUP_M=8, EPI=epi,
+                              EVEN=M % bm == 0 and N % bn == 0 and K % bk == 0, **cfg)
+    return c
+
+
+# Opaque custom ops rather than triton_ops: torch.compile calls them with real tensors, so the TMA descriptors are
+# built from those (Inductor's own rebuilding of descriptors for a traced triton_op gave NaN losses in the
+# compiled step with torch 2.11, where the eager call was right).
+@torch.library.custom_op("tinylab::relu2_mlp", mutates_args=())
+def relu2_mlp(x: torch.Tensor, w_fc: torch.Tensor, w_proj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """y = relu(x·W_fcᵀ)²·W_projᵀ for x (N, d), W_fc (h, d), W_proj (d, h), all one dtype; also returns the
+    activation a = relu(x·W_fcᵀ)² (N, h) that the backward needs."""
+    a = _mm_epilogue(x, w_fc.t(), None, epi=1)
+    return a @ w_proj.t(), a
+
+
+@relu2_mlp.register_fake
+def _(x, w_fc, w_proj):
+    return x.new_empty(x.size(0), w_proj.size(0)), x.new_empty(x.size(0), w_fc.size(0))
+
+
+@torch.library.custom_op("tinylab::relu2_mlp_dh", mutates_args=())
+def relu2_mlp_dh(dy: torch.Tensor, w_proj: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """dh = (dy·W_proj)·2·√a: the gradient at the pre-activation h (d(relu(h)²)/dh = 2·relu(h) = 2·√a)."""
+    return _mm_epilogue(dy, w_proj, a, epi=2)
+
+
+@relu2_mlp_dh.register_fake
+def _(dy, w_proj, a):
+    return torch.empty_like(a)
+
+
+def _save_mlp(ctx, inputs, output):
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(*inputs, output[1])
+
+
+def _relu2_mlp_grad(ctx, dy, _):
+    x, w_fc, w_proj, a = ctx.saved_tensors
+    dh = relu2_mlp_dh(dy.contiguous(), w_proj, a)
+    return dh @ w_fc, dh.t() @ x, dy.t() @ a
+
+
+relu2_mlp.register_autograd(_relu2_mlp_grad, setup_context=_save_mlp)

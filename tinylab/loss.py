@@ -175,8 +175,7 @@ class _Chunks:
     """The chunk step in the compute dtype (bf16 under autocast): logits, the loss step writing their gradient in
     their place, then dx = g @ W and dW += gᵀ @ x."""
 
-    def __init__(self, x, weight, kernel):
-        dtype = _compute_dtype(x)
+    def __init__(self, x, weight, kernel, dtype):
         self.x, self.w = x.to(dtype), weight.to(dtype)
         self.step = _loss_and_grad_fn(x.device, kernel)
 
@@ -212,33 +211,50 @@ class _Fp8Chunks:
         return loss
 
 
-class _LinearCrossEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, targets, softcap, chunk, kernel):
-        if not kernel.startswith("fp8"):
-            step = _Chunks(x, weight, kernel)
-        elif _fp8_fits(x, weight, chunk):
-            step = _Fp8Chunks(x, weight, fast_accum=kernel == "fp8-fast")
-        else:  # no FP8 here (or shapes it can't take): exactly kernel="auto"
-            step = _Chunks(x, weight, "auto")
-        grad_x = torch.empty_like(x, dtype=_compute_dtype(x))
-        grad_w = torch.zeros_like(weight, dtype=torch.promote_types(weight.dtype, torch.float32))
-        loss = torch.zeros((), device=x.device, dtype=grad_w.dtype)
-        for s in range(0, x.size(0), chunk):
-            loss += step(s, s + chunk, targets[s:s + chunk], softcap, grad_x, grad_w)
-        n = (targets >= 0).sum().clamp(min=1)
-        ctx.save_for_backward(grad_x, grad_w, n)
-        ctx.dtypes = (x.dtype, weight.dtype)
-        return loss / n
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        grad_x, grad_w, n = ctx.saved_tensors
-        scale = grad_loss / n
-        return (grad_x * scale).to(ctx.dtypes[0]), (grad_w * scale).to(ctx.dtypes[1]), None, None, None, None
+def _chunk_step(x, weight, chunk, kernel, dtype):
+    """The chunk step for `kernel`: FP8 where asked for and possible, else the bf16 (or x's dtype) one."""
+    if kernel.startswith("fp8") and _fp8_fits(x, weight, chunk):
+        return _Fp8Chunks(x, weight, fast_accum=kernel == "fp8-fast")
+    return _Chunks(x, weight, "auto" if kernel.startswith("fp8") else kernel, dtype)  # no FP8 here: exactly "auto"
 
 
-@torch.compiler.disable  # a Python loop over chunks; its inner kernel is compiled on its own
+@torch.library.custom_op("tinylab::linear_cross_entropy_grads", mutates_args=())
+def _loss_and_grads(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, softcap: float, chunk: int,
+                    kernel: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The summed loss and its gradients, chunk by chunk: d/dx in `dtype`, d/dW in (at least) fp32.
+
+    An opaque op to torch.compile (a Python loop over chunks, its inner kernels compiled on their own), with
+    its backward (two scalings) registered below, so that Inductor fuses that into the kernels around it."""
+    step = _chunk_step(x, weight, chunk, kernel, dtype)
+    grad_x = torch.empty_like(x, dtype=dtype)
+    grad_w = torch.zeros_like(weight, dtype=torch.promote_types(weight.dtype, torch.float32))
+    loss = torch.zeros((), device=x.device, dtype=grad_w.dtype)
+    for s in range(0, x.size(0), chunk):
+        loss += step(s, s + chunk, targets[s:s + chunk], softcap, grad_x, grad_w)
+    return loss, grad_x, grad_w
+
+
+@_loss_and_grads.register_fake
+def _(x, weight, targets, softcap, chunk, kernel, dtype):
+    acc = torch.promote_types(weight.dtype, torch.float32)
+    return x.new_empty((), dtype=acc), torch.empty_like(x, dtype=dtype), torch.empty_like(weight, dtype=acc)
+
+
+def _save_grads(ctx, inputs, output):
+    _, grad_x, grad_w = output
+    ctx.mark_non_differentiable(grad_x, grad_w)
+    ctx.save_for_backward(grad_x, grad_w)
+    ctx.dtypes = (inputs[0].dtype, inputs[1].dtype)
+
+
+def _scale_grads(ctx, grad_loss, *_):
+    grad_x, grad_w = ctx.saved_tensors
+    return (grad_x * grad_loss).to(ctx.dtypes[0]), (grad_w * grad_loss).to(ctx.dtypes[1]), None, None, None, None, None
+
+
+_loss_and_grads.register_autograd(_scale_grads, setup_context=_save_grads)
+
+
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, softcap: float,
                          reduction: str = "mean", chunk: int = CHUNK_TOKENS, kernel: str = "auto") -> torch.Tensor:
     """Cross-entropy of softcap·tanh((x @ weightᵀ)/softcap) against targets, without full logits.
@@ -253,7 +269,8 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.T
         raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
     targets = targets.reshape(-1)
     if reduction == "mean" and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return _LinearCrossEntropy.apply(x, weight, targets, softcap, chunk, kernel)
+        loss, _, _ = _loss_and_grads(x, weight, targets, softcap, chunk, kernel, _compute_dtype(x))
+        return loss / (targets >= 0).sum().clamp(min=1)
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     dtype = _compute_dtype(x)

@@ -14,11 +14,12 @@ Build a large config on the meta device to inspect it without memory:
         model = GPT(config)
     model.to_empty(device="cuda"); model.init_weights()
 
-Three implementation options (not architecture: the same weights give the same function) are
+Four implementation options (not architecture: the same weights give the same function) are
 constructor arguments, so a benchmark can compare them without touching any global: `loss` picks
 how lm_head + cross-entropy is computed (LOSS_IMPLS), `lowp_residual` whether the residual stream
-is bf16 under autocast, and `rope_norm` whether rotary + QK-norm is tinylab.kernels' fused Triton
-op on CUDA ("auto": when Triton is installed) or torch ops that torch.compile fuses ("torch").
+is bf16 under autocast, `rope_norm` whether rotary + QK-norm is tinylab.kernels' fused Triton
+op on CUDA ("auto": when Triton is installed) or torch ops that torch.compile fuses ("torch"), and
+`relu2` the same for the MLP's ReLU² (in the epilogues of Triton GEMMs, bf16 / fp16 only).
 """
 from __future__ import annotations
 
@@ -134,8 +135,15 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.model_dim, config.mlp_dim, bias=False)
         self.c_proj = nn.Linear(config.mlp_dim, config.model_dim, bias=False)
+        self.fused_relu2 = False  # set by GPT (its relu2 option)
 
     def forward(self, x):
+        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
+        if self.fused_relu2 and x.is_cuda and dtype in (torch.bfloat16, torch.float16):
+            from .kernels import relu2_mlp  # ReLU² inside the GEMMs' epilogues (bf16 / fp16 only)
+            y, _ = relu2_mlp(x.reshape(-1, x.size(-1)).to(dtype), self.c_fc.weight.to(dtype),
+                             self.c_proj.weight.to(dtype))
+            return y.view(*x.shape[:-1], -1)
         return self.c_proj(F.relu(self.c_fc(x)).square())
 
 
@@ -152,12 +160,13 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig, *, loss: str = "chunked", lowp_residual: bool = True,
-                 rope_norm: str = "auto"):
+                 rope_norm: str = "auto", relu2: str = "auto"):
         super().__init__()
         if loss not in LOSS_IMPLS:
             raise ValueError(f"loss must be one of {list(LOSS_IMPLS)}, got {loss!r}")
-        if rope_norm not in ("auto", "fused", "torch"):
-            raise ValueError(f"rope_norm must be 'auto', 'fused' or 'torch', got {rope_norm!r}")
+        for name, choice in (("rope_norm", rope_norm), ("relu2", relu2)):
+            if choice not in ("auto", "fused", "torch"):
+                raise ValueError(f"{name} must be 'auto', 'fused' or 'torch', got {choice!r}")
         self.config = config
         self.loss_impl = loss
         self.lowp_residual = lowp_residual  # bf16 residual under autocast: half the bytes of every norm and add
@@ -166,9 +175,10 @@ class GPT(nn.Module):
             h=nn.ModuleList([Block(config, i) for i in range(config.depth)]),
         ))
         self.lm_head = nn.Linear(config.model_dim, config.vocab_size, bias=False)
-        fused = config.fusable_rope_norm and (rope_norm == "fused" or (rope_norm == "auto" and triton_available()))
+        fused = lambda choice: choice == "fused" or (choice == "auto" and triton_available())  # noqa: E731
         for block in self.transformer.h:
-            block.attn.fused_rope_norm = fused
+            block.attn.fused_rope_norm = config.fusable_rope_norm and fused(rope_norm)
+            block.mlp.fused_relu2 = fused(relu2)
         self._tie()
         cos, sin = self._rotary_tables()
         self.register_buffer("cos", cos, persistent=False)

@@ -23,6 +23,7 @@ never waits on Python.
 """
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import shutil
@@ -474,6 +475,8 @@ class Trainer:
         # one process it runs on a second thread while this one builds the model and compiles it on a dummy
         # batch. Under DDP it comes first: both sides would run collectives.
         if self.d.world == 1:
+            if self.compiles():  # torch.compile's own imports, ~4 s of pure Python, before the data thread competes
+                importlib.import_module("torch._inductor.compile_fx")  # for the GIL (alongside it they took ~13 s)
             data = Background(load_data, s, clock, progress, True)
             try:
                 self.build(data)
@@ -532,10 +535,14 @@ class Trainer:
             print(f"resuming with num_iterations={self.plan.num_iterations} "
                   f"(checkpoint planned {meta.get('num_iterations')})")
 
+    def compiles(self) -> bool:
+        """Whether the forward is torch.compile'd: on CUDA unless told otherwise."""
+        return self.d.device.type == "cuda" if self.cfg.loop.compile is None else self.cfg.loop.compile
+
     def build_forward(self) -> None:
         """What runs forward: DDP around the model when distributed, compiled on CUDA unless told otherwise."""
         device = self.d.device
-        self.compiled = device.type == "cuda" if self.cfg.loop.compile is None else self.cfg.loop.compile
+        self.compiled = self.compiles()
         ddp = torch.nn.parallel.DistributedDataParallel(
             self.model, device_ids=[device.index] if device.type == "cuda" else None) if self.d.world > 1 else None
         self.eval_model = torch.compile(self.model) if self.compiled else self.model

@@ -23,7 +23,8 @@ def test_fp8_kernel_matches_the_torch_step_bit_for_bit_nearly():
     logits = (8 * torch.randn(301, 5000, device="cuda", generator=g)).bfloat16()  # no tile fits exactly
     targets = torch.randint(0, 5000, (301,), device="cuda", generator=g)
     targets[::5] = -1
-    losses, g8, g8t = kernels.softcap_cross_entropy_fp8(logits, targets, SOFTCAP, loss_mod.FP8_GRAD_SCALE)
+    # exact tanh, as torch's: with tanh.approx.f32 (the default) more values straddle a rounding boundary
+    losses, g8, g8t = kernels.softcap_cross_entropy_fp8(logits, targets, SOFTCAP, loss_mod.FP8_GRAD_SCALE, approx=False)
     ref_loss, ref8, _ = loss_mod._chunk_loss_and_grad_fp8(logits, targets, SOFTCAP)
     torch.testing.assert_close(losses.sum(), ref_loss, rtol=1e-5, atol=1e-4)
     assert torch.equal(g8t.t().view(torch.uint8), g8.view(torch.uint8))

@@ -2,6 +2,7 @@
 
     python -m tinylab.bench matmul                       # bf16 dense matmul TFLOP/s of this card
     python -m tinylab.bench train --preset ittybitty --batch-sizes 32,48,64 [--loss chunked,plain] [--no-compile]
+        [--rope-norm auto,torch] [--relu2 auto,torch]     # the fused Triton ops on and off
     python -m tinylab.bench vram --preset ittybitty,seed15m --batch-sizes 8,16,32,48,64
     python -m tinylab.bench profile --preset ittybitty --batch-sizes 48
     python -m tinylab.bench fit --preset ittybitty --batch-sizes 128,136 --gpu-mem-gb 24   # fits a 24 GiB card?
@@ -43,6 +44,7 @@ def parser() -> ArgumentParser:
                     help="fit: emulated card size in GiB")
     ap.add_argument("--residual", default="bf16", help="residual stream dtype under autocast: bf16, fp32 or both")
     ap.add_argument("--rope-norm", default="auto", help="rotary + QK-norm, comma-separated: auto (fused Triton op), torch")
+    ap.add_argument("--relu2", default="auto", help="the MLP's ReLU², comma-separated: auto (in Triton GEMMs), torch")
     ap.add_argument("--peak-tflops", type=positive(float, "TFLOP/s"), default=None,
                     help="MFU denominator (default: measured now)")
     ap.add_argument("--json", default=None, type=appendable,
@@ -125,11 +127,11 @@ def run_train(a, presets, peak) -> None:
     from . import gpu
 
     rows = []
-    for preset, batch, loss, residual, rope in itertools.product(presets, a.batch_sizes, a.loss.split(","),
-                                                                  a.residual.split(","), a.rope_norm.split(",")):
+    options = (a.loss.split(","), a.residual.split(","), a.rope_norm.split(","), a.relu2.split(","))
+    for preset, batch, loss, residual, rope, relu2 in itertools.product(presets, a.batch_sizes, *options):
         steps, warmup = (a.steps, a.warmup) if a.what == "train" else (2, 2)
         row = gpu.bench_train(preset, batch, compile=not a.no_compile, loss=loss, residual=residual,
-                              warmup=warmup, steps=steps, peak_tflops=peak, rope_norm=rope)
+                              warmup=warmup, steps=steps, peak_tflops=peak, rope_norm=rope, relu2=relu2)
         rows.append(row)
         print(json.dumps(row), flush=True)
         if a.json:

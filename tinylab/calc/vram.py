@@ -30,41 +30,45 @@ from .counts import param_counts
 MiB = 2 ** 20
 GiB = 2 ** 30  # GPU memory as sold: an RTX 3090's "24 GB" is 24 GiB
 
-# Calibration: H100 80GB, torch 2.11+cu130, ittybitty and seed15m at device batch 8, 16, 32,
-# 48, 64 compiled and 16, 48 eager (14 points); measured = torch.cuda.max_memory_reserved()
-# + the CUDA context, over two optimizer steps of the real step (tinylab.bench vram).
-# With the constants below every point is within 4.2 % (table in docs/benchmarks.md).
+# Calibration: H100 80GB, torch 2.11+cu130, ittybitty and seed15m at device batch 8, 16, 32, 48, 64
+# compiled, 16 and 48 eager, 16 and 48 compiled with the torch rotary/QK-norm and ReLU² (18 points);
+# measured = torch.cuda.max_memory_reserved() + the CUDA context, over two optimizer steps of the real step
+# (tinylab.bench vram, docs/bench/vram_h100_relu2.jsonl). With the constants below every point is within
+# 4.7 % (table in docs/benchmarks.md).
 
 # CUDA context + cuBLAS workspaces + kernel images: memory nvidia-smi shows but
 # torch.cuda.memory_reserved() does not (total - free - reserved, measured 767-773 MiB).
 CUDA_CONTEXT_BYTES = 768 * MiB
 # Memory PyTorch's caching allocator reserves beyond the step's live tensors at the peak:
 # freed blocks of earlier phases kept for reuse, cuBLAS/cuDNN workspaces and Inductor
-# scratch. Least-squares fit over the 14 points: 661 MiB, independent of batch and model.
-ALLOCATOR_RESERVE_BYTES = 661 * MiB
+# scratch. Least-squares fit over the 18 points: 352 MiB, independent of batch and model.
+ALLOCATOR_RESERVE_BYTES = 352 * MiB
 # torch.compile/Inductor memory outside PyTorch's allocator: measured ~0 (Triton's buffers
 # come from the caching allocator and are inside the peak); kept as a knob.
 COMPILE_WORKSPACE_BYTES = 0
 # Measured per-token peak ÷ the saved-tensor count of activation_bytes_per_token (same fit):
-# compiled 1.04 (Inductor fuses the norms, rotary and ReLU² and recomputes cheap pointwise
-# results), eager 1.53 (autograd keeps every intermediate and the backward transients).
-ACTIVATION_FACTOR_COMPILED = 1.04
-ACTIVATION_FACTOR_EAGER = 1.53
+# compiled 1.03 (Inductor fuses the norms and the residual adds and recomputes cheap pointwise
+# results), eager 1.02 (eager keeps a few more intermediates, but the fused rotary + QK-norm and
+# ReLU² ops save the same few tensors either way; 1.53 before they existed).
+ACTIVATION_FACTOR_COMPILED = 1.03
+ACTIVATION_FACTOR_EAGER = 1.02
 # Loss-head scratch per logit of one chunk: the bf16 logits, overwritten in place by their
 # gradient (tinylab.kernels), so nothing else per logit.
 LOSS_SCRATCH_BYTES = 2
 LOSS_CHUNK_TOKENS = 8192  # mirrors tinylab.loss.CHUNK_TOKENS (a test keeps them equal)
 # Memory max_device_batch leaves free: near a full card the allocator cannot place its last
-# blocks and the estimate runs ~2 % low at the largest batches. Measured on the H100 with the
-# allocator capped at 24 GiB minus the context (`python -m tinylab.bench fit`): ittybitty
-# device batch 131 trains, 132 runs out of memory; with this headroom the answer is 131.
-FIT_HEADROOM_BYTES = 128 * MiB
+# blocks (at batch 176 each MLP activation is a 1.4 GB block) and the estimate runs low there.
+# Measured on the H100 with the allocator capped at 24 GiB minus the context (`python -m tinylab.bench
+# fit`): ittybitty device batch 176 trains (estimate 22,451 MiB), 184 runs out of memory (estimate
+# 23,375 MiB); with this headroom the answer is 176. (The step before ReLU² moved into the GEMMs needed
+# 128 MiB: 131 trained, 132 did not.)
+FIT_HEADROOM_BYTES = 2048 * MiB
 
 BF16, FP32, INT64 = 2, 4, 8
 
 
-def activation_bytes_per_token(c: GPTConfig, *, compile: bool = True, fused_rope_norm: bool | None = None
-                               ) -> dict[str, int]:
+def activation_bytes_per_token(c: GPTConfig, *, compile: bool = True, fused_rope_norm: bool | None = None,
+                               fused_relu2: bool = True) -> dict[str, int]:
     """Bytes one block saves for backward per token, by tensor (eager autograd's view).
 
     residual     bf16 block input and post-attention residual (inputs of the two RMSNorms)
@@ -75,12 +79,17 @@ def activation_bytes_per_token(c: GPTConfig, *, compile: bool = True, fused_rope
     qkv          bf16 q, k, v as saved by flash attention
     attn_out     bf16 attention output (saved by SDPA) and its contiguous copy into c_proj
     attn_lse     fp32 logsumexp per query head
-    mlp_hidden   bf16 ReLU output (saved by relu and square) and ReLU² output (input of c_proj)
+    mlp_hidden   bf16 ReLU² output (input of c_proj); unless fused_relu2, also the ReLU output (saved by
+                 relu and square)
 
     fused_rope_norm (default: whenever the kernel can run it, as training does on CUDA): tinylab.kernels'
     rotary + QK-norm op saves only its input and recomputes the rotation and the RMS in backward, so
     the QK-norm's own saved tensors (qk_prenorm and the q/k part of norm_stats) are not held. Measured
     on an H100: 812 MiB less at ittybitty batch 48 (10,289 -> 9,477 MiB), these terms come to 830 MiB.
+
+    fused_relu2 (default, as training does on CUDA wherever Triton is installed): ReLU² is in the MLP GEMMs'
+    epilogues (tinylab.kernels.relu2_mlp), which save only relu(h)²; the backward takes relu(h) as its square
+    root. Measured on an H100: 1,537 MiB less at ittybitty batch 48; the term comes to 1,536 MiB.
     """
     d, H, Hkv, hd = c.model_dim, c.n_head, c.n_kv_head, c.head_dim
     fused = c.fusable_rope_norm if fused_rope_norm is None else fused_rope_norm
@@ -93,12 +102,12 @@ def activation_bytes_per_token(c: GPTConfig, *, compile: bool = True, fused_rope
         qkv=BF16 * (H + 2 * Hkv) * hd,
         attn_out=2 * BF16 * H * hd,
         attn_lse=FP32 * H,
-        mlp_hidden=2 * BF16 * c.mlp_dim,
+        mlp_hidden=(1 if fused_relu2 else 2) * BF16 * c.mlp_dim,
     )
 
 
 def vram_estimate(c: GPTConfig, device_batch_size: int, *, compile: bool = True, seq_len: int | None = None,
-                  fused_rope_norm: bool | None = None) -> dict[str, int]:
+                  fused_rope_norm: bool | None = None, fused_relu2: bool = True) -> dict[str, int]:
     """Peak training memory on one GPU in bytes, by component, with their sum as 'total'.
 
     weights            fp32 parameters (a tied wte/lm_head counted once)
@@ -120,7 +129,8 @@ def vram_estimate(c: GPTConfig, device_batch_size: int, *, compile: bool = True,
     p = param_counts(c)
     N = device_batch_size * T  # tokens in one micro-batch
     d, V = c.model_dim, c.vocab_size
-    per_layer = sum(activation_bytes_per_token(c, compile=compile, fused_rope_norm=fused_rope_norm).values())
+    per_layer = sum(activation_bytes_per_token(c, compile=compile, fused_rope_norm=fused_rope_norm,
+                                               fused_relu2=fused_relu2).values())
     factor = ACTIVATION_FACTOR_COMPILED if compile else ACTIVATION_FACTOR_EAGER
     v = dict(
         weights=FP32 * p["total"],
@@ -140,14 +150,14 @@ def vram_estimate(c: GPTConfig, device_batch_size: int, *, compile: bool = True,
 
 
 def max_device_batch(c: GPTConfig, gpu_mem_bytes: float, *, compile: bool = True, seq_len: int | None = None,
-                     fused_rope_norm: bool | None = None, limit: int = 1 << 16) -> int:
+                     fused_rope_norm: bool | None = None, fused_relu2: bool = True, limit: int = 1 << 16) -> int:
     """The largest device batch whose vram_estimate fits gpu_mem_bytes less FIT_HEADROOM_BYTES (0 if none).
 
     Binary search on the estimator itself, so it stays right whatever the terms become.
     """
     budget = gpu_mem_bytes - FIT_HEADROOM_BYTES
-    fits = lambda b: vram_estimate(c, b, compile=compile, seq_len=seq_len,  # noqa: E731
-                                   fused_rope_norm=fused_rope_norm)["total"] <= budget
+    options = dict(compile=compile, seq_len=seq_len, fused_rope_norm=fused_rope_norm, fused_relu2=fused_relu2)
+    fits = lambda b: vram_estimate(c, b, **options)["total"] <= budget  # noqa: E731
     if not fits(1):
         return 0
     lo, hi = 1, 2
@@ -176,17 +186,20 @@ def group_vram(v: dict[str, int]) -> dict[str, int]:
 
 
 # Peaks measured on an H100, the estimator's calibration (docs/benchmarks.md): `python -m tinylab.bench vram`
-# rows (peak reserved + CUDA context) measured before the fused rotary + QK-norm op existed, and rows with it.
-CALIBRATION = (REPO / "docs" / "bench" / "vram_h100.jsonl", REPO / "docs" / "bench" / "vram_h100_fused.jsonl")
+# rows (peak reserved + CUDA context) of today's training step. (vram_h100.jsonl and vram_h100_fused.jsonl
+# hold the earlier steps' peaks, before the fused ReLU² and the lm_head op: history, not calibration.)
+CALIBRATION = (REPO / "docs" / "bench" / "vram_h100_relu2.jsonl",)
 
 
 def calibration_points(files=CALIBRATION) -> list[dict]:
-    """Each measured peak as dict(preset, batch, compile, fused_rope_norm, measured) with measured in bytes."""
+    """Each measured peak as dict(preset, batch, compile, fused_rope_norm, fused_relu2, measured), measured in
+    bytes."""
     points = []
     for f in files:
         for line in Path(f).read_text().splitlines():
             r = json.loads(line)
             mib = r["measured_mib"] if "measured_mib" in r else r["peak_reserved_mib"] + r["context_mib"]
             points.append(dict(preset=r["preset"], batch=r["batch"], compile=r["compile"],
-                               fused_rope_norm=r.get("rope_norm", "torch") != "torch", measured=mib * MiB))
+                               fused_rope_norm=r.get("rope_norm", "torch") != "torch",
+                               fused_relu2=r.get("relu2", "torch") != "torch", measured=mib * MiB))
     return points

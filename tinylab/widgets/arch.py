@@ -184,13 +184,13 @@ def vram_calibration_figure(points=None) -> Figure:
     fig = Figure(figsize=(7.5, 4))
     ax = fig.subplots()
     batches = range(1, max(p["batch"] for p in points) + 9)
-    keys = sorted({(p["preset"], p["compile"], p["fused_rope_norm"]) for p in points})
-    for i, (name, compiled, fused) in enumerate(keys):
-        pts = sorted((p["batch"], p["measured"] / GiB) for p in points
-                     if (p["preset"], p["compile"], p["fused_rope_norm"]) == (name, compiled, fused))
+    key = lambda p: (p["preset"], p["compile"], p["fused_rope_norm"], p["fused_relu2"])  # noqa: E731
+    for i, (name, compiled, fused, relu2) in enumerate(sorted({key(p) for p in points})):
+        pts = sorted((p["batch"], p["measured"] / GiB) for p in points if key(p) == (name, compiled, fused, relu2))
         c = get_preset(name).model
-        label = f"{name}, {'compiled' if compiled else 'eager'}{', fused QK-norm' if fused else ''}"
-        estimate = lambda b: vram_estimate(c, b, compile=compiled, fused_rope_norm=fused)["total"] / GiB  # noqa: E731
+        label = f"{name}, {'compiled' if compiled else 'eager'}{'' if fused and relu2 else ', torch QK-norm + ReLU²'}"
+        estimate = lambda b: vram_estimate(c, b, compile=compiled, fused_rope_norm=fused,  # noqa: E731
+                                           fused_relu2=relu2)["total"] / GiB
         ax.plot(batches, [estimate(b) for b in batches], color=f"C{i}", lw=1.2, label=f"{label}: estimate")
         ax.plot(*zip(*pts), "o", color=f"C{i}", ms=5, label=f"{label}: measured")
         worst = max(abs(estimate(b) / m - 1) for b, m in pts)
