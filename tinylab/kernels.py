@@ -7,7 +7,9 @@ logits of one micro-batch are gigabytes, so the number of times they cross HBM d
 its speed. Two reads and one write is the floor for an exact softmax gradient.
 
 Because |z| ≤ c, exp(z - c) can neither overflow nor usefully underflow in fp32, so the
-logsumexp needs no running maximum: lse = c + log Σ exp(z - c).
+logsumexp needs no running maximum: lse = c + log Σ exp(z - c). On NVIDIA GPUs its tanh is one
+tanh.approx.f32 instruction: with exp and a division (and two divisions by c) the kernel was bound by
+the special-function unit, 0.545 ms per 8,192 × 24,576 chunk on an H100; now 0.421, at the memory floor.
 
 (A variant holding a whole 24,576-wide row in registers to read the logits only once was
 slower on the H100: 284.8 vs 257.0 ms per ittybitty step; see docs/benchmarks.md.)
@@ -15,6 +17,9 @@ slower on the H100: 284.8 vs 257.0 ms per ittybitty step; see docs/benchmarks.md
 softcap_cross_entropy_fp8: the same math for tinylab.loss' FP8 path; the gradient, times a fixed
 scale, is written as float8_e5m2, then transposed by a tiled kernel, so that both backward GEMMs get
 an operand contiguous along their K (what cuBLASLt's FP8 wants).
+
+rope_rms_norm: rotary embedding + QK-norm in one pass each way. relu2_mlp: the MLP with ReLU² in the
+epilogues of its two GEMMs (a TMA-fed persistent GEMM on sm_90, a pointer-based one elsewhere).
 """
 import functools
 import os
@@ -27,7 +32,9 @@ import triton.language as tl
 @triton.jit
 def _tanh(x, APPROX: tl.constexpr):
     """tanh(x): with APPROX one MUFU.TANH instruction (sm_75+, relative error below 2**-10.9, under the bf16
-    logits' own rounding); else exp and a division, which is what Triton's CPU interpreter can run."""
+    logits' own rounding); else exp and a division, which is what Triton's CPU interpreter can run. (By that
+    bound the gradient's 1 − tanh² factor could be off by ~1e-3 absolute: large relative to the factor only for
+    logits beyond ~3c, whose gradient is under 1% of the others'; tested to |l| ≈ 2.3c.)"""
     if APPROX:
         return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True,
                                          pack=1)
@@ -118,8 +125,11 @@ def interpreting() -> bool:
 TANH_APPROX = True  # the loss kernels' tanh is one MUFU.TANH where the GPU has it (False: exp and a division)
 
 
-def tanh_approx() -> bool:
-    """Use PTX's tanh.approx.f32: on NVIDIA GPUs (not under Triton's interpreter, not on ROCm) unless switched off."""
+def tanh_approx(asked: bool | None = None) -> bool:
+    """Use PTX's tanh.approx.f32? `asked` if given, else on NVIDIA GPUs (not under Triton's interpreter, not on
+    ROCm) unless TANH_APPROX is switched off."""
+    if asked is not None:
+        return asked
     return TANH_APPROX and not interpreting() and torch.version.hip is None
 
 
@@ -147,7 +157,7 @@ def softcap_cross_entropy_(logits: torch.Tensor, targets: torch.Tensor, softcap:
     losses = torch.empty(n_rows, device=logits.device, dtype=torch.float32)
     _softcap_ce_kernel[(n_rows,)](logits, logits.stride(0), targets.contiguous(), losses, logits, logits.stride(0),
                                   _loop_bound(n_cols), float(softcap), 1.0, BLOCK=4096, E5M2=False,
-                                  APPROX=tanh_approx() if approx is None else approx, num_warps=8)
+                                  APPROX=tanh_approx(approx), num_warps=8)
     return losses
 
 
@@ -162,7 +172,8 @@ def softcap_cross_entropy_fp8(logits: torch.Tensor, targets: torch.Tensor, softc
 
     |grad| ≤ 1, so g_scale up to 57,344 (e5m2's max) can't overflow; tinylab.loss uses FP8_GRAD_SCALE = 2**15.
     softcap_cross_entropy_'s one-row programs write g8, then a tiled transpose writes g8t: 0.52 ms for an
-    8192 × 24,576 chunk on an H100 (the bf16 kernel: 0.42; docs/bench/h100_lm_head_fp8.txt). One kernel of
+    8192 × 24,576 chunk on an H100 (the bf16 kernel: 0.42; docs/bench/h100_relu2/lm_head_tanh.txt; 0.75 and 0.55
+    before the tanh was one instruction, docs/bench/h100_lm_head_fp8.txt). One kernel of
     32-row tiles writing both took 1.15 to 1.25 ms there (256 programs keep too few loads in flight, and the
     transposed store costs more on top), so it was dropped. approx: as softcap_cross_entropy_'s."""
     _check_logits(logits, targets)
@@ -172,7 +183,7 @@ def softcap_cross_entropy_fp8(logits: torch.Tensor, targets: torch.Tensor, softc
     g8t = torch.empty((n_cols, n_rows), device=logits.device, dtype=torch.float8_e5m2)
     _softcap_ce_kernel[(n_rows,)](logits, logits.stride(0), targets.contiguous(), losses, g8, n_cols, _loop_bound(n_cols),
                                   float(softcap), float(g_scale), BLOCK=4096, E5M2=True,
-                                  APPROX=tanh_approx() if approx is None else approx, num_warps=8)
+                                  APPROX=tanh_approx(approx), num_warps=8)
     grid = (triton.cdiv(n_cols, TRANSPOSE_BLOCK), triton.cdiv(n_rows, TRANSPOSE_BLOCK))
     _transpose_kernel[grid](g8.view(torch.uint8), g8t.view(torch.uint8), n_rows, n_cols, BLOCK=TRANSPOSE_BLOCK,
                             num_warps=8)
@@ -307,7 +318,7 @@ rope_rms_norm.register_autograd(_rope_rms_norm_grad, setup_context=_save_inputs)
 # On an H100 (sm_90) the GEMM is persistent, one program per SM walking the tiles, its operands moved
 # by TMA; elsewhere (an RTX 3090) it is the classic pointer-based Triton GEMM. Measured at ittybitty's
 # shapes per layer and micro-batch (docs/bench/h100_relu2/mlp_*.txt): forward 320 µs against cuBLAS's
-# 306 µs GEMM + 269 µs ReLU², backward 485 against 309 + 397 µs (the pointer-based kernel: 444 and 555).
+# 306 µs GEMM + 269 µs ReLU², backward 485 against 309 + 397 µs (the pointer-based kernel: 445 and 572).
 
 @triton.jit
 def _grouped_tile(tile, num_m, num_n, GROUP_M: tl.constexpr):
@@ -389,7 +400,8 @@ def _sm_count(index: int) -> int:
 def _tma_ok(*tensors: torch.Tensor) -> bool:
     """TMA on an sm_90 GPU: every tensor 2-D with a contiguous last dimension, its start and row stride
     16-byte aligned (the allocator aligns storages; what can break it is an offset or an odd width)."""
-    if interpreting() or torch.cuda.get_device_capability(tensors[0].device) != (9, 0):
+    nvidia = not interpreting() and torch.version.hip is None
+    if not nvidia or torch.cuda.get_device_capability(tensors[0].device) != (9, 0):
         return False
     return all(t.stride(1) == 1 and (t.stride(0) * t.element_size()) % 16 == 0
                and (t.storage_offset() * t.element_size()) % 16 == 0 for t in tensors)
@@ -405,10 +417,11 @@ def _mm_epilogue_tma(a, b, c, aux, epi):
     a_d, c_d = desc(a, [bm, bk]), desc(c, [bm, bn // 2])
     b_d = desc(b.t(), [bn, bk]) if b_nk else desc(b, [bk, bn])
     aux_d = desc(aux, [bm, bn // 2]) if aux is not None else c_d
-    grid = (min(_sm_count(a.device.index or 0), triton.cdiv(M, bm) * triton.cdiv(N, bn)),)
+    sms = _sm_count(a.device.index or 0)  # the stride of the tile loop: one compiled kernel for every M
+    grid = (min(sms, triton.cdiv(M, bm) * triton.cdiv(N, bn)),)
     _mm_epilogue_tma_kernel[grid](
         a_d, b_d, c_d, aux_d, M, N, K, BM=bm, BN=bn, BK=bk, GROUP_M=8, EPI=epi, B_NK=b_nk,
-        NUM_SMS=grid[0], num_warps=TMA_TILE["num_warps"], num_stages=TMA_TILE["num_stages"])
+        NUM_SMS=sms, num_warps=TMA_TILE["num_warps"], num_stages=TMA_TILE["num_stages"])
 
 
 def _mm_epilogue(a: torch.Tensor, b: torch.Tensor, aux: torch.Tensor | None, epi: int,

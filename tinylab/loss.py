@@ -273,6 +273,7 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.T
         return loss / (targets >= 0).sum().clamp(min=1)
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    # Without gradients (evaluation) this is plain torch: a compiled model traces the chunk loop into its graph.
     dtype = _compute_dtype(x)
     xc, wc = x.to(dtype), weight.to(dtype)
     step = _kernel(_chunk_losses, x.device)

@@ -19,7 +19,7 @@ constructor arguments, so a benchmark can compare them without touching any glob
 how lm_head + cross-entropy is computed (LOSS_IMPLS), `lowp_residual` whether the residual stream
 is bf16 under autocast, `rope_norm` whether rotary + QK-norm is tinylab.kernels' fused Triton
 op on CUDA ("auto": when Triton is installed) or torch ops that torch.compile fuses ("torch"), and
-`relu2` the same for the MLP's ReLU² (in the epilogues of Triton GEMMs, bf16 / fp16 only).
+`relu2` the same for the MLP's ReLU² (in the epilogues of Triton GEMMs, bf16 only).
 """
 from __future__ import annotations
 
@@ -139,8 +139,10 @@ class MLP(nn.Module):
 
     def forward(self, x):
         dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
-        if self.fused_relu2 and x.is_cuda and dtype in (torch.bfloat16, torch.float16):
-            from .kernels import relu2_mlp  # ReLU² inside the GEMMs' epilogues (bf16 / fp16 only)
+        if self.fused_relu2 and x.is_cuda and dtype == torch.bfloat16:
+            # ReLU² inside the GEMMs' epilogues; bf16 only: the backward takes relu(h) as √(relu(h)²), which fp16's
+            # range would flush to 0 for h below ~1e-4
+            from .kernels import relu2_mlp
             y, _ = relu2_mlp(x.reshape(-1, x.size(-1)).to(dtype), self.c_fc.weight.to(dtype),
                              self.c_proj.weight.to(dtype))
             return y.view(*x.shape[:-1], -1)

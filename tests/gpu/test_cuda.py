@@ -326,6 +326,6 @@ def measured_peak_bytes(config: GPTConfig, batch: int, micro_steps: int = 4, ste
 def test_vram_estimate_is_within_5_percent_of_the_measured_peak(config, batch):
     measured = measured_peak_bytes(config, batch)
     estimate = vram_estimate(config, batch)["total"]
-    # The estimator's constants were fitted on an H100 to 14 such peaks, all within 4.2 %
+    # The estimator's constants were fitted on an H100 to 18 such peaks, all within 4.6 %
     # (docs/benchmarks.md); tests/test_calc.py holds that table to 5 %, and so does this live run.
     assert abs(estimate / measured - 1) < 0.05, f"estimate {estimate / MiB:,.0f} MiB, measured {measured / MiB:,.0f}"

@@ -34,7 +34,7 @@ GiB = 2 ** 30  # GPU memory as sold: an RTX 3090's "24 GB" is 24 GiB
 # compiled, 16 and 48 eager, 16 and 48 compiled with the torch rotary/QK-norm and ReLU² (18 points);
 # measured = torch.cuda.max_memory_reserved() + the CUDA context, over two optimizer steps of the real step
 # (tinylab.bench vram, docs/bench/vram_h100_relu2.jsonl). With the constants below every point is within
-# 4.7 % (table in docs/benchmarks.md).
+# 4.6 % (table in docs/benchmarks.md).
 
 # CUDA context + cuBLAS workspaces + kernel images: memory nvidia-smi shows but
 # torch.cuda.memory_reserved() does not (total - free - reserved, measured 767-773 MiB).
@@ -49,7 +49,8 @@ COMPILE_WORKSPACE_BYTES = 0
 # Measured per-token peak ÷ the saved-tensor count of activation_bytes_per_token (same fit):
 # compiled 1.03 (Inductor fuses the norms and the residual adds and recomputes cheap pointwise
 # results), eager 1.02 (eager keeps a few more intermediates, but the fused rotary + QK-norm and
-# ReLU² ops save the same few tensors either way; 1.53 before they existed).
+# ReLU² ops save the same few tensors either way). Eager without those ops (CUDA without Triton) is not
+# calibrated now: it needed 1.53 before they existed, so the estimate is low there.
 ACTIVATION_FACTOR_COMPILED = 1.03
 ACTIVATION_FACTOR_EAGER = 1.02
 # Loss-head scratch per logit of one chunk: the bf16 logits, overwritten in place by their
@@ -61,7 +62,7 @@ LOSS_CHUNK_TOKENS = 8192  # mirrors tinylab.loss.CHUNK_TOKENS (a test keeps them
 # Measured on the H100 with the allocator capped at 24 GiB minus the context (`python -m tinylab.bench
 # fit`): ittybitty device batch 176 trains (estimate 22,451 MiB), 184 runs out of memory (estimate
 # 23,375 MiB); with this headroom the answer is 176. (The step before ReLU² moved into the GEMMs needed
-# 128 MiB: 131 trained, 132 did not.)
+# 128 MiB: 131 trained, 132 did not.) One preset measured once: on a small card this is conservative.
 FIT_HEADROOM_BYTES = 2048 * MiB
 
 BF16, FP32, INT64 = 2, 4, 8

@@ -188,7 +188,8 @@ def vram_calibration_figure(points=None) -> Figure:
     for i, (name, compiled, fused, relu2) in enumerate(sorted({key(p) for p in points})):
         pts = sorted((p["batch"], p["measured"] / GiB) for p in points if key(p) == (name, compiled, fused, relu2))
         c = get_preset(name).model
-        label = f"{name}, {'compiled' if compiled else 'eager'}{'' if fused and relu2 else ', torch QK-norm + ReLU²'}"
+        torch_ops = " + ".join(op for op, on in (("QK-norm", fused), ("ReLU²", relu2)) if not on)
+        label = f"{name}, {'compiled' if compiled else 'eager'}" + (f", torch {torch_ops}" if torch_ops else "")
         estimate = lambda b: vram_estimate(c, b, compile=compiled, fused_rope_norm=fused,  # noqa: E731
                                            fused_relu2=relu2)["total"] / GiB
         ax.plot(batches, [estimate(b) for b in batches], color=f"C{i}", lw=1.2, label=f"{label}: estimate")
