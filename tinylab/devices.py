@@ -68,3 +68,16 @@ def memory_bytes(device: torch.device) -> int | None:
 def autocast(device: torch.device):
     """The precision tinylab computes in on `device`: bf16 autocast on CUDA, plain fp32 elsewhere."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul of t computes in here: autocast's where it is on for t's device, else t's own."""
+    if torch.is_autocast_enabled(t.device.type):
+        return torch.get_autocast_dtype(t.device.type)
+    return t.dtype
+
+
+def triton_interpreting() -> bool:
+    """Whether Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1; tests/test_kernels.py). Read
+    here, not in tinylab.kernels, so that code which must import without Triton can ask too."""
+    return os.environ.get("TRITON_INTERPRET") == "1"

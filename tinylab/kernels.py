@@ -22,11 +22,12 @@ rope_rms_norm: rotary embedding + QK-norm in one pass each way. relu2_mlp: the M
 epilogues of its two GEMMs (a TMA-fed persistent GEMM on sm_90, a pointer-based one elsewhere).
 """
 import functools
-import os
 
 import torch
 import triton
 import triton.language as tl
+
+from .devices import triton_interpreting
 
 
 @triton.jit
@@ -95,10 +96,7 @@ def _softcap_ce_kernel(logits_ptr, stride, targets_ptr, loss_ptr, grad_ptr, grad
     safe = tl.where(valid, target, 0)
     z_target = softcap * _tanh(tl.load(base + safe).to(tl.float32) * inv_c, APPROX)
     tl.store(loss_ptr + row, tl.where(valid, lse2 * 0.6931471805599453 - z_target, 0.0))
-    if E5M2:
-        keep = tl.where(valid, grad_scale, 0.0)
-    else:  # the bf16 version: unscaled
-        keep = tl.where(valid, 1.0, 0.0)
+    keep = tl.where(valid, grad_scale, 0.0)  # grad_scale: 1.0 for the bf16 version
     for off in range(0, n_cols, BLOCK):
         cols = off + tl.arange(0, BLOCK)
         mask = cols < n_cols
@@ -118,8 +116,13 @@ def _transpose_kernel(src_ptr, dst_ptr, n_rows, n_cols, BLOCK: tl.constexpr):
     tl.store(dst_ptr + cols.to(tl.int64)[:, None] * n_rows + rows[None, :], tl.trans(tile), mask=tl.trans(mask))
 
 
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (tests/test_kernels.py)
+interpreting = triton_interpreting  # Triton's CPU interpreter (tests/test_kernels.py)
+
+
+def _nvidia() -> bool:
+    """Whether kernels compile for an NVIDIA GPU here (not under the interpreter, not on ROCm): what PTX inline
+    assembly and TMA need."""
+    return not interpreting() and torch.version.hip is None
 
 
 TANH_APPROX = True  # the loss kernels' tanh is one MUFU.TANH where the GPU has it (False: exp and a division)
@@ -130,7 +133,7 @@ def tanh_approx(asked: bool | None = None) -> bool:
     ROCm) unless TANH_APPROX is switched off."""
     if asked is not None:
         return asked
-    return TANH_APPROX and not interpreting() and torch.version.hip is None
+    return TANH_APPROX and _nvidia()
 
 
 def _loop_bound(n: int):
@@ -400,8 +403,7 @@ def _sm_count(index: int) -> int:
 def _tma_ok(*tensors: torch.Tensor) -> bool:
     """TMA on an sm_90 GPU: every tensor 2-D with a contiguous last dimension, its start and row stride
     16-byte aligned (the allocator aligns storages; what can break it is an offset or an odd width)."""
-    nvidia = not interpreting() and torch.version.hip is None
-    if not nvidia or torch.cuda.get_device_capability(tensors[0].device) != (9, 0):
+    if not _nvidia() or torch.cuda.get_device_capability(tensors[0].device) != (9, 0):
         return False
     return all(t.stride(1) == 1 and (t.stride(0) * t.element_size()) % 16 == 0
                and (t.storage_offset() * t.element_size()) % 16 == 0 for t in tensors)

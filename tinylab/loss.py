@@ -20,9 +20,10 @@ Without gradients (evaluation), the same chunking returns the loss or per-token 
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
+
+from .devices import compute_dtype, triton_interpreting
 
 CHUNK_TOKENS = 8192  # 8192 × 24,576 bf16 logits = 0.4 GB of scratch at a time
 KERNELS = ("auto", "torch", "fp8", "fp8-fast")  # fp8-fast: fp8 with _scaled_mm's use_fast_accum
@@ -115,7 +116,7 @@ def _triton_fp8_loss_and_grad(logits, targets, softcap):
 def _fp8_loss_and_grad_fn(device: torch.device):
     """The Triton kernel on CUDA (and on CPU under Triton's interpreter, for tests) when Triton is installed;
     else the torch version, compiled on CUDA."""
-    use = device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    use = device.type == "cuda" or triton_interpreting()
     return _triton_or(_triton_fp8_loss_and_grad, _chunk_loss_and_grad_fp8, device, use)
 
 
@@ -154,12 +155,6 @@ def _quantize_fp8(t: torch.Tensor):
     scale = E4M3_MAX / t.abs().amax().float().clamp(min=1e-12)
     t8 = (t.float() * scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
     return t8, t8.t().contiguous(), scale.reciprocal()
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    if torch.is_autocast_enabled(x.device.type):
-        return torch.get_autocast_dtype(x.device.type)
-    return x.dtype
 
 
 def _accumulate(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
@@ -269,12 +264,12 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.T
         raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
     targets = targets.reshape(-1)
     if reduction == "mean" and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        loss, _, _ = _loss_and_grads(x, weight, targets, softcap, chunk, kernel, _compute_dtype(x))
+        loss, _, _ = _loss_and_grads(x, weight, targets, softcap, chunk, kernel, compute_dtype(x))
         return loss / (targets >= 0).sum().clamp(min=1)
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     # Without gradients (evaluation) this is plain torch: a compiled model traces the chunk loop into its graph.
-    dtype = _compute_dtype(x)
+    dtype = compute_dtype(x)
     xc, wc = x.to(dtype), weight.to(dtype)
     step = _kernel(_chunk_losses, x.device)
     losses = torch.cat([step(xc[s:s + chunk] @ wc.t(), targets[s:s + chunk], softcap)

@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import GPTConfig
+from .devices import compute_dtype
 from .loss import linear_cross_entropy
 
 LOGIT_SOFTCAP = 15.0  # nanochat squashes logits with 15·tanh(x/15): stabler early training
@@ -138,7 +139,7 @@ class MLP(nn.Module):
         self.fused_relu2 = False  # set by GPT (its relu2 option)
 
     def forward(self, x):
-        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
+        dtype = compute_dtype(x)
         if self.fused_relu2 and x.is_cuda and dtype == torch.bfloat16:
             # ReLU² inside the GEMMs' epilogues; bf16 only: the backward takes relu(h) as √(relu(h)²), which fp16's
             # range would flush to 0 for h below ~1e-4
