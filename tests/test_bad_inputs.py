@@ -341,6 +341,9 @@ CASES = [
     Case("bench-lm-head-json-no-directory", "bench.lm_head", "--json {tmp}/nowhere/b.jsonl", "no directory"),
     Case("bench-lm-head-reps-0", "bench.lm_head", "--reps 0", "reps must be an integer > 0"),
     Case("bench-lm-head-kernel", "bench.lm_head", "--kernels auto,fp9", "'fp9' is not one of"),
+    Case("bench-relu2-bogus", "bench", "train --relu2 auto,bogus", "'bogus' is not one of auto, torch"),
+    Case("bench-loss-bogus", "bench", "train --loss chunky", "'chunky' is not one of chunked"),
+    Case("bench-residual-both", "bench", "train --residual both", "'both' is not one of bf16, fp32"),
     Case("bench-unknown", "bench", "everything", "invalid choice"),
     Case("bench-no-what", "bench", "", "required: what"),
 

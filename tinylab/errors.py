@@ -125,6 +125,18 @@ def positive_ints(text: str) -> list[int]:
     return values
 
 
+def some_of(choices) -> callable:
+    """An argparse type: one or more of `choices` separated by commas, as a list."""
+    def parse(text: str) -> list[str]:
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        wrong = [v for v in values if v not in choices]
+        if not values or wrong:
+            raise argparse.ArgumentTypeError(f"{', '.join(map(repr, wrong)) or repr(text)} is not one of "
+                                             f"{', '.join(choices)} (give one or more, separated by commas)")
+        return values
+    return parse
+
+
 def cli(main, argv=None, stderr=None) -> int:
     """Run main(argv) -> exit status, turning errors into one line on stderr (see module doc)."""
     stderr = stderr or sys.stderr

@@ -20,7 +20,8 @@ import sys
 import torch
 
 from ..devices import ENV_VAR, pick_device
-from ..errors import ArgumentParser, appendable, DeviceError, UsageError, at_least, cli, positive, positive_ints
+from ..errors import (ArgumentParser, appendable, DeviceError, UsageError, at_least, cli, positive, positive_ints,
+                      some_of)
 from ..model import LOSS_IMPLS
 from ..presets import get_preset
 
@@ -38,13 +39,16 @@ def parser() -> ArgumentParser:
     ap.add_argument("--warmup", type=at_least(int, "warmup steps", 0), default=5,
                     help="untimed steps first (compile happens here)")
     ap.add_argument("--no-compile", action="store_true")
-    ap.add_argument("--loss", default="chunked", help="comma-separated: " + "; ".join(f"{k} = {v}"
-                                                                                      for k, v in LOSS_IMPLS.items()))
+    ap.add_argument("--loss", default=["chunked"], type=some_of(LOSS_IMPLS),
+                    help="comma-separated: " + "; ".join(f"{k} = {v}" for k, v in LOSS_IMPLS.items()))
     ap.add_argument("--gpu-mem-gb", type=positive(float, "GiB"), default=24.0,
                     help="fit: emulated card size in GiB")
-    ap.add_argument("--residual", default="bf16", help="residual stream dtype under autocast: bf16, fp32 or both")
-    ap.add_argument("--rope-norm", default="auto", help="rotary + QK-norm, comma-separated: auto (fused Triton op), torch")
-    ap.add_argument("--relu2", default="auto", help="the MLP's ReLU², comma-separated: auto (in Triton GEMMs), torch")
+    ap.add_argument("--residual", default=["bf16"], type=some_of(("bf16", "fp32")),
+                    help="residual stream dtype under autocast, comma-separated: bf16, fp32")
+    ap.add_argument("--rope-norm", default=["auto"], type=some_of(("auto", "torch")),
+                    help="rotary + QK-norm, comma-separated: auto (fused Triton op), torch")
+    ap.add_argument("--relu2", default=["auto"], type=some_of(("auto", "torch")),
+                    help="the MLP's ReLU², comma-separated: auto (in Triton GEMMs), torch")
     ap.add_argument("--peak-tflops", type=positive(float, "TFLOP/s"), default=None,
                     help="MFU denominator (default: measured now)")
     ap.add_argument("--json", default=None, type=appendable,
@@ -127,8 +131,8 @@ def run_train(a, presets, peak) -> None:
     from . import gpu
 
     rows = []
-    options = (a.loss.split(","), a.residual.split(","), a.rope_norm.split(","), a.relu2.split(","))
-    for preset, batch, loss, residual, rope, relu2 in itertools.product(presets, a.batch_sizes, *options):
+    for preset, batch, loss, residual, rope, relu2 in itertools.product(presets, a.batch_sizes, a.loss, a.residual,
+                                                                        a.rope_norm, a.relu2):
         steps, warmup = (a.steps, a.warmup) if a.what == "train" else (2, 2)
         row = gpu.bench_train(preset, batch, compile=not a.no_compile, loss=loss, residual=residual,
                               warmup=warmup, steps=steps, peak_tflops=peak, rope_norm=rope, relu2=relu2)

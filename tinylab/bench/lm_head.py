@@ -23,7 +23,7 @@ import torch
 
 from .. import loss as lm_loss
 from ..devices import pick_device
-from ..errors import ArgumentParser, appendable, DeviceError, UsageError, at_least, cli, positive
+from ..errors import ArgumentParser, appendable, DeviceError, at_least, cli, positive, some_of
 from .gpu import time_steps
 
 SOFTCAP = 15.0
@@ -35,8 +35,8 @@ def parser() -> ArgumentParser:
     ap.add_argument("--dim", type=positive(int, "dim"), default=512)
     ap.add_argument("--vocab", type=positive(int, "vocab"), default=24_576)
     ap.add_argument("--chunk", type=positive(int, "chunk"), default=lm_loss.CHUNK_TOKENS, help="tokens per chunk")
-    ap.add_argument("--kernels", default="auto,fp8", help="comma-separated linear_cross_entropy kernels: "
-                                                           + ", ".join(lm_loss.KERNELS))
+    ap.add_argument("--kernels", default=["auto", "fp8"], type=some_of(lm_loss.KERNELS),
+                    help="comma-separated linear_cross_entropy kernels: " + ", ".join(lm_loss.KERNELS))
     ap.add_argument("--reps", type=positive(int, "reps"), default=20, help="timed calls (the median is reported)")
     ap.add_argument("--warmup", type=at_least(int, "warmup calls", 0), default=3, help="untimed calls first")
     ap.add_argument("--json", default=None, type=appendable,
@@ -163,10 +163,6 @@ def format_row(r: dict) -> str:
 
 def main(argv=None) -> int:
     a = parser().parse_args(argv)
-    kernels = a.kernels.split(",")
-    for k in kernels:
-        if k not in lm_loss.KERNELS:
-            raise UsageError(f"--kernels: {k!r} is not one of {', '.join(lm_loss.KERNELS)}")
     device = pick_device()
     if device.type != "cuda":
         raise DeviceError("the lm_head benchmark times CUDA kernels, and this machine has no CUDA GPU "
@@ -180,7 +176,7 @@ def main(argv=None) -> int:
     x = torch.randn(a.tokens, a.dim, device="cuda", generator=g).to(torch.bfloat16).requires_grad_()
     w = (torch.randn(a.vocab, a.dim, device="cuda", generator=g) * 0.05).requires_grad_()  # logits of std ~1.1
     targets = torch.randint(0, a.vocab, (a.tokens,), device="cuda", generator=g)
-    rows = bench_steps(x, w, targets, kernels, a)
+    rows = bench_steps(x, w, targets, a.kernels, a)
     if lm_loss.fp8_supported("cuda"):
         rows += bench_quantize(x, w, a) + bench_gemms(x, w.detach(), a) + bench_kernels(targets, a)
     for r in rows:
