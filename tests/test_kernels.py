@@ -40,6 +40,14 @@ SCRIPT = textwrap.dedent("""
     logits = inp["logits"].clone()
     losses = softcap_cross_entropy_(logits, inp["targets"], inp["softcap"])
 
+    from tinylab.kernels import softcap_cross_entropy
+    kept = inp["logits"].clone()
+    eval_losses = softcap_cross_entropy(kept, inp["targets"], inp["softcap"])
+    loss._losses_fn = lambda *args: loss._triton_losses  # evaluation's op with the kernel, as on CUDA
+    with torch.no_grad():
+        lce_none = loss.linear_cross_entropy(inp["x"], inp["w"], inp["lce_targets"], inp["softcap"], "none",
+                                             chunk=inp["chunk"])
+
     loss._loss_and_grad_fn = lambda *args: loss._triton_loss_and_grad
     x = inp["x"].clone().requires_grad_()
     w = inp["w"].clone().requires_grad_()
@@ -67,7 +75,7 @@ SCRIPT = textwrap.dedent("""
         y, a = relu2_mlp(xm, wf, wp)
         (y * shapes[3]).sum().backward()
         mlp.append((y.detach(), a, xm.grad, wf.grad, wp.grad))
-    torch.save({"losses": losses, "grad": logits, "lce": lce.detach(), "gx": x.grad, "gw": w.grad,
+    torch.save({"losses": losses, "grad": logits, "eval_losses": eval_losses, "kept": kept, "lce_none": lce_none, "lce": lce.detach(), "gx": x.grad, "gw": w.grad,
                 "rope_y": yr.detach(), "rope_dx": xr.grad, "fp8": fp8, "mlp": mlp,
                 "fp8_lce": (lce8.detach(), x8.grad, w8.grad, len(calls))}, sys.argv[2])
 """)
@@ -84,8 +92,8 @@ def run(tmp_path_factory):
     """Fresh random inputs (seed printed on failure), and the interpreted kernel's outputs for them."""
     seed = int(torch.randint(0, 2**31 - 1, ()).item())
     g = torch.Generator().manual_seed(seed)
-    n, v = 37, 5000  # 5000 columns: one full 4096-wide block and one masked partial block; 37 × 5000 fills no
-    # 128 × 128 tile of the FP8 kernel's transpose either
+    n, v = 37, 9000  # 9000 columns: one full 8192-wide block (kernels.CE_TILE) and one masked partial block;
+    # 37 × 9000 fills no 128 × 128 tile of the FP8 kernel's transpose either
     targets = torch.randint(0, v, (n,), generator=g)
     targets[::4] = -1  # ignored rows, including the first
     targets[1], targets[2] = 0, v - 1  # the first and last column as targets
@@ -130,6 +138,21 @@ def test_softcap_cross_entropy_matches_torch_loss_and_autograd(run):
     assert (out["losses"][ignored] == 0).all() and (out["grad"][ignored] == 0).all()
     assert (out["grad"][~ignored] != 0).any(dim=1).all()
     assert out["grad"].abs().max() > 0.1  # the targets' entries (-1 + p)·(1 - th²), not all ~0
+
+
+def test_losses_only_kernel_and_evaluation_op_match_torch(run):
+    """Evaluation's path: softcap_cross_entropy (one read, logits left as they are) and linear_cross_entropy's
+    no-grad op with that kernel as its step, against torch's cross-entropy over full logits."""
+    seed, inp, out = run
+    msg = lambda m: f"seed {seed}: {m}"  # noqa: E731
+    ref = F.cross_entropy(SOFTCAP * torch.tanh(inp["logits"] / SOFTCAP), inp["targets"], reduction="none",
+                          ignore_index=-1)
+    torch.testing.assert_close(out["eval_losses"], ref, rtol=1e-5, atol=1e-5, msg=msg)
+    assert torch.equal(out["kept"], inp["logits"])  # no gradient written
+    x, w, t = inp["x"], inp["w"], inp["lce_targets"]
+    ref = F.cross_entropy(SOFTCAP * torch.tanh(x @ w.t() / SOFTCAP), t, reduction="none", ignore_index=-1)
+    torch.testing.assert_close(out["lce_none"], ref, rtol=1e-5, atol=1e-5, msg=msg)
+    assert (out["lce_none"][t < 0] == 0).all() and out["lce_none"].shape == t.shape
 
 
 def test_linear_cross_entropy_triton_step_matches_torch_step(run, monkeypatch):

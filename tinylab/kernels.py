@@ -9,10 +9,13 @@ its speed. Two reads and one write is the floor for an exact softmax gradient.
 Because |z| ≤ c, exp(z - c) can neither overflow nor usefully underflow in fp32, so the
 logsumexp needs no running maximum: lse = c + log Σ exp(z - c). On NVIDIA GPUs its tanh is one
 tanh.approx.f32 instruction: with exp and a division (and two divisions by c) the kernel was bound by
-the special-function unit, 0.545 ms per 8,192 × 24,576 chunk on an H100; now 0.421, at the memory floor.
+the special-function unit, 0.545 ms per 8,192 × 24,576 chunk on an H100; then 0.421, at HBM's rate for
+three passes; with CE_TILE's fewer, wider programs 0.318, a row's second read mostly served by L2.
+softcap_cross_entropy is the same kernel without the second pass, for evaluation: losses only, one read.
 
 (A variant holding a whole 24,576-wide row in registers to read the logits only once was
-slower on the H100: 284.8 vs 257.0 ms per ittybitty step; see docs/benchmarks.md.)
+slower on the H100: 284.8 vs 257.0 ms per ittybitty step; again with the one-instruction tanh, 0.39–0.50 ms
+per chunk against two passes' 0.389 in 4096 × 8 and 0.318 in CE_TILE; see docs/benchmarks.md.)
 
 softcap_cross_entropy_fp8: the same math for tinylab.loss' FP8 path; the gradient, times a fixed
 scale, is written as float8_e5m2, then transposed by a tiled kernel, so that both backward GEMMs get
@@ -77,9 +80,9 @@ def _round_e5m2(x):
 
 @triton.jit
 def _softcap_ce_kernel(logits_ptr, stride, targets_ptr, loss_ptr, grad_ptr, grad_stride, n_cols, softcap,
-                       grad_scale, BLOCK: tl.constexpr, E5M2: tl.constexpr, APPROX: tl.constexpr):
-    """One row per program: its loss, and its gradient into grad_ptr's row: the logits' own row, in place, for the
-    bf16 version; times grad_scale and rounded for e5m2 where E5M2."""
+                       grad_scale, BLOCK: tl.constexpr, GRAD: tl.constexpr, E5M2: tl.constexpr, APPROX: tl.constexpr):
+    """One row per program: its loss, and (where GRAD) its gradient into grad_ptr's row: the logits' own row, in
+    place, for the bf16 version; times grad_scale and rounded for e5m2 where E5M2."""
     row = tl.program_id(0).to(tl.int64)
     base = logits_ptr + row * stride
     out = grad_ptr + row * grad_stride
@@ -96,14 +99,15 @@ def _softcap_ce_kernel(logits_ptr, stride, targets_ptr, loss_ptr, grad_ptr, grad
     safe = tl.where(valid, target, 0)
     z_target = softcap * _tanh(tl.load(base + safe).to(tl.float32) * inv_c, APPROX)
     tl.store(loss_ptr + row, tl.where(valid, lse2 * 0.6931471805599453 - z_target, 0.0))
-    keep = tl.where(valid, grad_scale, 0.0)  # grad_scale: 1.0 for the bf16 version
-    for off in range(0, n_cols, BLOCK):
-        cols = off + tl.arange(0, BLOCK)
-        mask = cols < n_cols
-        grad = _grad(tl.load(base + cols, mask=mask, other=0.0), lse2, cols == target, keep, inv_c, k, APPROX)
-        if E5M2:
-            grad = _round_e5m2(grad)
-        tl.store(out + cols, grad.to(grad_ptr.dtype.element_ty), mask=mask)
+    if GRAD:  # a constexpr: the losses-only kernel has no second pass
+        keep = tl.where(valid, grad_scale, 0.0)  # grad_scale: 1.0 for the bf16 version
+        for off in range(0, n_cols, BLOCK):
+            cols = off + tl.arange(0, BLOCK)
+            mask = cols < n_cols
+            grad = _grad(tl.load(base + cols, mask=mask, other=0.0), lse2, cols == target, keep, inv_c, k, APPROX)
+            if E5M2:
+                grad = _round_e5m2(grad)
+            tl.store(out + cols, grad.to(grad_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -150,18 +154,37 @@ def _check_logits(logits: torch.Tensor, targets: torch.Tensor) -> None:
     assert (logits.is_cuda or interpreting()) and logits.stride(1) == 1 and targets.numel() == logits.size(0)
 
 
+# One row per program, the row in 8192-wide blocks by 16 warps: 0.318 ms per 8192 × 24,576 chunk on an H100 against
+# 0.389 with 4096 by 8 (docs/bench/h100_ce/ce_tile_sweep.txt): fewer rows in flight, so a row's second read comes
+# from L2 (3.8 TB/s counted as three passes, above HBM's 3.35). FP8's row kernel: 0.426 ms with its transpose.
+CE_TILE = dict(BLOCK=8192, num_warps=16)
+
+
+def _softcap_ce(logits, targets, softcap, grad, grad_scale=1.0, approx=None):
+    """Launch _softcap_ce_kernel over logits' rows; per-row losses (fp32). grad: where the gradient goes (None: not
+    computed; logits itself: in place; a float8_e5m2 tensor: scaled by grad_scale and rounded)."""
+    _check_logits(logits, targets)
+    n_rows, n_cols = logits.shape
+    losses = torch.empty(n_rows, device=logits.device, dtype=torch.float32)
+    out = logits if grad is None else grad
+    _softcap_ce_kernel[(n_rows,)](logits, logits.stride(0), targets.contiguous(), losses, out, out.stride(0),
+                                  _loop_bound(n_cols), float(softcap), float(grad_scale), GRAD=grad is not None,
+                                  E5M2=out.dtype == torch.float8_e5m2, APPROX=tanh_approx(approx), **CE_TILE)
+    return losses
+
+
 def softcap_cross_entropy_(logits: torch.Tensor, targets: torch.Tensor, softcap: float, approx: bool | None = None
                            ) -> torch.Tensor:
     """Per-row losses (fp32); logits (N, V), row-contiguous, are overwritten by d(sum of losses)/d(logits).
 
     approx: tanh as one instruction (default: tanh_approx())."""
-    _check_logits(logits, targets)
-    n_rows, n_cols = logits.shape
-    losses = torch.empty(n_rows, device=logits.device, dtype=torch.float32)
-    _softcap_ce_kernel[(n_rows,)](logits, logits.stride(0), targets.contiguous(), losses, logits, logits.stride(0),
-                                  _loop_bound(n_cols), float(softcap), 1.0, BLOCK=4096, E5M2=False,
-                                  APPROX=tanh_approx(approx), num_warps=8)
-    return losses
+    return _softcap_ce(logits, targets, softcap, logits, approx=approx)
+
+
+def softcap_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, softcap: float, approx: bool | None = None
+                          ) -> torch.Tensor:
+    """Per-row losses (fp32) of logits (N, V), row-contiguous and left as they are: one read (evaluation)."""
+    return _softcap_ce(logits, targets, softcap, None, approx=approx)
 
 
 TRANSPOSE_BLOCK = 128  # 128 × 128 bytes a tile: 0.164 ms for 8192 × 24,576 fp8 on an H100 (2.45 TB/s);
@@ -179,14 +202,10 @@ def softcap_cross_entropy_fp8(logits: torch.Tensor, targets: torch.Tensor, softc
     before the tanh was one instruction, docs/bench/h100_lm_head_fp8.txt). One kernel of
     32-row tiles writing both took 1.15 to 1.25 ms there (256 programs keep too few loads in flight, and the
     transposed store costs more on top), so it was dropped. approx: as softcap_cross_entropy_'s."""
-    _check_logits(logits, targets)
     n_rows, n_cols = logits.shape
-    losses = torch.empty(n_rows, device=logits.device, dtype=torch.float32)
     g8 = torch.empty((n_rows, n_cols), device=logits.device, dtype=torch.float8_e5m2)
     g8t = torch.empty((n_cols, n_rows), device=logits.device, dtype=torch.float8_e5m2)
-    _softcap_ce_kernel[(n_rows,)](logits, logits.stride(0), targets.contiguous(), losses, g8, n_cols, _loop_bound(n_cols),
-                                  float(softcap), float(g_scale), BLOCK=4096, E5M2=True,
-                                  APPROX=tanh_approx(approx), num_warps=8)
+    losses = _softcap_ce(logits, targets, softcap, g8, g_scale, approx)
     grid = (triton.cdiv(n_cols, TRANSPOSE_BLOCK), triton.cdiv(n_rows, TRANSPOSE_BLOCK))
     _transpose_kernel[grid](g8.view(torch.uint8), g8t.view(torch.uint8), n_rows, n_cols, BLOCK=TRANSPOSE_BLOCK,
                             num_warps=8)

@@ -15,7 +15,8 @@ gradient (times FP8_GRAD_SCALE) as float8_e5m2 and a second kernel its transpose
 GEMMs get K-contiguous operands. Where FP8 can't run (a GPU below compute capability 8.9, shapes
 not multiples of 16) the call takes the path above instead, so kernel="fp8" never fails for that.
 
-Without gradients (evaluation), the same chunking returns the loss or per-token losses (never FP8).
+Without gradients (evaluation), the same chunking returns the loss or per-token losses (never FP8), through a
+second opaque op whose CUDA kernel reads each chunk's logits once.
 """
 from __future__ import annotations
 
@@ -111,6 +112,16 @@ def _triton_fp8_loss_and_grad(logits, targets, softcap):
     from .kernels import softcap_cross_entropy_fp8
     losses, g8, g8t = softcap_cross_entropy_fp8(logits, targets, softcap, FP8_GRAD_SCALE)
     return losses.sum(), g8, g8t
+
+
+def _triton_losses(logits, targets, softcap):
+    from .kernels import softcap_cross_entropy
+    return softcap_cross_entropy(logits, targets, softcap)
+
+
+def _losses_fn(device: torch.device):
+    """Evaluation's step: the losses-only Triton kernel on CUDA when Triton is installed; else the torch version."""
+    return _triton_or(_triton_losses, _chunk_losses, device, device.type == "cuda")
 
 
 def _fp8_loss_and_grad_fn(device: torch.device):
@@ -235,6 +246,26 @@ def _(x, weight, targets, softcap, chunk, kernel, dtype):
     return x.new_empty((), dtype=acc), torch.empty_like(x, dtype=dtype), torch.empty_like(weight, dtype=acc)
 
 
+def _chunked_losses(x, weight, targets, softcap, chunk, dtype, step):
+    """Per-token losses, `step` (logits, targets, softcap) → losses on each chunk's logits in `dtype`."""
+    xc, wc = x.to(dtype), weight.to(dtype)
+    return torch.cat([step(xc[s:s + chunk] @ wc.t(), targets[s:s + chunk], softcap) for s in range(0, x.size(0), chunk)])
+
+
+@torch.library.custom_op("tinylab::linear_cross_entropy_losses", mutates_args=())
+def _losses(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, softcap: float, chunk: int,
+            dtype: torch.dtype) -> torch.Tensor:
+    """Per-token losses (at least fp32) without gradients: the Triton kernel's one read of each chunk's logits on
+    CUDA, the torch version elsewhere. Opaque to torch.compile like the training op: an evaluation graph that
+    traced the chunk loop held a matmul and a logsumexp per chunk, ~8 s of a cold compile."""
+    return _chunked_losses(x, weight, targets, softcap, chunk, dtype, _losses_fn(x.device))
+
+
+@_losses.register_fake
+def _(x, weight, targets, softcap, chunk, dtype):
+    return x.new_empty(x.size(0), dtype=torch.promote_types(dtype, torch.float32))
+
+
 def _save_grads(ctx, inputs, output):
     _, grad_x, grad_w = output
     ctx.mark_non_differentiable(grad_x, grad_w)
@@ -258,22 +289,22 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.T
     reduction 'mean' (over non-ignored targets, differentiable), 'sum' or 'none' (no grad).
     kernel 'auto' uses tinylab.kernels' Triton kernel for the training gradient on CUDA, 'torch' never does;
     'fp8' runs the training GEMMs in FP8 where it can (else as 'auto'), 'fp8-fast' also with cuBLASLt's fast
-    FP8 accumulation. Without gradients the kernel is not used.
+    FP8 accumulation. Without gradients `kernel` is not used: evaluation reads each chunk's logits once with
+    tinylab.kernels' losses-only kernel on CUDA.
     """
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
     targets = targets.reshape(-1)
-    if reduction == "mean" and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+    grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    if reduction == "mean" and grad:
         loss, _, _ = _loss_and_grads(x, weight, targets, softcap, chunk, kernel, compute_dtype(x))
         return loss / (targets >= 0).sum().clamp(min=1)
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    # Without gradients (evaluation) this is plain torch: a compiled model traces the chunk loop into its graph.
-    dtype = compute_dtype(x)
-    xc, wc = x.to(dtype), weight.to(dtype)
-    step = _kernel(_chunk_losses, x.device)
-    losses = torch.cat([step(xc[s:s + chunk] @ wc.t(), targets[s:s + chunk], softcap)
-                        for s in range(0, x.size(0), chunk)])
+    if grad:  # per-token losses to differentiate
+        losses = _chunked_losses(x, weight, targets, softcap, chunk, compute_dtype(x), _kernel(_chunk_losses, x.device))
+    else:  # evaluation
+        losses = _losses(x, weight, targets, softcap, chunk, compute_dtype(x))
     if reduction == "none":
         return losses
     if reduction == "sum":

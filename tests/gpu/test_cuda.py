@@ -26,7 +26,7 @@ from tinylab.train import train
 
 SOFTCAP = 15.0  # tinylab.model.LOGIT_SOFTCAP
 BF16 = dict(device_type="cuda", dtype=torch.bfloat16)
-# A small model whose vocabulary is not a multiple of the kernel's 4096-wide block.
+# A small model whose vocabulary is not a multiple of the loss kernel's 8192-wide block (kernels.CE_TILE).
 SMALL = GPTConfig(depth=2, model_dim=128, head_dim=64, vocab_size=5000, sequence_len=256)
 
 
@@ -61,7 +61,7 @@ def train_step(net, model, optimizers, batches, autocast) -> float:
 # ----------------------------------------------------------------------------- the Triton kernel
 
 @pytest.mark.parametrize("approx", [False, True])  # exp and a division; one tanh.approx.f32 (the default on NVIDIA)
-@pytest.mark.parametrize("n_cols", [1000, 5000, 12345])  # under one 4096-wide block; 1 + partial; 3 + partial
+@pytest.mark.parametrize("n_cols", [1000, 9000, 30000])  # under one 8192-wide block; 1 + partial; 3 + partial
 def test_triton_loss_kernel_matches_torch_fp32_on_bf16_logits(n_cols, approx):
     kernels = pytest.importorskip("tinylab.kernels", reason="triton is not installed")
     g = torch.Generator(device="cuda").manual_seed(n_cols)
@@ -93,6 +93,10 @@ def test_triton_loss_kernel_matches_torch_fp32_on_bf16_logits(n_cols, approx):
     assert (losses[ignored] == 0).all() and (grad[ignored] == 0).all()
     rows = torch.arange(301, device="cuda")[~ignored]
     assert (grad[rows, targets[~ignored]] < 0).all()  # p - 1 at the target
+    # evaluation's losses-only launch of the same kernel: the same losses, the logits left as they are
+    kept = logits.clone()
+    torch.testing.assert_close(kernels.softcap_cross_entropy(kept, targets, SOFTCAP, approx), losses, rtol=1e-6, atol=1e-6)
+    assert torch.equal(kept, logits)
 
 
 @pytest.mark.parametrize("head_dim", [64, 128])
@@ -195,6 +199,26 @@ def test_compiled_bf16_step_matches_the_fp32_eager_step():
         cos = F.cosine_similarity(d_gpu.flatten(), d_ref.flatten(), dim=0).item()
         ratio = (d_gpu.norm() / d_ref.norm()).item()
         assert cos > 0.98 and abs(ratio - 1) < 0.05, f"{name}: cosine {cos:.4f}, norm ratio {ratio:.4f}"
+
+
+def test_compiled_evaluation_matches_the_fp32_eager_losses():
+    """Evaluation as tinylab.train runs it on CUDA (compiled, bf16 autocast, no grad: the per-token losses from the
+    losses-only kernel inside its opaque op) against fp32 eager on the CPU, from the same weights and batch."""
+    torch._dynamo.reset()
+    ref, gpu = random_weights(build_model(SMALL, "cpu")), random_weights(build_model(SMALL, "cuda"))
+    tokens = torch.randint(0, SMALL.vocab_size, (4, SMALL.sequence_len + 1), generator=torch.Generator().manual_seed(2))
+    x, y = tokens[:, :-1], tokens[:, 1:].clone()
+    y[0, :10] = -1  # ignored targets
+    with torch.no_grad():
+        want = ref(x, y, loss_reduction="none")
+        with torch.autocast(**BF16):
+            got = torch.compile(gpu, dynamic=False)(x.cuda(), y.cuda(), loss_reduction="none").cpu()
+    assert got.dtype == torch.float32 and got.shape == want.shape and (got[:10] == 0).all()
+    # bf16 activations and weights move each token's loss (~9) by a few 1e-2 at most; their mean over 1,014 tokens
+    # averages that out as the training step's loss does (1e-3 there). A wrong kernel or target is off by ~1.
+    err = (got - want).abs().max().item()
+    assert err < 0.15, f"largest per-token difference {err:.3f}"
+    assert got.mean().item() == pytest.approx(want.mean().item(), rel=1e-3)
 
 
 # ----------------------------------------------------------------------------- resume on CUDA

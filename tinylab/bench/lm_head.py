@@ -8,8 +8,9 @@ under bf16 autocast, random targets, softcap 15. Rows, one per configuration:
            loss (relative) and gradients (relative norm) against an fp32 chunked reference;
   quant    FP8's once-per-call quantisation of x and W (compiled, as the path runs it);
   gemm     the three GEMMs of one chunk (logits, dx = g·W, dW += gᵀ·x) in bf16 and in FP8;
-  kernel   the loss kernel alone on one chunk's logits: the bf16 one and the FP8 one (row kernel, then a
-           transpose), with the bandwidth each reaches (bytes read and written / time).
+  kernel   the loss kernel alone on one chunk's logits: the bf16 one, the FP8 one (row kernel, then a
+           transpose) and evaluation's losses-only one, with the bandwidth each reaches (bytes read and
+           written / time).
 Times are medians of --reps CUDA-event timings after --warmup untimed calls (compiling happens there).
 """
 from __future__ import annotations
@@ -138,9 +139,11 @@ def bench_kernels(targets, a) -> list[dict]:
     scratch = logits.clone()  # the bf16 kernel writes its gradient over its input: same traffic every call
     bf16 = lambda approx: lambda: kernels.softcap_cross_entropy_(scratch, t, SOFTCAP, approx)  # noqa: E731
     fp8 = functools.partial(kernels.softcap_cross_entropy_fp8, logits, t, SOFTCAP, lm_loss.FP8_GRAD_SCALE)
+    evaluation = functools.partial(kernels.softcap_cross_entropy, logits, t, SOFTCAP)
     cases = {"bf16 softcap_cross_entropy_, tanh.approx": (bf16(True), 3 * 2 * n * v),  # 2 bf16 reads, 1 write
              "bf16 softcap_cross_entropy_, exact tanh": (bf16(False), 3 * 2 * n * v),
-             "fp8 row kernel + transpose (default)": (fp8, 2 * 2 * n * v + 3 * n * v)}  # 2 reads; g8 w, r; g8t w
+             "fp8 row kernel + transpose (default)": (fp8, 2 * 2 * n * v + 3 * n * v),  # 2 reads; g8 w, r; g8t w
+             "bf16 softcap_cross_entropy (losses only)": (evaluation, 2 * n * v)}  # one read
     rows = []
     for name, (fn, nbytes) in cases.items():
         ms, spread = time_ms(fn, a.warmup, a.reps)
