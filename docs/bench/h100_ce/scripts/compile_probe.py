@@ -10,6 +10,11 @@ from tinylab.model import build_model
 from tinylab.presets import get_preset
 from tinylab.devices import autocast as device_autocast
 mode = sys.argv[1]
+import os
+if os.environ.get("WARM_POOL") == "1":  # start Inductor's compile workers now, not when the first graph reaches it
+    from torch._inductor.async_compile import maybe_warm_pool
+    maybe_warm_pool()
+    mode += "+pool"
 t_imp = time.perf_counter() - t0
 cfg = get_preset("ittybitty")
 dev = torch.device("cuda")
