@@ -119,9 +119,10 @@ def _triton_losses(logits, targets, softcap):
     return softcap_cross_entropy(logits, targets, softcap)
 
 
-def _losses_fn(device: torch.device):
-    """Evaluation's step: the losses-only Triton kernel on CUDA when Triton is installed; else the torch version."""
-    return _triton_or(_triton_losses, _chunk_losses, device, device.type == "cuda")
+def _losses_fn(device: torch.device, dtype: torch.dtype):
+    """Evaluation's step: the losses-only Triton kernel (fp32 losses) on CUDA when Triton is installed, for logits of
+    at most fp32; else the torch version (fp64 logits keep fp64 losses)."""
+    return _triton_or(_triton_losses, _chunk_losses, device, device.type == "cuda" and dtype != torch.float64)
 
 
 def _fp8_loss_and_grad_fn(device: torch.device):
@@ -258,7 +259,7 @@ def _losses(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, softca
     """Per-token losses (at least fp32) without gradients: the Triton kernel's one read of each chunk's logits on
     CUDA, the torch version elsewhere. Opaque to torch.compile like the training op: an evaluation graph that
     traced the chunk loop held a matmul and a logsumexp per chunk, ~8 s of a cold compile."""
-    return _chunked_losses(x, weight, targets, softcap, chunk, dtype, _losses_fn(x.device))
+    return _chunked_losses(x, weight, targets, softcap, chunk, dtype, _losses_fn(x.device, dtype))
 
 
 @_losses.register_fake
