@@ -1,5 +1,6 @@
 """Calculators: FLOPs, token budgets, time, the VRAM estimator and the `python -m tinylab.calc` CLI."""
 import json
+import statistics
 import subprocess
 import sys
 from dataclasses import replace
@@ -15,6 +16,7 @@ from tinylab.presets import get_preset
 
 ITTY = get_preset("ittybitty").model
 GiB = 2 ** 30
+MiB = 2 ** 20
 
 
 def test_flops_per_token_is_six_matmul_params_plus_attention():
@@ -99,6 +101,26 @@ def test_estimate_is_within_5_percent_of_every_measured_h100_peak():
         assert abs(est / p["measured"] - 1) < 0.05, p
 
 
+def test_the_fp8_term_matches_what_fp8_lm_head_adds_to_measured_h100_peaks():
+    """Peak allocated memory of ittybitty's step at batch 48 with `--fp8-lm-head` minus without, measured in one
+    process each time (tinylab.bench train rows of three calls): the estimate's logits_fp8 term within 10%."""
+    bench = REPO / "docs" / "bench"
+    diffs = []
+    for f in ("h100_relu2/steps_before_after.jsonl", "h100_ce/steps_ce_tile.jsonl", "h100_ce/steps_fp8_hybrid.jsonl"):
+        rows = [json.loads(line) for line in (bench / f).read_text().splitlines()]
+        peak = lambda loss, relu2: [r["peak_allocated_mib"] for r in rows  # noqa: E731
+                                    if r["loss"] == loss and r.get("relu2") == relu2 and r.get("chunk", 8192) == 8192]
+        for relu2 in ("torch", "auto"):
+            if peak("chunked-fp8", relu2) and peak("chunked", relu2):
+                diffs.append((statistics.mean(peak("chunked-fp8", relu2)) - statistics.mean(peak("chunked", relu2))) * MiB)
+    assert len(diffs) == 4
+    v, v8 = vram_estimate(ITTY, 48), vram_estimate(ITTY, 48, fp8_lm_head=True)
+    assert v["logits_fp8"] == 0 and v8["total"] - v["total"] == v8["logits_fp8"]
+    for measured in diffs:
+        assert v8["logits_fp8"] == pytest.approx(measured, rel=0.1)
+    assert max_device_batch(ITTY, 24 * GiB, fp8_lm_head=True) < max_device_batch(ITTY, 24 * GiB)
+
+
 def test_the_fused_qk_norm_drops_exactly_its_saved_tensors():
     fused, plain = (vram.activation_bytes_per_token(ITTY, fused_rope_norm=f) for f in (True, False))
     assert plain["qk_prenorm"] == 2 * (8 + 8) * 64 and fused["qk_prenorm"] == 0
@@ -130,6 +152,22 @@ def test_cli_prints_the_breakdown_and_the_vram_table(capsys):
     rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["8"], ["48"])]
     assert [r[0] for r in rows] == ["8", "48"]
     assert f"fits 24 GiB: {max_device_batch(ITTY, 24 * GiB)}" in out
+
+
+def test_cli_fp8_lm_head_counts_its_copies(capsys):
+    """--fp8-lm-head: the table's totals grow by the estimate's FP8 term, and the largest batch that fits shrinks;
+    a run planned with the knob (schedule.plan, what `tinylab.train --plan` prints) sizes the same way."""
+    from tinylab.schedule import plan
+    totals = {}
+    for flags in ([], ["--fp8-lm-head"]):
+        main(["--preset", "ittybitty", "--batch-sizes", "48", *flags])
+        out = capsys.readouterr().out
+        totals[bool(flags)] = float(next(line.split()[5] for line in out.splitlines() if line.split()[:1] == ["48"])[:-1])
+    assert "FP8 lm_head" in out and f"fits 24 GiB: {max_device_batch(ITTY, 24 * GiB, fp8_lm_head=True)}" in out
+    term = vram_estimate(ITTY, 48, fp8_lm_head=True)["logits_fp8"] / GiB
+    assert totals[True] - totals[False] == pytest.approx(term, abs=0.011)  # the table prints 2 decimals
+    gib = {fp8: plan("ittybitty", fp8_lm_head=fp8)["vram_gib"] for fp8 in (False, True)}
+    assert gib[True] - gib[False] == pytest.approx(term)
 
 
 def test_cli_knobs_change_the_architecture(capsys):

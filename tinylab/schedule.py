@@ -123,7 +123,8 @@ def plan(preset: TrainConfig | str, world_size: int = 1, *, gpu: str = "RTX 3090
                 device_batch_size=bp.device_batch_size, seq_len=c.sequence_len, world_size=world_size,
                 total_batch_size=bp.total_batch_size, grad_accum=bp.grad_accum, batch_note=bp.note(),
                 num_iterations=p.num_iterations, tokens=tokens, flops=p.flops_per_token * tokens,
-                vram_gib=calc.vram_estimate(c, bp.device_batch_size)["total"] / 2 ** 30, gpu=gpu, mfu=mfu,
+                vram_gib=calc.vram_estimate(c, bp.device_batch_size, fp8_lm_head=cfg.loop.fp8_lm_head)["total"] / 2 ** 30,
+                gpu=gpu, mfu=mfu,
                 est_hours=calc.training_time_s(c, tokens, peak * world_size, mfu) / 3600)
 
 

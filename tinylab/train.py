@@ -45,6 +45,7 @@ from .errors import ArgumentParser, RunFailedError, TinylabError, cli
 from .eval import cost, measure
 from .data import stoppable
 from .evaluate import evaluate_bpb
+from .loss import fp8_supported
 from .model import build_model
 from .optim import apply_schedule, setup_optimizers
 from .presets import DEFAULT, PRESETS, preset_from_env, resolve
@@ -375,11 +376,12 @@ def out_of_memory(e: BaseException) -> bool:
 def out_of_memory_message(cfg: TrainConfig, plan: RunPlan, device, last_checkpoint) -> str:
     """What to do after a CUDA out-of-memory error: the batch that fits by calc.vram, and where to resume."""
     c, bp = cfg.model, plan.batch
-    est = calc.vram_estimate(c, bp.device_batch_size)["total"] / 2 ** 30
+    fp8 = cfg.loop.fp8_lm_head and fp8_supported(device)  # where FP8 runs, its copies count
+    est = calc.vram_estimate(c, bp.device_batch_size, fp8_lm_head=fp8)["total"] / 2 ** 30
     if device.type == "cuda":
         total = memory_bytes(device)
         have = (f"this GPU has {total / 2 ** 30:.1f} GiB; the estimator's largest batch for it is "
-                f"{calc.max_device_batch(c, total)}")
+                f"{calc.max_device_batch(c, total, fp8_lm_head=fp8)}")
     else:
         have = "see `python -m tinylab.calc --gpu-mem-gb N` for what fits"
     return (f"out of memory at device batch {bp.device_batch_size} × {c.sequence_len} (estimated {est:.1f} GiB; "

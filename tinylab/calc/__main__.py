@@ -44,7 +44,8 @@ def format_vram_table(c: GPTConfig, batch_sizes, gpu_mem_bytes: float, **kw) -> 
 
 
 def report(c: GPTConfig, *, gpu: str = "RTX 3090", mfu: float = 0.4, ratio: float = CHINCHILLA_RATIO,
-           gpu_mem_gb: float = 24, batch_sizes=(8, 16, 32, 48, 64), compile: bool = True) -> str:
+           gpu_mem_gb: float = 24, batch_sizes=(8, 16, 32, 48, 64), compile: bool = True,
+           fp8_lm_head: bool = False) -> str:
     """The CLI's text: parameter breakdown, FLOPs and time for a Chinchilla budget, VRAM per batch."""
     if gpu not in GPU_PEAK_FLOPS:
         raise TinylabError(f"unknown GPU {gpu!r}; choose one of: {', '.join(GPU_PEAK_FLOPS)}")
@@ -55,8 +56,9 @@ def report(c: GPTConfig, *, gpu: str = "RTX 3090", mfu: float = 0.4, ratio: floa
         f"FLOPs per token          {flops_per_token(c):,}",
         f"tokens at {ratio:g}:1          {fmt_count(tokens)}",
         f"time on {gpu} at {mfu:.0%} MFU: {hours:.2f} h",
-        "", f"training VRAM at sequence_len {c.sequence_len} ({'compiled' if compile else 'eager'}, estimate):",
-        format_vram_table(c, batch_sizes, gpu_mem_gb * GiB, compile=compile),
+        "", f"training VRAM at sequence_len {c.sequence_len} ({'compiled' if compile else 'eager'}"
+        f"{', FP8 lm_head' if fp8_lm_head else ''}, estimate):",
+        format_vram_table(c, batch_sizes, gpu_mem_gb * GiB, compile=compile, fp8_lm_head=fp8_lm_head),
     ])
 
 
@@ -74,10 +76,12 @@ def main(argv=None) -> int:
     ap.add_argument("--ratio", type=positive(float, "ratio"), default=CHINCHILLA_RATIO,
                     help="tokens per parameter (default 20)")
     ap.add_argument("--no-compile", action="store_true", help="estimate VRAM for eager (uncompiled) training")
+    ap.add_argument("--fp8-lm-head", action="store_true",
+                    help="estimate VRAM for training with --fp8-lm-head (GPUs of compute capability 8.9+)")
     a = ap.parse_args(argv)
     config = get_preset(a.preset).override(**knob_arguments(a, (GPTConfig,)))  # validated as trainable
     print(report(config.model, gpu=a.gpu, mfu=a.mfu, ratio=a.ratio, gpu_mem_gb=a.gpu_mem_gb,
-                 batch_sizes=a.batch_sizes, compile=not a.no_compile))
+                 batch_sizes=a.batch_sizes, compile=not a.no_compile, fp8_lm_head=a.fp8_lm_head))
     return 0
 
 

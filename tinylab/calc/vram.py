@@ -57,6 +57,10 @@ ACTIVATION_FACTOR_EAGER = 1.02
 # gradient (tinylab.kernels), so nothing else per logit.
 LOSS_SCRATCH_BYTES = 2
 LOSS_CHUNK_TOKENS = 8192  # mirrors tinylab.loss.CHUNK_TOKENS (a test keeps them equal)
+# With --fp8-lm-head, per logit of one chunk, the FP8 gradient and its transpose (one byte each) next to the bf16
+# logits; and once per micro-batch, x and the lm_head weight in e4m3, each in two layouts (one byte an element).
+FP8_SCRATCH_BYTES = 2
+FP8_COPIES = 2
 # Memory max_device_batch leaves free: near a full card the allocator cannot place its last
 # blocks (at batch 176 each MLP activation is a 1.4 GB block) and the estimate runs low there.
 # Measured on the H100 with the allocator capped at 24 GiB minus the context (`python -m tinylab.bench
@@ -108,7 +112,8 @@ def activation_bytes_per_token(c: GPTConfig, *, compile: bool = True, fused_rope
 
 
 def vram_estimate(c: GPTConfig, device_batch_size: int, *, compile: bool = True, seq_len: int | None = None,
-                  fused_rope_norm: bool | None = None, fused_relu2: bool = True) -> dict[str, int]:
+                  fused_rope_norm: bool | None = None, fused_relu2: bool = True, fp8_lm_head: bool = False
+                  ) -> dict[str, int]:
     """Peak training memory on one GPU in bytes, by component, with their sum as 'total'.
 
     weights            fp32 parameters (a tied wte/lm_head counted once)
@@ -120,6 +125,8 @@ def vram_estimate(c: GPTConfig, device_batch_size: int, *, compile: bool = True,
                        bf16 embedding output and the int64 idx/targets
     logits             the chunked loss head: final-norm input and output and d(loss)/dx (bf16),
                        bf16 copy + fp32 gradient of lm_head, one chunk of logits scratch
+    logits_fp8         with fp8_lm_head (tinylab.loss' FP8 path, GPUs of compute capability 8.9+): x and
+                       lm_head in e4m3, two layouts each, and one chunk's e5m2 gradient and its transpose
     cuda_context, allocator_reserve, compile_workspace: the named overhead constants
     """
     if not isinstance(device_batch_size, int) or device_batch_size < 0:
@@ -142,6 +149,8 @@ def vram_estimate(c: GPTConfig, device_batch_size: int, *, compile: bool = True,
         activations=int(factor * c.depth * N * per_layer) + N * (BF16 * d + 2 * INT64),
         logits=N * 3 * BF16 * d + V * d * (BF16 + FP32)
         + min(N, LOSS_CHUNK_TOKENS) * V * LOSS_SCRATCH_BYTES if N else 0,
+        logits_fp8=FP8_COPIES * (N + V) * d + min(N, LOSS_CHUNK_TOKENS) * V * FP8_SCRATCH_BYTES
+        if N and fp8_lm_head else 0,
     )
     v["allocator_reserve"] = ALLOCATOR_RESERVE_BYTES
     v["cuda_context"] = CUDA_CONTEXT_BYTES
@@ -151,13 +160,15 @@ def vram_estimate(c: GPTConfig, device_batch_size: int, *, compile: bool = True,
 
 
 def max_device_batch(c: GPTConfig, gpu_mem_bytes: float, *, compile: bool = True, seq_len: int | None = None,
-                     fused_rope_norm: bool | None = None, fused_relu2: bool = True, limit: int = 1 << 16) -> int:
+                     fused_rope_norm: bool | None = None, fused_relu2: bool = True, fp8_lm_head: bool = False,
+                     limit: int = 1 << 16) -> int:
     """The largest device batch whose vram_estimate fits gpu_mem_bytes less FIT_HEADROOM_BYTES (0 if none).
 
     Binary search on the estimator itself, so it stays right whatever the terms become.
     """
     budget = gpu_mem_bytes - FIT_HEADROOM_BYTES
-    options = dict(compile=compile, seq_len=seq_len, fused_rope_norm=fused_rope_norm, fused_relu2=fused_relu2)
+    options = dict(compile=compile, seq_len=seq_len, fused_rope_norm=fused_rope_norm, fused_relu2=fused_relu2,
+                   fp8_lm_head=fp8_lm_head)
     fits = lambda b: vram_estimate(c, b, **options)["total"] <= budget  # noqa: E731
     if not fits(1):
         return 0
@@ -176,7 +187,7 @@ def max_device_batch(c: GPTConfig, gpu_mem_bytes: float, *, compile: bool = True
 VRAM_GROUPS = {
     "weights + optimizer": ("weights", "weights_bf16", "gradients", "optimizer_muon", "optimizer_adamw"),
     "activations": ("activations",),
-    "logits": ("logits",),
+    "logits": ("logits", "logits_fp8"),
     "overhead": ("cuda_context", "allocator_reserve", "compile_workspace"),
 }
 
