@@ -156,7 +156,7 @@ def test_cli_prints_the_breakdown_and_the_vram_table(capsys):
 
 def test_cli_fp8_lm_head_counts_its_copies(capsys):
     """--fp8-lm-head: the table's totals grow by the estimate's FP8 term, and the largest batch that fits shrinks;
-    a run planned with the knob (schedule.plan, what `tinylab.train --plan` prints) sizes the same way."""
+    a run planned with the knob (schedule.plan) on a GPU with FP8 sizes the same way, on one without as bf16."""
     from tinylab.schedule import plan
     totals = {}
     for flags in ([], ["--fp8-lm-head"]):
@@ -166,8 +166,9 @@ def test_cli_fp8_lm_head_counts_its_copies(capsys):
     assert "FP8 lm_head" in out and f"fits 24 GiB: {max_device_batch(ITTY, 24 * GiB, fp8_lm_head=True)}" in out
     term = vram_estimate(ITTY, 48, fp8_lm_head=True)["logits_fp8"] / GiB
     assert totals[True] - totals[False] == pytest.approx(term, abs=0.011)  # the table prints 2 decimals
-    gib = {fp8: plan("ittybitty", fp8_lm_head=fp8)["vram_gib"] for fp8 in (False, True)}
+    gib = {fp8: plan("ittybitty", gpu="H100", fp8_lm_head=fp8)["vram_gib"] for fp8 in (False, True)}
     assert gib[True] - gib[False] == pytest.approx(term)
+    assert plan("ittybitty", gpu="RTX 3090", fp8_lm_head=True)["vram_gib"] == gib[False]  # no FP8 there: bf16
 
 
 def test_cli_knobs_change_the_architecture(capsys):

@@ -7,6 +7,7 @@ against torch references. Skipped where Triton is not installed (the dev extra i
 Linux x86_64). Run under Triton 3.6 (torch 2.11's) and 3.9; see softcap_cross_entropy_ for
 what the 3.6 interpreter needs.
 """
+import math
 import os
 import subprocess
 import sys
@@ -43,7 +44,8 @@ SCRIPT = textwrap.dedent("""
     from tinylab.kernels import softcap_cross_entropy
     kept = inp["logits"].clone()
     eval_losses = softcap_cross_entropy(kept, inp["targets"], inp["softcap"])
-    loss._losses_fn = lambda *args: loss._triton_losses  # evaluation's op with the kernel, as on CUDA
+    eval_calls = []  # evaluation's op with the kernel as its step, as on CUDA
+    loss._losses_fn = lambda *args: lambda *a: eval_calls.append(1) or loss._triton_losses(*a)
     with torch.no_grad():
         lce_none = loss.linear_cross_entropy(inp["x"], inp["w"], inp["lce_targets"], inp["softcap"], "none",
                                              chunk=inp["chunk"])
@@ -75,7 +77,7 @@ SCRIPT = textwrap.dedent("""
         y, a = relu2_mlp(xm, wf, wp)
         (y * shapes[3]).sum().backward()
         mlp.append((y.detach(), a, xm.grad, wf.grad, wp.grad))
-    torch.save({"losses": losses, "grad": logits, "eval_losses": eval_losses, "kept": kept, "lce_none": lce_none, "lce": lce.detach(), "gx": x.grad, "gw": w.grad,
+    torch.save({"losses": losses, "grad": logits, "eval_losses": eval_losses, "kept": kept, "lce_none": lce_none, "eval_calls": len(eval_calls), "lce": lce.detach(), "gx": x.grad, "gw": w.grad,
                 "rope_y": yr.detach(), "rope_dx": xr.grad, "fp8": fp8, "mlp": mlp,
                 "fp8_lce": (lce8.detach(), x8.grad, w8.grad, len(calls))}, sys.argv[2])
 """)
@@ -153,6 +155,17 @@ def test_losses_only_kernel_and_evaluation_op_match_torch(run):
     ref = F.cross_entropy(SOFTCAP * torch.tanh(x @ w.t() / SOFTCAP), t, reduction="none", ignore_index=-1)
     torch.testing.assert_close(out["lce_none"], ref, rtol=1e-5, atol=1e-5, msg=msg)
     assert (out["lce_none"][t < 0] == 0).all() and out["lce_none"].shape == t.shape
+    assert out["eval_calls"] == math.ceil(len(t) / inp["chunk"])  # the kernel ran on every chunk
+
+
+def test_evaluation_step_is_the_kernel_on_cuda_unless_torch_or_fp64():
+    """Which step evaluation's op picks (selection only; nothing runs on a GPU here)."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert loss_mod._losses_fn(cuda, torch.bfloat16, "auto") is loss_mod._triton_losses
+    assert loss_mod._losses_fn(cuda, torch.float32, "fp8") is loss_mod._triton_losses  # evaluation: never FP8
+    for device, dtype, kernel in ((cuda, torch.bfloat16, "torch"), (cuda, torch.float64, "auto"),
+                                  (cpu, torch.float32, "auto")):
+        assert loss_mod._losses_fn(device, dtype, kernel) is not loss_mod._triton_losses, (device, dtype, kernel)
 
 
 def test_linear_cross_entropy_triton_step_matches_torch_step(run, monkeypatch):

@@ -9,8 +9,9 @@ its speed. Two reads and one write is the floor for an exact softmax gradient.
 Because |z| ≤ c, exp(z - c) can neither overflow nor usefully underflow in fp32, so the
 logsumexp needs no running maximum: lse = c + log Σ exp(z - c). On NVIDIA GPUs its tanh is one
 tanh.approx.f32 instruction: with exp and a division (and two divisions by c) the kernel was bound by
-the special-function unit, 0.545 ms per 8,192 × 24,576 chunk on an H100; then 0.421, at HBM's rate for
-three passes; with CE_TILE's fewer, wider programs 0.318, a row's second read mostly served by L2.
+the special-function unit, 0.545 ms per 8,192 × 24,576 chunk on an H100; then 0.389–0.421 (two calls), at
+HBM's rate for three passes; with CE_TILE's fewer, wider programs 0.318 (against 0.389 in the same call), a
+row's second read mostly served by L2.
 softcap_cross_entropy is the same kernel without the second pass, for evaluation: losses only, one read.
 
 (A variant holding a whole 24,576-wide row in registers to read the logits only once was
@@ -133,11 +134,11 @@ TANH_APPROX = True  # the loss kernels' tanh is one MUFU.TANH where the GPU has 
 
 
 def tanh_approx(asked: bool | None = None) -> bool:
-    """Use PTX's tanh.approx.f32? `asked` if given, else on NVIDIA GPUs (not under Triton's interpreter, not on
-    ROCm) unless TANH_APPROX is switched off."""
+    """Use PTX's tanh.approx.f32? `asked` if given, else on NVIDIA GPUs that have it (compute capability 7.5+; not
+    under Triton's interpreter, not on ROCm) unless TANH_APPROX is switched off."""
     if asked is not None:
         return asked
-    return TANH_APPROX and _nvidia()
+    return TANH_APPROX and _nvidia() and torch.cuda.is_available() and torch.cuda.get_device_capability() >= (7, 5)
 
 
 def _loop_bound(n: int):
@@ -157,6 +158,7 @@ def _check_logits(logits: torch.Tensor, targets: torch.Tensor) -> None:
 # One row per program, the row in 8192-wide blocks by 16 warps: 0.318 ms per 8192 × 24,576 chunk on an H100 against
 # 0.389 with 4096 by 8 (docs/bench/h100_ce/ce_tile_sweep.txt): fewer rows in flight, so a row's second read comes
 # from L2 (3.8 TB/s counted as three passes, above HBM's 3.35). FP8's row kernel: 0.426 ms with its transpose.
+# Not measured on an RTX 3090: its 6 MB of L2 holds neither tile's rows in flight, so both read three times there.
 CE_TILE = dict(BLOCK=8192, num_warps=16)
 
 

@@ -119,10 +119,11 @@ def _triton_losses(logits, targets, softcap):
     return softcap_cross_entropy(logits, targets, softcap)
 
 
-def _losses_fn(device: torch.device, dtype: torch.dtype):
+def _losses_fn(device: torch.device, dtype: torch.dtype, kernel: str):
     """Evaluation's step: the losses-only Triton kernel (fp32 losses) on CUDA when Triton is installed, for logits of
-    at most fp32; else the torch version (fp64 logits keep fp64 losses)."""
-    return _triton_or(_triton_losses, _chunk_losses, device, device.type == "cuda" and dtype != torch.float64)
+    at most fp32, unless kernel is 'torch'; else the torch version (fp64 logits keep fp64 losses)."""
+    use = device.type == "cuda" and dtype != torch.float64 and kernel != "torch"
+    return _triton_or(_triton_losses, _chunk_losses, device, use)
 
 
 def _fp8_loss_and_grad_fn(device: torch.device):
@@ -250,20 +251,21 @@ def _(x, weight, targets, softcap, chunk, kernel, dtype):
 def _chunked_losses(x, weight, targets, softcap, chunk, dtype, step):
     """Per-token losses, `step` (logits, targets, softcap) → losses on each chunk's logits in `dtype`."""
     xc, wc = x.to(dtype), weight.to(dtype)
-    return torch.cat([step(xc[s:s + chunk] @ wc.t(), targets[s:s + chunk], softcap) for s in range(0, x.size(0), chunk)])
+    return torch.cat([step(xc[s:s + chunk] @ wc.t(), targets[s:s + chunk], softcap)
+                      for s in range(0, x.size(0), chunk)])
 
 
 @torch.library.custom_op("tinylab::linear_cross_entropy_losses", mutates_args=())
 def _losses(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, softcap: float, chunk: int,
-            dtype: torch.dtype) -> torch.Tensor:
+            kernel: str, dtype: torch.dtype) -> torch.Tensor:
     """Per-token losses (at least fp32) without gradients: the Triton kernel's one read of each chunk's logits on
     CUDA, the torch version elsewhere. Opaque to torch.compile like the training op: an evaluation graph that
     traced the chunk loop held a matmul and a logsumexp per chunk, ~8 s of a cold compile."""
-    return _chunked_losses(x, weight, targets, softcap, chunk, dtype, _losses_fn(x.device, dtype))
+    return _chunked_losses(x, weight, targets, softcap, chunk, dtype, _losses_fn(x.device, dtype, kernel))
 
 
 @_losses.register_fake
-def _(x, weight, targets, softcap, chunk, dtype):
+def _(x, weight, targets, softcap, chunk, kernel, dtype):
     return x.new_empty(x.size(0), dtype=torch.promote_types(dtype, torch.float32))
 
 
@@ -290,8 +292,8 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.T
     reduction 'mean' (over non-ignored targets, differentiable), 'sum' or 'none' (no grad).
     kernel 'auto' uses tinylab.kernels' Triton kernel for the training gradient on CUDA, 'torch' never does;
     'fp8' runs the training GEMMs in FP8 where it can (else as 'auto'), 'fp8-fast' also with cuBLASLt's fast
-    FP8 accumulation. Without gradients `kernel` is not used: evaluation reads each chunk's logits once with
-    tinylab.kernels' losses-only kernel on CUDA.
+    FP8 accumulation. Without gradients (evaluation) each chunk's logits are read once, by tinylab.kernels'
+    losses-only kernel on CUDA unless kernel is 'torch', never in FP8.
     """
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
@@ -305,7 +307,7 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.T
     if grad:  # per-token losses to differentiate
         losses = _chunked_losses(x, weight, targets, softcap, chunk, compute_dtype(x), _kernel(_chunk_losses, x.device))
     else:  # evaluation
-        losses = _losses(x, weight, targets, softcap, chunk, compute_dtype(x))
+        losses = _losses(x, weight, targets, softcap, chunk, kernel, compute_dtype(x))
     if reduction == "none":
         return losses
     if reduction == "sum":

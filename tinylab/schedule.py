@@ -116,6 +116,7 @@ def plan(preset: TrainConfig | str, world_size: int = 1, *, gpu: str = "RTX 3090
     cfg = resolve(preset, overrides)
     c, p = cfg.model, RunPlan.of(cfg, world_size)
     bp, tokens = p.batch, p.tokens_at(p.num_iterations)
+    fp8 = cfg.loop.fp8_lm_head and gpu in calc.FP8_GPUS  # elsewhere the run falls back to bf16
     peak = calc.gpu_peak_flops(gpu)
     if peak is None:
         raise ConfigError(f"unknown GPU {gpu!r}; choose one of: {', '.join(calc.GPU_PEAK_FLOPS)}")
@@ -123,7 +124,7 @@ def plan(preset: TrainConfig | str, world_size: int = 1, *, gpu: str = "RTX 3090
                 device_batch_size=bp.device_batch_size, seq_len=c.sequence_len, world_size=world_size,
                 total_batch_size=bp.total_batch_size, grad_accum=bp.grad_accum, batch_note=bp.note(),
                 num_iterations=p.num_iterations, tokens=tokens, flops=p.flops_per_token * tokens,
-                vram_gib=calc.vram_estimate(c, bp.device_batch_size, fp8_lm_head=cfg.loop.fp8_lm_head)["total"] / 2 ** 30,
+                vram_gib=calc.vram_estimate(c, bp.device_batch_size, fp8_lm_head=fp8)["total"] / 2 ** 30,
                 gpu=gpu, mfu=mfu,
                 est_hours=calc.training_time_s(c, tokens, peak * world_size, mfu) / 3600)
 

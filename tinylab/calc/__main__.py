@@ -77,7 +77,8 @@ def main(argv=None) -> int:
                     help="tokens per parameter (default 20)")
     ap.add_argument("--no-compile", action="store_true", help="estimate VRAM for eager (uncompiled) training")
     ap.add_argument("--fp8-lm-head", action="store_true",
-                    help="estimate VRAM for training with --fp8-lm-head (GPUs of compute capability 8.9+)")
+                    help="estimate VRAM for training with --fp8-lm-head where it runs (compute capability 8.9+: "
+                         "Ada, Hopper; elsewhere training falls back to bf16)")
     a = ap.parse_args(argv)
     config = get_preset(a.preset).override(**knob_arguments(a, (GPTConfig,)))  # validated as trainable
     print(report(config.model, gpu=a.gpu, mfu=a.mfu, ratio=a.ratio, gpu_mem_gb=a.gpu_mem_gb,

@@ -21,6 +21,9 @@ GPU_PEAK_FLOPS: dict[str, float] = {
     "RTX 4090": 165.2e12,
     "RTX 3090": 71e12,
 }
+# The GPUs above with FP8 tensor cores (compute capability 8.9+: Ada, Hopper), where --fp8-lm-head runs; the others
+# fall back to bf16 (tinylab.loss.fp8_supported decides for a real device).
+FP8_GPUS = frozenset({"H100", "H100 (measured)", "H100 PCIe", "H200", "RTX 4090"})
 
 
 def param_counts(c: GPTConfig) -> dict[str, int]:
