@@ -124,21 +124,24 @@ def _transpose_kernel(src_ptr, dst_ptr, n_rows, n_cols, BLOCK: tl.constexpr):
 interpreting = triton_interpreting  # Triton's CPU interpreter (tests/test_kernels.py)
 
 
-def _nvidia() -> bool:
-    """Whether kernels compile for an NVIDIA GPU here (not under the interpreter, not on ROCm): what PTX inline
-    assembly and TMA need."""
-    return not interpreting() and torch.version.hip is None
+def _nvidia_capability(device: torch.device) -> tuple[int, int] | None:
+    """The compute capability of `device` where kernels compile for it as an NVIDIA GPU, else None (a CPU tensor,
+    Triton's interpreter, ROCm): what PTX inline assembly (7.5+) and TMA (9.0) are decided on."""
+    if device.type != "cuda" or interpreting() or torch.version.hip is not None:
+        return None
+    return torch.cuda.get_device_capability(device)
 
 
 TANH_APPROX = True  # the loss kernels' tanh is one MUFU.TANH where the GPU has it (False: exp and a division)
 
 
-def tanh_approx(asked: bool | None = None) -> bool:
-    """Use PTX's tanh.approx.f32? `asked` if given, else on NVIDIA GPUs that have it (compute capability 7.5+; not
-    under Triton's interpreter, not on ROCm) unless TANH_APPROX is switched off."""
+def tanh_approx(device: torch.device, asked: bool | None = None) -> bool:
+    """Use PTX's tanh.approx.f32 on `device`? `asked` if given, else on NVIDIA GPUs that have it (compute capability
+    7.5+; not under Triton's interpreter, not on ROCm) unless TANH_APPROX is switched off."""
     if asked is not None:
         return asked
-    return TANH_APPROX and _nvidia() and torch.cuda.is_available() and torch.cuda.get_device_capability() >= (7, 5)
+    capability = _nvidia_capability(device)
+    return TANH_APPROX and capability is not None and capability >= (7, 5)
 
 
 def _loop_bound(n: int):
@@ -171,7 +174,8 @@ def _softcap_ce(logits, targets, softcap, grad, grad_scale=1.0, approx=None):
     out = logits if grad is None else grad
     _softcap_ce_kernel[(n_rows,)](logits, logits.stride(0), targets.contiguous(), losses, out, out.stride(0),
                                   _loop_bound(n_cols), float(softcap), float(grad_scale), GRAD=grad is not None,
-                                  E5M2=out.dtype == torch.float8_e5m2, APPROX=tanh_approx(approx), **CE_TILE)
+                                  E5M2=out.dtype == torch.float8_e5m2, APPROX=tanh_approx(logits.device, approx),
+                                  **CE_TILE)
     return losses
 
 
@@ -179,7 +183,7 @@ def softcap_cross_entropy_(logits: torch.Tensor, targets: torch.Tensor, softcap:
                            ) -> torch.Tensor:
     """Per-row losses (fp32); logits (N, V), row-contiguous, are overwritten by d(sum of losses)/d(logits).
 
-    approx: tanh as one instruction (default: tanh_approx())."""
+    approx: tanh as one instruction (default: tanh_approx(logits.device))."""
     return _softcap_ce(logits, targets, softcap, logits, approx=approx)
 
 
@@ -424,7 +428,7 @@ def _sm_count(index: int) -> int:
 def _tma_ok(*tensors: torch.Tensor) -> bool:
     """TMA on an sm_90 GPU: every tensor 2-D with a contiguous last dimension, its start and row stride
     16-byte aligned (the allocator aligns storages; what can break it is an offset or an odd width)."""
-    if not _nvidia() or torch.cuda.get_device_capability(tensors[0].device) != (9, 0):
+    if _nvidia_capability(tensors[0].device) != (9, 0):
         return False
     return all(t.stride(1) == 1 and (t.stride(0) * t.element_size()) % 16 == 0
                and (t.storage_offset() * t.element_size()) % 16 == 0 for t in tensors)

@@ -289,7 +289,8 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.T
     """Cross-entropy of softcap·tanh((x @ weightᵀ)/softcap) against targets, without full logits.
 
     x: (N, d) final hidden states, weight: (V, d) lm_head, targets: (N,) with -1 = ignore.
-    reduction 'mean' (over non-ignored targets, differentiable), 'sum' or 'none' (no grad).
+    reduction 'mean' (over non-ignored targets), 'sum' or 'none' (per-token losses; differentiated through plain
+    torch chunks, a rarer need than training's 'mean').
     kernel 'auto' uses tinylab.kernels' Triton kernel for the training gradient on CUDA, 'torch' never does;
     'fp8' runs the training GEMMs in FP8 where it can (else as 'auto'), 'fp8-fast' also with cuBLASLt's fast
     FP8 accumulation. Without gradients (evaluation) each chunk's logits are read once, by tinylab.kernels'
