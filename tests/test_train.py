@@ -2,6 +2,7 @@
 import json
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -174,10 +175,49 @@ def test_warm_up_compiles_alongside_the_data_and_changes_no_number(monkeypatch):
     monkeypatch.setattr(tr.torch, "compile", lambda m, **k: m)  # compile=True without Inductor: warm_up runs
     monkeypatch.setattr(tr, "warm_up", counted)
     t = train("smoke", "warm", num_iterations=4, progress=False, compile=True, **TINY)["time"]
-    assert calls == ["MainThread"] and t["compile"] > 0 and set(t["alongside"]) == {"tokenizer", "tokens"}
+    assert calls == ["MainThread"] and t["compile"] > 0 and set(t["alongside"]) == {"files", "tokenizer", "tokens"}
     cold, warm = metrics("cold"), metrics("warm")
     assert [(r["kind"], r.get("loss"), r.get("val_bpb")) for r in cold] == \
            [(r["kind"], r.get("loss"), r.get("val_bpb")) for r in warm]  # bit for bit: no step, no random draw
+
+
+def test_a_fresh_compiled_run_makes_its_data_files_in_a_child_process(monkeypatch, tmp_path):
+    """The tokenizer and the tokens exist before the data thread's load_data starts: a child made them, off this
+    process' GIL; the thread only opens them."""
+    import tinylab.train as tr
+
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    found, real = [], tr.load_data
+    monkeypatch.setattr(tr, "load_data", lambda *a: found.append(sorted(p.name for p in tmp_path.iterdir())) or real(*a))
+    monkeypatch.setattr(tr.torch, "compile", lambda m, **k: m)
+    t = train("smoke", "aside", num_iterations=2, progress=False, compile=True, **TINY)["time"]
+    assert found == [["runs", "tokenizer", "tokens"]]
+    assert t["alongside"]["files"] > 0 and losses("aside").keys() == {1, 2}
+
+
+def test_a_failing_data_child_reports_through_the_parent_and_a_failed_build_stops_it(monkeypatch, tmp_path, capfd):
+    """The child ends quietly; load_data meets the same error and raises it, one message. When the build fails
+    meanwhile, the child is terminated and leaves no temporary file."""
+    import tinylab.train as tr
+    from tinylab.data import CorpusError
+
+    children, popen = [], tr.subprocess.Popen
+    monkeypatch.setattr(tr.subprocess, "Popen", lambda *a, **k: children.append(popen(*a, **k)) or children[-1])
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    monkeypatch.setattr(tr.torch, "compile", lambda m, **k: m)
+    with pytest.raises(CorpusError, match="needs at least 2 shards"):  # no fineweb downloaded
+        train("smoke", "nofw", num_iterations=2, progress=False, compile=True, corpus="fineweb", **TINY)
+    assert "Traceback" not in capfd.readouterr().err
+
+    def broken(*a, **k):
+        time.sleep(1)  # the child is still starting or training the tokenizer
+        raise RuntimeError("the compile failed")
+
+    monkeypatch.setattr(tr, "warm_up", broken)
+    with pytest.raises(RuntimeError, match="compile failed"):
+        train("smoke", "stopped", num_iterations=2, progress=False, compile=True, **TINY)
+    assert children[0].returncode == 1 and children[1].returncode in (1, -15)  # failed; stopped by SIGTERM
+    assert not list(tmp_path.rglob("*.tmp"))
 
 
 @pytest.mark.parametrize("eval_tokens", [512, 128])  # val batches of B = 2 rows; one row, under a batch

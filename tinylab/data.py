@@ -86,12 +86,17 @@ def stoppable(stop: threading.Event):
         _reader.stop = None
 
 
+def stop_requested() -> bool:
+    """Whether this thread's reading was asked to stop (see stoppable)."""
+    stop = getattr(_reader, "stop", None)
+    return stop is not None and stop.is_set()
+
+
 def iter_row_groups(path: Path) -> Iterator[list[str]]:
     """The documents of one shard, a row group (~1k documents) at a time."""
     pf = open_shard(path)
     for i in range(pf.num_row_groups):
-        stop = getattr(_reader, "stop", None)
-        if stop is not None and stop.is_set():
+        if stop_requested():
             raise ReadStopped(f"reading {path} was stopped")
         try:
             texts = pf.read_row_group(i, columns=["text"]).column("text").to_pylist()

@@ -9,9 +9,10 @@ train() runs five phases, each a function below, in this order:
 2. prepare   process group, the run directory locked, plan (steps, batch layout) and the resume point
              checked (architecture, step); still nothing written
 3. build     model, optimizers, checkpoint state, compiled forward (warmed up on a dummy batch), and,
-             on a second thread meanwhile, the tokenizer (trained if missing; a resumed run's checked
-             against its hash) and the loaders over the pre-tokenized corpus; only once all of that
-             succeeded are config.json and metrics.jsonl (re)written: a failed resume changes nothing
+             on a second thread meanwhile, the tokenizer (trained if missing, by a child process when
+             the run compiles; a resumed run's checked against its hash) and the loaders over the
+             pre-tokenized corpus; only once all of that succeeded are config.json and metrics.jsonl
+             (re)written: a failed resume changes nothing
 4. loop      on schedule: evaluate, sample, score (CORE, probes), save; then one optimizer step; a log
              line every log_every
 5. finish    the summary record, wandb, the process group
@@ -24,9 +25,12 @@ never waits on Python.
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -43,7 +47,7 @@ from .config import TrainConfig, add_knob_arguments, knob_arguments
 from .devices import autocast as device_autocast, memory_bytes, pick_device
 from .errors import ArgumentParser, RunFailedError, TinylabError, cli
 from .eval import cost, measure
-from .data import stoppable
+from .data import stop_requested, stoppable
 from .evaluate import evaluate_bpb
 from .loss import fp8_supported
 from .model import build_model
@@ -259,6 +263,58 @@ def load_data(s: Setup, clock: Clock, progress: bool, background: bool = False):
         return (tokenizer, *make_loaders(s.cfg, tokenizer, s.dist, s.meta.get("loader"), progress))
 
 
+def prepare_files(cfg: TrainConfig, progress: bool) -> None:
+    """The tokenizer (trained if missing) and the pre-tokenized splits, written where load_data reads them."""
+    from .loader import pretokenize
+    from .tokenizer import get_tokenizer
+
+    tokenizer = get_tokenizer(cfg, progress=progress)
+    for split in ("train", "val"):
+        pretokenize(cfg.data.corpus, tokenizer, split, progress=progress)
+
+
+DATA_NICENESS = 10  # the data child's scheduling priority below the trainer's (POSIX nice)
+
+
+def prepare_files_child() -> None:
+    """prepare_files in the child process of load_data_aside, its arguments on stdin as JSON. It ends quietly on
+    any failure (load_data then meets the same failure and reports it), and on SIGTERM once its writes cleaned up."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # SystemExit: the finally blocks run
+    if hasattr(os, "nice"):  # the compile alongside, on every core for its Triton kernels, comes first
+        os.nice(DATA_NICENESS)
+    try:
+        job = json.load(sys.stdin)
+        prepare_files(TrainConfig.from_dict(job["config"]), job["progress"])
+    except BaseException:  # noqa: BLE001 - reported by load_data in the parent
+        sys.exit(1)
+
+
+def load_data_aside(s: Setup, clock: Clock, progress: bool):
+    """load_data for the data thread of a fresh run that compiles, the files made first by prepare_files in a
+    child process. Training the tokenizer and pre-tokenizing turn documents into Python strings, which holds
+    the GIL, so on a thread they slowed the compile they ran alongside (docs/benchmarks.md §3). Then load_data
+    finds the files and only opens them; if the child failed, load_data meets the same failure and raises
+    its error. Asked to stop (Background.cancel), the child is terminated, its writes cleaning up first.
+    A new interpreter with this one's sys.path, not multiprocessing's spawn, which would run the caller's
+    script again."""
+    with clock.phase("files", background=True):
+        child = subprocess.Popen([sys.executable, "-c", "from tinylab.train import prepare_files_child; "
+                                  "prepare_files_child()"], stdin=subprocess.PIPE, text=True,
+                                 env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+        with child.stdin:
+            child.stdin.write(json.dumps(dict(config=s.cfg.to_dict(), progress=progress)))
+        while child.poll() is None and not stop_requested():
+            time.sleep(0.1)
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(5.0)  # its handler runs once native code (training the tokenizer) returns
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+    return load_data(s, clock, progress, True)
+
+
 class Background:
     """fn(*args) on a daemon thread; result() waits and returns its value or raises its exception. cancel()
     stops its shard reading at the next row group (tinylab.data.stoppable) and waits, so a failed train()
@@ -345,6 +401,15 @@ def train_step(net, optimizers, batches, grad_accum: int, *, autocast, grad_clip
         opt.step()
     model.zero_grad(set_to_none=True)
     return total / grad_accum
+
+
+def release_compile_workers() -> None:
+    """Shut Inductor's compile workers (a process per core) down once the warm-up has compiled every graph, and
+    free their memory, rather than at exit, which they made ~1 s longer (docs/benchmarks.md §3). A later compile
+    starts them again."""
+    from torch._inductor.async_compile import shutdown_compile_workers
+
+    shutdown_compile_workers()
 
 
 def warm_up(net, model, cfg: TrainConfig, device, autocast) -> None:
@@ -473,13 +538,15 @@ class Trainer:
         self.s, self.cfg, self.plan, self.d = s, s.cfg, s.plan, s.dist
         self.progress = progress and self.d.master
         self.state, self.clock = LoopState(), clock
-        # The data (tokenizer, pre-tokenized corpus) is prepared by native code that leaves the GIL free, so on
-        # one process it runs on a second thread while this one builds the model and compiles it on a dummy
-        # batch. Under DDP it comes first: both sides would run collectives.
+        # On one process the data (tokenizer, pre-tokenized corpus) is prepared on a second thread while this one
+        # builds the model and compiles it on a dummy batch; for a fresh run that compiles, its heavy part in a
+        # child process (load_data_aside), started first. Under DDP it comes first: both sides run collectives.
         if self.d.world == 1:
-            if self.compiles():  # torch.compile's own imports, ~4 s of pure Python, before the data thread competes
+            aside = self.compiles() and not s.meta and bool(sys.executable)
+            data = Background(load_data_aside, s, clock, progress) if aside else None
+            if self.compiles():  # torch.compile's own imports, ~4 s of pure Python, before a data thread competes
                 importlib.import_module("torch._inductor.compile_fx")  # for the GIL (alongside it they took ~13 s)
-            data = Background(load_data, s, clock, progress, True)
+            data = data or Background(load_data, s, clock, progress, True)
             try:
                 self.build(data)
                 with self.clock.phase("data"):
@@ -507,6 +574,7 @@ class Trainer:
         if self.d.world == 1 and self.compiled:
             with self.clock.phase("compile"), self.memory_guard():
                 warm_up(self.net, self.model, self.cfg, self.d.device, self.autocast)
+                release_compile_workers()
 
     def build_model(self) -> None:
         cfg, device = self.cfg, self.d.device
