@@ -210,7 +210,7 @@ def test_a_failing_data_child_reports_through_the_parent_and_a_failed_build_stop
     assert "Traceback" not in capfd.readouterr().err
 
     def broken(*a, **k):
-        time.sleep(1)  # the child is still starting or training the tokenizer
+        time.sleep(0.3)  # the child is still starting (or, on a fast machine, training the tokenizer)
         raise RuntimeError("the compile failed")
 
     monkeypatch.setattr(tr, "warm_up", broken)
