@@ -195,29 +195,62 @@ def test_a_fresh_compiled_run_makes_its_data_files_in_a_child_process(monkeypatc
     assert t["alongside"]["files"] > 0 and losses("aside").keys() == {1, 2}
 
 
-def test_a_failing_data_child_reports_through_the_parent_and_a_failed_build_stops_it(monkeypatch, tmp_path, capfd):
-    """The child ends quietly; load_data meets the same error and raises it, one message. When the build fails
-    meanwhile, the child is terminated and leaves no temporary file."""
+def test_a_failing_data_child_reports_through_the_parent_with_one_error(monkeypatch, tmp_path, capfd):
+    """The child ends quietly; load_data meets the same error and raises it: one message, no traceback."""
     import tinylab.train as tr
     from tinylab.data import CorpusError
 
-    children, popen = [], tr.subprocess.Popen
-    monkeypatch.setattr(tr.subprocess, "Popen", lambda *a, **k: children.append(popen(*a, **k)) or children[-1])
     monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
     monkeypatch.setattr(tr.torch, "compile", lambda m, **k: m)
     with pytest.raises(CorpusError, match="needs at least 2 shards"):  # no fineweb downloaded
         train("smoke", "nofw", num_iterations=2, progress=False, compile=True, corpus="fineweb", **TINY)
     assert "Traceback" not in capfd.readouterr().err
 
+
+@pytest.mark.parametrize("where", ["compile's imports", "warm-up"])
+def test_a_failed_build_stops_the_data_child_and_its_thread(monkeypatch, tmp_path, where):
+    """Wherever the build fails, the child is terminated while it works, leaves no temporary file, and the data
+    thread ends without doing the work itself: nothing writes under TINYLAB_HOME once train() has raised."""
+    import subprocess
+    import threading
+    import types
+
+    import tinylab.train as tr
+
+    terminated = []
+
+    class Spied(subprocess.Popen):
+        def terminate(self):
+            terminated.append(self.poll())  # None: it was still running
+            super().terminate()
+
     def broken(*a, **k):
         time.sleep(0.3)  # the child is still starting (or, on a fast machine, training the tokenizer)
-        raise RuntimeError("the compile failed")
+        raise RuntimeError(f"{where} failed")
 
-    monkeypatch.setattr(tr, "warm_up", broken)
-    with pytest.raises(RuntimeError, match="compile failed"):
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    monkeypatch.setattr(tr.torch, "compile", lambda m, **k: m)
+    monkeypatch.setattr(tr.subprocess, "Popen", Spied)
+    if where == "warm-up":
+        monkeypatch.setattr(tr, "warm_up", broken)
+    else:
+        monkeypatch.setattr(tr, "importlib", types.SimpleNamespace(import_module=broken))
+    with pytest.raises(RuntimeError, match=f"{where} failed"):
         train("smoke", "stopped", num_iterations=2, progress=False, compile=True, **TINY)
-    assert children[0].returncode == 1 and children[1].returncode in (1, -15)  # failed; stopped by SIGTERM
-    assert not list(tmp_path.rglob("*.tmp"))
+    assert terminated == [None] and not any(t.name == "tinylab-data" for t in threading.enumerate())
+    files = sorted(tmp_path.rglob("*"))
+    time.sleep(1.0)
+    assert sorted(tmp_path.rglob("*")) == files and not [f for f in files if f.suffix == ".tmp"]
+
+
+def test_the_data_child_stops_itself_when_its_parent_is_gone(tmp_path, monkeypatch):
+    """Its stdin closes with its parent: the child stops (SIGTERM to itself, so its writes clean up), exit code 1."""
+    import tinylab.train as tr
+
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    child = tr.start_data_child(resolve("smoke", {}), progress=False)
+    child.stdin.close()  # what the parent's death does
+    assert child.wait(60) == 1 and not list(tmp_path.rglob("*.tmp"))
 
 
 @pytest.mark.parametrize("eval_tokens", [512, 128])  # val batches of B = 2 rows; one row, under a batch

@@ -47,7 +47,7 @@ from .config import TrainConfig, add_knob_arguments, knob_arguments
 from .devices import autocast as device_autocast, memory_bytes, pick_device
 from .errors import ArgumentParser, RunFailedError, TinylabError, cli
 from .eval import cost, measure
-from .data import stop_requested, stoppable
+from .data import ReadStopped, stop_requested, stoppable
 from .evaluate import evaluate_bpb
 from .loss import fp8_supported
 from .model import build_model
@@ -274,44 +274,79 @@ def prepare_files(cfg: TrainConfig, progress: bool) -> None:
 
 
 DATA_NICENESS = 10  # the data child's scheduling priority below the trainer's (POSIX nice)
+# The data child's first lines, before any import: its priority; Ctrl-C left to the parent, which stops it; the
+# parent's tinylab first on its path, where `python -c` puts the working directory.
+_CHILD = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); hasattr(os, 'nice') and "
+          "os.nice({nice}); sys.path[0] = sys.argv[1]; from tinylab.train import prepare_files_child; "
+          "prepare_files_child()")
+
+
+def start_data_child(cfg: TrainConfig, progress: bool) -> subprocess.Popen:
+    """A new interpreter (not multiprocessing's spawn, which would run the caller's script again) running
+    prepare_files_child on cfg, with this one's sys.path. Its stdin stays open: the child stops when it closes."""
+    root = str(Path(__file__).resolve().parent.parent)
+    child = subprocess.Popen([sys.executable, "-c", _CHILD.format(nice=DATA_NICENESS), root], stdin=subprocess.PIPE,
+                             text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(map(str, sys.path))))
+    try:
+        child.stdin.write(json.dumps(dict(config=cfg.to_dict(), progress=progress)) + "\n")
+        child.stdin.flush()
+    except OSError:  # it died at once: load_data does the work
+        pass
+    return child
+
+
+def _exit_at_eof() -> None:
+    """Stop this process (SIGTERM, so its writes clean up) once stdin closes: the parent is gone."""
+    while os.read(0, 1 << 16):  # the raw fd: a thread blocked in sys.stdin would hold its lock at exit
+        pass
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def prepare_files_child() -> None:
-    """prepare_files in the child process of load_data_aside, its arguments on stdin as JSON. It ends quietly on
-    any failure (load_data then meets the same failure and reports it), and on SIGTERM once its writes cleaned up."""
+    """The data child's side: the job (config and progress) as a JSON line on stdin, then prepare_files. It ends
+    quietly on any failure, since load_data then meets the same failure and reports it; on SIGTERM, or when its
+    parent is gone, once its writes cleaned up."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # SystemExit: the finally blocks run
-    if hasattr(os, "nice"):  # the compile alongside, on every core for its Triton kernels, comes first
-        os.nice(DATA_NICENESS)
     try:
-        job = json.load(sys.stdin)
+        job = json.loads(sys.stdin.readline())
+        threading.Thread(target=_exit_at_eof, daemon=True).start()
         prepare_files(TrainConfig.from_dict(job["config"]), job["progress"])
     except BaseException:  # noqa: BLE001 - reported by load_data in the parent
         sys.exit(1)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def stop_child(child: subprocess.Popen) -> None:
+    """Terminate the child if it still runs (its handler acts once native code, such as training the tokenizer,
+    returns; killed after 5 s), then close its stdin."""
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(5.0)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    child.stdin.close()
 
 
 def load_data_aside(s: Setup, clock: Clock, progress: bool):
     """load_data for the data thread of a fresh run that compiles, the files made first by prepare_files in a
-    child process. Training the tokenizer and pre-tokenizing turn documents into Python strings, which holds
-    the GIL, so on a thread they slowed the compile they ran alongside (docs/benchmarks.md §3). Then load_data
-    finds the files and only opens them; if the child failed, load_data meets the same failure and raises
-    its error. Asked to stop (Background.cancel), the child is terminated, its writes cleaning up first.
-    A new interpreter with this one's sys.path, not multiprocessing's spawn, which would run the caller's
-    script again."""
+    child process (start_data_child). Training the tokenizer and pre-tokenizing turn documents into Python
+    strings, which holds the GIL, so on a thread they slowed the compile they ran alongside (docs/benchmarks.md
+    §3). Then load_data finds the files and only opens them; if the child failed, load_data meets the same
+    failure and raises its error. Asked to stop (Background.cancel), it stops the child and loads nothing."""
     with clock.phase("files", background=True):
-        child = subprocess.Popen([sys.executable, "-c", "from tinylab.train import prepare_files_child; "
-                                  "prepare_files_child()"], stdin=subprocess.PIPE, text=True,
-                                 env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
-        with child.stdin:
-            child.stdin.write(json.dumps(dict(config=s.cfg.to_dict(), progress=progress)))
-        while child.poll() is None and not stop_requested():
+        try:
+            child = start_data_child(s.cfg, progress)
+        except OSError:  # no interpreter to start (an embedded Python): load_data does the work
+            child = None
+        while child is not None and child.poll() is None and not stop_requested():
             time.sleep(0.1)
-        if child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(5.0)  # its handler runs once native code (training the tokenizer) returns
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        if child is not None:
+            stop_child(child)
+    if stop_requested():
+        raise ReadStopped("the run stopped before its data was ready")
     return load_data(s, clock, progress, True)
 
 
@@ -544,15 +579,16 @@ class Trainer:
         if self.d.world == 1:
             aside = self.compiles() and not s.meta and bool(sys.executable)
             data = Background(load_data_aside, s, clock, progress) if aside else None
-            if self.compiles():  # torch.compile's own imports, ~4 s of pure Python, before a data thread competes
-                importlib.import_module("torch._inductor.compile_fx")  # for the GIL (alongside it they took ~13 s)
-            data = data or Background(load_data, s, clock, progress, True)
             try:
+                if self.compiles():  # torch.compile's own imports, ~4 s of pure Python, before a data thread
+                    importlib.import_module("torch._inductor.compile_fx")  # competes for the GIL (~13 s alongside)
+                data = data or Background(load_data, s, clock, progress, True)
                 self.build(data)
                 with self.clock.phase("data"):
                     s.tokenizer, self.loader, self.val = data.result()
             except BaseException:
-                data.cancel()
+                if data is not None:
+                    data.cancel()
                 raise
         else:
             s.tokenizer, self.loader, self.val = load_data(s, clock, progress)
