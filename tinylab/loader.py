@@ -127,6 +127,17 @@ def pretokenize(corpus: str, tokenizer, split: str, *, progress: bool = True) ->
     return out
 
 
+def prepare_tokens(cfg, *, progress: bool = True):
+    """A run config's tokenizer (tinylab.tokenizer.get_tokenizer: trained if missing) and its corpus' train and val
+    splits pre-tokenized with it: all a run reads before its first step. Returns the tokenizer."""
+    from .tokenizer import get_tokenizer
+
+    tokenizer = get_tokenizer(cfg, progress=progress)
+    for split in ("train", "val"):
+        pretokenize(cfg.data.corpus, tokenizer, split, progress=progress)
+    return tokenizer
+
+
 class TokenLoader:
     """Iterator of (x, y) int64 (B, T) batches over a pre-tokenized split; see module docstring.
 

@@ -605,8 +605,7 @@ class Sweep:
     def prepare(self, points: list[Point], progress: bool) -> None:
         """Train each tokenizer and pre-tokenize its corpus here, once, before any point starts, so parallel
         children only read them. A tokenizer that cannot be trained fails the points that need it."""
-        from .loader import pretokenize
-        from .tokenizer import get_tokenizer
+        from .loader import prepare_tokens
 
         groups: dict[str, list[Point]] = {}
         for p in points:
@@ -614,9 +613,7 @@ class Sweep:
         for name, group in groups.items():
             cfg = group[0].base
             try:
-                tok = get_tokenizer(cfg, progress=progress)
-                for split in ("train", "val"):
-                    pretokenize(cfg.data.corpus, tok, split, progress=progress)
+                prepare_tokens(cfg, progress=progress)
             except TinylabError as e:
                 for p in group:
                     p.error, p.failed = f"tokenizer {name}: {e}", "failed"

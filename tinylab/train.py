@@ -263,16 +263,6 @@ def load_data(s: Setup, clock: Clock, progress: bool, background: bool = False):
         return (tokenizer, *make_loaders(s.cfg, tokenizer, s.dist, s.meta.get("loader"), progress))
 
 
-def prepare_files(cfg: TrainConfig, progress: bool) -> None:
-    """The tokenizer (trained if missing) and the pre-tokenized splits, written where load_data reads them."""
-    from .loader import pretokenize
-    from .tokenizer import get_tokenizer
-
-    tokenizer = get_tokenizer(cfg, progress=progress)
-    for split in ("train", "val"):
-        pretokenize(cfg.data.corpus, tokenizer, split, progress=progress)
-
-
 DATA_NICENESS = 10  # the data child's scheduling priority below the trainer's (POSIX nice)
 # The data child's first lines, before any import: its priority; Ctrl-C left to the parent, which stops it; the
 # parent's tinylab first on its path, where `python -c` puts the working directory.
@@ -303,14 +293,16 @@ def _exit_at_eof() -> None:
 
 
 def prepare_files_child() -> None:
-    """The data child's side: the job (config and progress) as a JSON line on stdin, then prepare_files. It ends
+    """The data child's side: the job (config and progress) as a JSON line on stdin, then loader.prepare_tokens. It ends
     quietly on any failure, since load_data then meets the same failure and reports it; on SIGTERM, or when its
     parent is gone, once its writes cleaned up."""
+    from .loader import prepare_tokens
+
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # SystemExit: the finally blocks run
     try:
         job = json.loads(sys.stdin.readline())
         threading.Thread(target=_exit_at_eof, daemon=True).start()
-        prepare_files(TrainConfig.from_dict(job["config"]), job["progress"])
+        prepare_tokens(TrainConfig.from_dict(job["config"]), progress=job["progress"])
     except BaseException:  # noqa: BLE001 - reported by load_data in the parent
         sys.exit(1)
     finally:
@@ -331,8 +323,8 @@ def stop_child(child: subprocess.Popen) -> None:
 
 
 def load_data_aside(s: Setup, clock: Clock, progress: bool):
-    """load_data for the data thread of a fresh run that compiles, the files made first by prepare_files in a
-    child process (start_data_child). Training the tokenizer and pre-tokenizing turn documents into Python
+    """load_data for the data thread of a fresh run that compiles, the files made first by loader.prepare_tokens
+    in a child process (start_data_child). Training the tokenizer and pre-tokenizing turn documents into Python
     strings, which holds the GIL, so on a thread they slowed the compile they ran alongside (docs/benchmarks.md
     §3). Then load_data finds the files and only opens them; if the child failed, load_data meets the same
     failure and raises its error. Asked to stop (Background.cancel), it stops the child and loads nothing."""
