@@ -333,9 +333,9 @@ def load_data_aside(s: Setup, clock: Clock, progress: bool):
             child = start_data_child(s.cfg, progress)
         except OSError:  # no interpreter to start (an embedded Python): load_data does the work
             child = None
-        while child is not None and child.poll() is None and not stop_requested():
-            time.sleep(0.1)
         if child is not None:
+            while child.poll() is None and not stop_requested():
+                time.sleep(0.1)
             stop_child(child)
     if stop_requested():
         raise ReadStopped("the run stopped before its data was ready")
