@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from tinylab import data, loader
-from tinylab.loader import LoaderError, TokenLoader, pretokenize
+from tinylab.loader import TokenLoader
+from tinylab.tokens import LoaderError, pretokenize, token_dir
 from tinylab.presets import get_preset
 
 
@@ -53,7 +54,7 @@ def stream(split):
 def test_pretokenize_bos_per_document_and_idempotent(corpus):
     tok = ByteTokenizer()
     out = pretokenize(corpus, tok, "train", progress=False)
-    assert out == loader.token_dir(corpus, tok)
+    assert out == token_dir(corpus, tok)
     for s, expected in enumerate(stream("train")):
         got = np.fromfile(out / f"shard_{s:05d}.bin", dtype=np.uint16)
         np.testing.assert_array_equal(got, expected)
@@ -189,7 +190,7 @@ def test_corrupt_source_names_the_file_and_leaves_no_tokens(corpus):
     bad.write_bytes(bytes(blob))
     with pytest.raises(data.CorpusError, match="shard_00001.parquet: row group 2"):
         pretokenize(corpus, ByteTokenizer(), "train", progress=False)
-    out = loader.token_dir(corpus, ByteTokenizer())
+    out = token_dir(corpus, ByteTokenizer())
     assert sorted(p.name for p in out.iterdir()) == ["meta.json", "shard_00000.bin"]  # shard 0 kept, no partial
 
 

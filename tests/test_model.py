@@ -8,7 +8,7 @@ import torch
 
 from tinylab.calc import param_counts
 from tinylab.config import ConfigError, GPTConfig
-from tinylab.model import GPT, build_model
+from tinylab.model import GPT, CompiledRegions, build_model, compile_model
 from tinylab.presets import get_preset
 
 
@@ -158,3 +158,65 @@ def test_compiled_evaluation_calls_the_loss_op_once_instead_of_tracing_its_chunk
     assert calls.count(torch.ops.tinylab.linear_cross_entropy_losses.default) == 1
     assert compiled.shape == (3 * 16,) and (compiled[:5] == 0).all()
     torch.testing.assert_close(compiled, eager)
+
+
+def count_graphs(monkeypatch) -> list:
+    """Route every torch.compile through a backend that records the graphs it is given and runs them as they are."""
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile_(fn, **{**kw, "backend": backend}))
+    torch._dynamo.reset()
+    return graphs
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_compiled_regions_give_the_eager_loss_and_grads_with_one_block_graph_for_every_depth(monkeypatch, depth):
+    """Training's compiled model (compile_model, by region) is the eager model's function, and Dynamo traces one
+    graph for the stem, one for the head and one for a block whatever the depth: the layers reuse the block's
+    instead of compiling one each."""
+    graphs = count_graphs(monkeypatch)
+    c = replace(get_preset("smoke").model, depth=depth)
+    torch.manual_seed(0)
+    model = build_model(c, "cpu")
+    idx = torch.randint(0, c.vocab_size, (2, 16))
+    targets = torch.roll(idx, -1, dims=1)
+    eager = model(idx, targets)
+    eager.backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    net = compile_model(model)
+    assert isinstance(net, CompiledRegions) and getattr(net, "no_sync", None) is None  # DDP's hook only under DDP
+    loss = net(idx, targets)
+    loss.backward()
+    torch._dynamo.reset()
+    assert len(graphs) == 3  # the stem, one block for all `depth` layers, the head
+    torch.testing.assert_close(loss, eager)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], msg=name)
+
+
+def test_compiled_regions_leave_the_model_itself_eager(monkeypatch):
+    """Decoding with a KV cache runs the same model object eagerly after it was compiled by region: no graph is
+    traced for it, and its logits equal an uncompiled twin's."""
+    from tinylab.engine import KVCache
+
+    graphs = count_graphs(monkeypatch)
+    c = get_preset("smoke").model
+    torch.manual_seed(0)
+    model = build_model(c, "cpu")
+    idx = torch.randint(0, c.vocab_size, (1, 8))
+    compile_model(model)(idx, torch.roll(idx, -1, dims=1))
+    traced = len(graphs)
+    cache = KVCache(c, 1, 8, "cpu")
+    with torch.no_grad():
+        steps = torch.cat([model(idx[:, :4], kv_cache=cache)[:, -1]] +
+                          [model(idx[:, i:i + 1], kv_cache=cache)[:, -1] for i in range(4, 8)])
+        full = model(idx)[0, 3:]
+    torch._dynamo.reset()
+    assert len(graphs) == traced == 3
+    torch.testing.assert_close(steps, full, rtol=1e-4, atol=1e-4)

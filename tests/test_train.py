@@ -253,6 +253,18 @@ def test_the_data_child_stops_itself_when_its_parent_is_gone(tmp_path, monkeypat
     assert child.wait(60) == 1 and not list(tmp_path.rglob("*.tmp"))
 
 
+def test_the_data_child_imports_no_torch():
+    """The child's module and everything it imports leave torch out, so the child is at work within a fraction of
+    a second of its start instead of after torch's 1.5-3 s import (docs/benchmarks.md §3, session 5)."""
+    import subprocess
+    import sys
+
+    code = "import sys, tinylab.prepare; print(sorted(m for m in ('torch', 'tinylab.train') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))).stdout
+    assert out.strip() == "[]"
+
+
 @pytest.mark.parametrize("eval_tokens", [512, 128])  # val batches of B = 2 rows; one row, under a batch
 def test_the_first_step_and_evaluation_use_the_warmed_up_graphs(monkeypatch, eval_tokens):
     import functools

@@ -24,6 +24,7 @@ op on CUDA ("auto": when Triton is installed) or torch ops that torch.compile fu
 from __future__ import annotations
 
 import math
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -114,7 +115,8 @@ class CausalSelfAttention(nn.Module):
         k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)
         v = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)
         cos, sin = cos_sin
-        q, k = rotary_norm(q, cos, sin, self.fused_rope_norm), rotary_norm(k, cos, sin, self.fused_rope_norm)
+        fused = self.fused_rope_norm and kv_cache is None  # decoding's odd shapes would each JIT-compile the kernel
+        q, k = rotary_norm(q, cos, sin, fused), rotary_norm(k, cos, sin, fused)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
         prefix = 0
         if kv_cache is not None:
@@ -138,9 +140,10 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(config.mlp_dim, config.model_dim, bias=False)
         self.fused_relu2 = False  # set by GPT (its relu2 option)
 
-    def forward(self, x):
+    def forward(self, x, fused: bool = True):
+        """fused=False keeps torch's ops: decoding calls it so (its odd shapes would each JIT-compile a GEMM)."""
         dtype = compute_dtype(x)
-        if self.fused_relu2 and x.is_cuda and dtype == torch.bfloat16:
+        if fused and self.fused_relu2 and x.is_cuda and dtype == torch.bfloat16:
             # ReLU² inside the GEMMs' epilogues; bf16 only: the backward takes relu(h) as √(relu(h)²), which fp16's
             # range would flush to 0 for h below ~1e-4
             from .kernels import relu2_mlp
@@ -158,7 +161,7 @@ class Block(nn.Module):
 
     def forward(self, x, cos_sin, kv_cache=None):
         x = x + self.attn(norm(x), cos_sin, kv_cache)
-        return x + self.mlp(norm(x))
+        return x + self.mlp(norm(x), fused=kv_cache is None)
 
 
 class GPT(nn.Module):
@@ -230,25 +233,16 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                kv_cache: KVCache | None = None, loss_reduction: str = "mean"):
-        """Logits (B, T, vocab) in fp32 when targets is None, else the cross-entropy loss.
-
-        Targets equal to -1 are ignored; loss_reduction 'none' gives per-token losses (B·T,).
-        With a kv_cache, idx continues the cached positions.
-        """
-        B, T = idx.shape
-        t0 = kv_cache.pos if kv_cache is not None else 0
-        if t0 + T > self.config.sequence_len:
-            raise ValueError(f"sequence of {t0 + T} tokens exceeds the model's context of "
-                             f"{self.config.sequence_len}: shorten the prompt or max_tokens")
-        cos_sin = self.cos[:, t0:t0 + T], self.sin[:, t0:t0 + T]
+    def stem(self, idx: torch.Tensor) -> torch.Tensor:
+        """The residual stream's start: norm(wte(idx))."""
         x = self.transformer.wte(idx)
         if self.lowp_residual and torch.is_autocast_enabled(x.device.type):
             x = x.to(torch.get_autocast_dtype(x.device.type))  # bf16 residual stream under autocast, as nanochat
-        x = norm(x)
-        for block in self.transformer.h:
-            x = block(x, cos_sin, kv_cache)
+        return norm(x)
+
+    def head(self, x: torch.Tensor, targets: torch.Tensor | None, loss_reduction: str):
+        """The final norm, then lm_head's logits or, given targets, the loss (see forward)."""
+        B, T, _ = x.shape
         x = norm(x)
         if targets is not None and self.loss_impl != "plain":  # the (B·T, vocab) logits are never materialised
             return linear_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets, LOGIT_SOFTCAP,
@@ -258,6 +252,62 @@ class GPT(nn.Module):
         if targets is None:
             return logits
         return F.cross_entropy(logits.view(B * T, -1), targets.reshape(-1), ignore_index=-1, reduction=loss_reduction)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                kv_cache: KVCache | None = None, loss_reduction: str = "mean", regions: Regions | None = None):
+        """Logits (B, T, vocab) in fp32 when targets is None, else the cross-entropy loss.
+
+        Targets equal to -1 are ignored; loss_reduction 'none' gives per-token losses (B·T,).
+        With a kv_cache, idx continues the cached positions. `regions` (CompiledRegions') runs the stem, blocks
+        and head compiled.
+        """
+        B, T = idx.shape
+        t0 = kv_cache.pos if kv_cache is not None else 0
+        if t0 + T > self.config.sequence_len:
+            raise ValueError(f"sequence of {t0 + T} tokens exceeds the model's context of "
+                             f"{self.config.sequence_len}: shorten the prompt or max_tokens")
+        cos_sin = self.cos[:, t0:t0 + T], self.sin[:, t0:t0 + T]
+        stem, call, head = regions or (GPT.stem, _call, GPT.head)
+        x = stem(self, idx)
+        for block in self.transformer.h:
+            x = call(block, x, cos_sin, kv_cache)
+        return head(self, x, targets, loss_reduction)
+
+
+def _call(module: nn.Module, *args):
+    return module(*args)
+
+
+class Regions(NamedTuple):
+    """GPT.forward's compiled pieces: stem(model, idx), call(block, x, cos_sin, kv_cache), head(model, x, ...)."""
+    stem: Callable
+    call: Callable
+    head: Callable
+
+
+class CompiledRegions(nn.Module):
+    """`net` (a GPT, or DDP around one) run with torch.compile applied by region: a graph for the stem, one for the
+    head (final norm and loss) and one for a block, which every layer reuses (Dynamo lifts a block's parameters to
+    graph inputs, so ittybitty's four layers compile once, not four times). Against one whole-model graph: about
+    half the cold compile time, for a little more step time at the regions' edges (docs/benchmarks.md §1, "session
+    5"). The model itself is not changed, so decoding and evaluation elsewhere still run it eagerly."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.regions = Regions(*(torch.compile(fn, dynamic=False) for fn in (GPT.stem, _call, GPT.head)))
+
+    def forward(self, idx, targets=None, loss_reduction="mean"):
+        return self.net(idx, targets, loss_reduction=loss_reduction, regions=self.regions)
+
+    @property
+    def no_sync(self):  # DDP's, for gradient accumulation (an AttributeError when net is no DDP)
+        return self.net.no_sync
+
+
+def compile_model(net: nn.Module, regions: bool = True) -> nn.Module:
+    """What training and evaluation run: `net` compiled by region (CompiledRegions) or as one whole graph."""
+    return CompiledRegions(net) if regions else torch.compile(net, dynamic=False)
 
 
 def build_model(config: GPTConfig, device="cpu", **options) -> GPT:

@@ -605,7 +605,7 @@ class Sweep:
     def prepare(self, points: list[Point], progress: bool) -> None:
         """Train each tokenizer and pre-tokenize its corpus here, once, before any point starts, so parallel
         children only read them. A tokenizer that cannot be trained fails the points that need it."""
-        from .loader import prepare_tokens
+        from .tokens import prepare_tokens
 
         groups: dict[str, list[Point]] = {}
         for p in points:

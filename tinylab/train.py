@@ -50,7 +50,7 @@ from .eval import cost, measure
 from .data import ReadStopped, stop_requested, stoppable
 from .evaluate import evaluate_bpb
 from .loss import fp8_supported
-from .model import build_model
+from .model import build_model, compile_model
 from .optim import apply_schedule, setup_optimizers
 from .presets import DEFAULT, PRESETS, preset_from_env, resolve
 from .run import CHECKPOINT_MARKER, Run
@@ -267,13 +267,14 @@ DATA_NICENESS = 10  # the data child's scheduling priority below the trainer's (
 # The data child's first lines, before any import: its priority; Ctrl-C left to the parent, which stops it; the
 # parent's tinylab first on its path, where `python -c` puts the working directory.
 _CHILD = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); hasattr(os, 'nice') and "
-          "os.nice({nice}); sys.path[0] = sys.argv[1]; from tinylab.train import prepare_files_child; "
+          "os.nice({nice}); sys.path[0] = sys.argv[1]; from tinylab.prepare import prepare_files_child; "
           "prepare_files_child()")
 
 
 def start_data_child(cfg: TrainConfig, progress: bool) -> subprocess.Popen:
     """A new interpreter (not multiprocessing's spawn, which would run the caller's script again) running
-    prepare_files_child on cfg, with this one's sys.path. Its stdin stays open: the child stops when it closes."""
+    tinylab.prepare's prepare_files_child on cfg, with this one's sys.path. Its stdin stays open: the child stops
+    when it closes."""
     root = str(Path(__file__).resolve().parent.parent)
     child = subprocess.Popen([sys.executable, "-c", _CHILD.format(nice=DATA_NICENESS), root], stdin=subprocess.PIPE,
                              text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(map(str, sys.path))))
@@ -283,30 +284,6 @@ def start_data_child(cfg: TrainConfig, progress: bool) -> subprocess.Popen:
     except OSError:  # it died at once: load_data does the work
         pass
     return child
-
-
-def _exit_at_eof() -> None:
-    """Stop this process (SIGTERM, so its writes clean up) once stdin closes: the parent is gone."""
-    while os.read(0, 1 << 16):  # the raw fd: a thread blocked in sys.stdin would hold its lock at exit
-        pass
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
-def prepare_files_child() -> None:
-    """The data child's side: the job (config and progress) as a JSON line on stdin, then loader.prepare_tokens. It ends
-    quietly on any failure, since load_data then meets the same failure and reports it; on SIGTERM, or when its
-    parent is gone, once its writes cleaned up."""
-    from .loader import prepare_tokens
-
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # SystemExit: the finally blocks run
-    try:
-        job = json.loads(sys.stdin.readline())
-        threading.Thread(target=_exit_at_eof, daemon=True).start()
-        prepare_tokens(TrainConfig.from_dict(job["config"]), progress=job["progress"])
-    except BaseException:  # noqa: BLE001 - reported by load_data in the parent
-        sys.exit(1)
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def stop_child(child: subprocess.Popen) -> None:
@@ -323,7 +300,7 @@ def stop_child(child: subprocess.Popen) -> None:
 
 
 def load_data_aside(s: Setup, clock: Clock, progress: bool):
-    """load_data for the data thread of a fresh run that compiles, the files made first by loader.prepare_tokens
+    """load_data for the data thread of a fresh run that compiles, the files made first by tokens.prepare_tokens
     in a child process (start_data_child). Training the tokenizer and pre-tokenizing turn documents into Python
     strings, which holds the GIL, so on a thread they slowed the compile they ran alongside (docs/benchmarks.md
     §3). Then load_data finds the files and only opens them; if the child failed, load_data meets the same
@@ -643,8 +620,9 @@ class Trainer:
         self.compiled = self.compiles()
         ddp = torch.nn.parallel.DistributedDataParallel(
             self.model, device_ids=[device.index] if device.type == "cuda" else None) if self.d.world > 1 else None
-        self.eval_model = torch.compile(self.model) if self.compiled else self.model
-        self.net = (torch.compile(ddp) if self.compiled else ddp) if ddp else self.eval_model
+        regions = self.cfg.loop.compile_regions
+        self.eval_model = compile_model(self.model, regions) if self.compiled else self.model
+        self.net = (compile_model(ddp, regions) if self.compiled else ddp) if ddp else self.eval_model
         self.autocast = device_autocast(device)
 
     def write_run_files(self):

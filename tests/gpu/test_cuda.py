@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tinylab.calc import vram_estimate  # the one import to change if the estimator moves
 from tinylab.config import GPTConfig
 from tinylab.engine import generate
-from tinylab.model import build_model
+from tinylab.model import build_model, compile_model
 from tinylab.optim import setup_optimizers
 from tinylab.train import train
 
@@ -169,10 +169,11 @@ def test_relu2_mlp_gradients_match_fp32_autograd():
 
 # ----------------------------------------------------------------------------- bf16 + compile step
 
-def test_compiled_bf16_step_matches_the_fp32_eager_step():
-    """The step tinylab.train takes on CUDA (torch.compile, bf16 autocast with a bf16 residual, the Triton
-    loss, fused AdamW, Muon's bf16 Newton-Schulz) against fp32 eager on the CPU, from the same weights
-    and batch: the loss, and every parameter's update."""
+@pytest.mark.parametrize("regions", [True, False], ids=["by-region", "whole-model"])
+def test_compiled_bf16_step_matches_the_fp32_eager_step(regions):
+    """The step tinylab.train takes on CUDA (torch.compile by region or of the whole model, bf16 autocast with a
+    bf16 residual, the Triton loss, fused AdamW, Muon's bf16 Newton-Schulz) against fp32 eager on the CPU, from
+    the same weights and batch: the loss, and every parameter's update."""
     torch._dynamo.reset()
     ref, gpu = random_weights(build_model(SMALL, "cpu")), random_weights(build_model(SMALL, "cuda"))
     before = {n: p.detach().clone() for n, p in ref.named_parameters()}
@@ -183,7 +184,7 @@ def test_compiled_bf16_step_matches_the_fp32_eager_step():
         return [(t[:, :-1].to(device), t[:, 1:].to(device)) for t in tokens]
 
     loss_ref = train_step(ref, ref, setup_optimizers(ref), batches("cpu"), nullcontext())
-    loss_gpu = train_step(torch.compile(gpu, dynamic=False), gpu, setup_optimizers(gpu), batches("cuda"),
+    loss_gpu = train_step(compile_model(gpu, regions), gpu, setup_optimizers(gpu), batches("cuda"),
                           torch.autocast(**BF16))
     # bf16 rounds each cast by up to 2^-9 relative, but the loss averages 2048 tokens' errors: a CPU
     # emulation of these casts (bf16 autocast and Newton-Schulz) moved it by 1e-5..2.3e-5 over 6 seeds.
@@ -212,7 +213,7 @@ def test_compiled_evaluation_matches_the_fp32_eager_losses():
     with torch.no_grad():
         want = ref(x, y, loss_reduction="none")
         with torch.autocast(**BF16):
-            got = torch.compile(gpu, dynamic=False)(x.cuda(), y.cuda(), loss_reduction="none").cpu()
+            got = compile_model(gpu)(x.cuda(), y.cuda(), loss_reduction="none").cpu()
     assert got.dtype == torch.float32 and got.shape == want.shape and (got[:10] == 0).all()
     # bf16 activations and weights move each token's loss (~9) by a few 1e-2 at most; their mean over 1,014 tokens
     # averages that out as the training step's loss does (1e-3 there). A wrong kernel or target is off by ~1.
@@ -332,7 +333,7 @@ def measured_peak_bytes(config: GPTConfig, batch: int, micro_steps: int = 4, ste
     torch.cuda.reset_peak_memory_stats()
     model = build_model(config, "cuda")
     optimizers = setup_optimizers(model)
-    net = torch.compile(model, dynamic=False)
+    net = compile_model(model)
     tokens = torch.randint(0, config.vocab_size, (micro_steps, batch, config.sequence_len + 1), device="cuda")
     for _ in range(steps):  # gradients exist from the second micro-batch on: that is the estimated peak
         train_step(net, model, optimizers, [(t[:, :-1], t[:, 1:]) for t in tokens], torch.autocast(**BF16))

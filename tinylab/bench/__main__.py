@@ -39,6 +39,9 @@ def parser() -> ArgumentParser:
     ap.add_argument("--warmup", type=at_least(int, "warmup steps", 0), default=5,
                     help="untimed steps first (compile happens here)")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--compile-scope", default=["regions"], type=some_of(("regions", "model")),
+                    help="train: comma-separated: regions (graphs for the stem, the head and one block for all, "
+                         "as tinylab.train compiles), model (one whole-model graph)")
     ap.add_argument("--loss", default=["chunked"], type=some_of(LOSS_IMPLS),
                     help="comma-separated: " + "; ".join(f"{k} = {v}" for k, v in LOSS_IMPLS.items()))
     ap.add_argument("--gpu-mem-gb", type=positive(float, "GiB"), default=24.0,
@@ -122,7 +125,7 @@ def run_gpu(a) -> None:
         for preset, batch in itertools.product(presets, a.batch_sizes):
             print(json.dumps(gpu.fits(preset, batch, a.gpu_mem_gb)), flush=True)
     elif a.what == "profile":
-        gpu.profile_step(presets[0], a.batch_sizes[0], a.trace)
+        gpu.profile_step(presets[0], a.batch_sizes[0], a.trace, a.compile_scope[0])
     elif a.what in ("train", "vram"):
         run_train(a, presets, peak)
 
@@ -131,11 +134,11 @@ def run_train(a, presets, peak) -> None:
     from . import gpu
 
     rows = []
-    for preset, batch, loss, residual, rope, relu2 in itertools.product(presets, a.batch_sizes, a.loss, a.residual,
-                                                                        a.rope_norm, a.relu2):
+    for preset, batch, loss, residual, rope, relu2, scope in itertools.product(
+            presets, a.batch_sizes, a.loss, a.residual, a.rope_norm, a.relu2, a.compile_scope):
         steps, warmup = (a.steps, a.warmup) if a.what == "train" else (2, 2)
         row = gpu.bench_train(preset, batch, compile=not a.no_compile, loss=loss, residual=residual,
-                              warmup=warmup, steps=steps, peak_tflops=peak, rope_norm=rope, relu2=relu2)
+                              warmup=warmup, steps=steps, peak_tflops=peak, rope_norm=rope, relu2=relu2, scope=scope)
         rows.append(row)
         print(json.dumps(row), flush=True)
         if a.json:

@@ -16,7 +16,7 @@ import time
 import torch
 
 from .. import calc
-from ..model import LOSS_IMPLS, build_model
+from ..model import LOSS_IMPLS, build_model, compile_model
 from ..optim import apply_schedule, setup_optimizers
 from ..presets import get_preset
 from ..schedule import muon_momentum, plan_batch
@@ -56,14 +56,15 @@ class TrainStep:
     """
 
     def __init__(self, preset_name: str, device_batch_size: int, compile: bool = True, loss: str = "chunked",
-                 residual: str = "bf16", rope_norm: str = "auto", relu2: str = "auto", device: str = "cuda"):
+                 residual: str = "bf16", rope_norm: str = "auto", relu2: str = "auto", device: str = "cuda",
+                 regions: bool = True):
         preset = get_preset(preset_name)
         self.config = preset.model
         self.plan = plan_batch(preset.batch.total_batch_size, device_batch_size, self.config.sequence_len)
         self.model = build_model(self.config, device, loss=loss, lowp_residual=residual == "bf16",
                                  rope_norm=rope_norm, relu2=relu2)
         self.optimizers = setup_optimizers(self.model)
-        self.forward = torch.compile(self.model, dynamic=False) if compile else self.model
+        self.forward = compile_model(self.model, regions) if compile else self.model
         gen = torch.Generator(device=device).manual_seed(0)
         shape = (self.plan.grad_accum, device_batch_size, self.config.sequence_len + 1)
         self.tokens = torch.randint(0, self.config.vocab_size, shape, device=device, generator=gen)
@@ -97,23 +98,24 @@ def time_steps(step, warmup: int, steps: int) -> list[float]:
 
 
 def bench_train(preset: str, batch: int, *, compile: bool, loss: str, residual: str, warmup: int, steps: int,
-                peak_tflops: float, rope_norm: str = "auto", relu2: str = "auto") -> dict:
+                peak_tflops: float, rope_norm: str = "auto", relu2: str = "auto", scope: str = "regions") -> dict:
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    step = TrainStep(preset, batch, compile=compile, loss=loss, residual=residual, rope_norm=rope_norm, relu2=relu2)
+    step = TrainStep(preset, batch, compile=compile, loss=loss, residual=residual, rope_norm=rope_norm, relu2=relu2,
+                     regions=scope == "regions")
     try:
         times = time_steps(step, warmup, steps)
     except torch.OutOfMemoryError:
         del step
         torch.cuda.empty_cache()
-        return dict(preset=preset, batch=batch, compile=compile, loss=loss, residual=residual, rope_norm=rope_norm,
-                    relu2=relu2, oom=True)
+        return dict(preset=preset, batch=batch, compile=compile, scope=scope, loss=loss, residual=residual,
+                    rope_norm=rope_norm, relu2=relu2, oom=True)
     med = statistics.median(times)
     tokens = step.plan.total_batch_size
     fpt = calc.flops_per_token(step.config)
-    row = dict(preset=preset, batch=batch, compile=compile, loss=loss, residual=residual, rope_norm=rope_norm,
-               relu2=relu2, grad_accum=step.plan.grad_accum,
+    row = dict(preset=preset, batch=batch, compile=compile, scope=scope, loss=loss, residual=residual,
+               rope_norm=rope_norm, relu2=relu2, grad_accum=step.plan.grad_accum,
                tokens_per_step=tokens, step_ms=med * 1e3, step_ms_spread=(max(times) - min(times)) * 1e3,
                tok_per_s=tokens / med, mfu=tokens / med * fpt / (peak_tflops * 1e12),
                peak_allocated_mib=torch.cuda.max_memory_allocated() / MiB,
@@ -126,11 +128,11 @@ def bench_train(preset: str, batch: int, *, compile: bool, loss: str, residual: 
     return row
 
 
-def profile_step(preset: str, batch: int, out: str | None) -> None:
+def profile_step(preset: str, batch: int, out: str | None, scope: str = "regions") -> None:
     """Where one optimizer step's GPU time goes, by kernel and by category."""
     from torch.profiler import ProfilerActivity, profile
 
-    step = TrainStep(preset, batch)
+    step = TrainStep(preset, batch, regions=scope == "regions")
     time_steps(step, warmup=3, steps=1)
     with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
         step()
@@ -207,14 +209,14 @@ def check_loss(preset: str, batch: int = 4) -> None:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"\n{'preset':10s} {'batch':>5s} {'compile':>7s} {'loss':>13s} {'resid':>5s} {'rope':>5s} {'relu2':>5s} "
-          f"{'accum':>5s} "
+    print(f"\n{'preset':10s} {'batch':>5s} {'compile':>7s} {'scope':>7s} {'loss':>13s} {'resid':>5s} {'rope':>5s} "
+          f"{'relu2':>5s} {'accum':>5s} "
           f"{'step ms':>8s} {'tok/s':>11s} {'MFU':>6s} {'peak alloc MiB':>14s} {'peak resv MiB':>13s} {'ctx MiB':>7s}")
     for r in rows:
         if r.get("oom"):
             print(f"{r['preset']:10s} {r['batch']:5d}   out of memory")
             continue
-        print(f"{r['preset']:10s} {r['batch']:5d} {str(r['compile']):>7s} {r['loss']:>13s} {r['residual']:>5s} "
-              f"{r['rope_norm']:>5s} {r.get('relu2', 'auto'):>5s} "
+        print(f"{r['preset']:10s} {r['batch']:5d} {str(r['compile']):>7s} {r.get('scope', 'model'):>7s} "
+              f"{r['loss']:>13s} {r['residual']:>5s} {r['rope_norm']:>5s} {r.get('relu2', 'auto'):>5s} "
               f"{r['grad_accum']:5d} {r['step_ms']:8.1f} {r['tok_per_s']:11,.0f} {100 * r['mfu']:5.1f}% "
               f"{r['peak_allocated_mib']:14,.0f} {r['peak_reserved_mib']:13,.0f} {r['context_mib']:7,.0f}")

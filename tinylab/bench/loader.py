@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from .. import data
-from ..loader import TokenLoader, pretokenize, tokenize_shard
+from ..loader import TokenLoader
+from ..tokens import pretokenize, tokenize_shard
 
 
 def bench(preset, tokenizer, *, batch_size: int | None = None, seq_len: int | None = None, device: str = "cpu",
