@@ -259,32 +259,44 @@ def test_the_data_child_imports_no_torch():
     import subprocess
     import sys
 
+    import tinylab.train as tr
+
+    assert "from tinylab.prepare import prepare_files_child" in tr._CHILD  # the child's one entry point
     code = "import sys, tinylab.prepare; print(sorted(m for m in ('torch', 'tinylab.train') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))).stdout
     assert out.strip() == "[]"
 
 
+@pytest.mark.parametrize("regions", [True, False], ids=["by-region", "whole-model"])
 @pytest.mark.parametrize("eval_tokens", [512, 128])  # val batches of B = 2 rows; one row, under a batch
-def test_the_first_step_and_evaluation_use_the_warmed_up_graphs(monkeypatch, eval_tokens):
+def test_the_first_step_and_evaluation_use_the_warmed_up_graphs(monkeypatch, eval_tokens, regions):
+    """Compiled either way (the compile_regions knob reaches compile_model), the warm-up compiles every graph the
+    run needs: nothing is compiled after it."""
     import functools
 
     import torch._dynamo
 
     import tinylab.train as tr
 
-    graphs = []
-    real = tr.warm_up
+    graphs, scopes = [], []
+    real, real_compile_model = tr.warm_up, tr.compile_model
 
     def counted(*a, **k):
         real(*a, **k)
         graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
 
+    def recorded(net, regions):
+        scopes.append(regions)
+        return real_compile_model(net, regions)
+
     torch._dynamo.reset()
     monkeypatch.setattr(tr.torch, "compile", functools.partial(torch.compile, backend="eager"))  # no Inductor
     monkeypatch.setattr(tr, "warm_up", counted)
-    train("smoke", f"graphs{eval_tokens}", num_iterations=3, progress=False, compile=True,
-          **dict(TINY, eval_tokens=eval_tokens))
+    monkeypatch.setattr(tr, "compile_model", recorded)
+    train("smoke", f"graphs{eval_tokens}{regions}", num_iterations=3, progress=False, compile=True,
+          compile_regions=regions, **dict(TINY, eval_tokens=eval_tokens))
+    assert scopes == [regions]
     assert graphs[0] > 0 and torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs[0]  # no recompile
     torch._dynamo.reset()
 

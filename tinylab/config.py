@@ -226,8 +226,8 @@ class LoopConfig(Knobs):
     save_every: int | None = knob(None, "steps between checkpoints (default: eval_every; 0: only the last)",
                                   minimum=0)
     compile: bool | None = knob(None, "torch.compile the model (default: on CUDA only)")
-    compile_regions: bool = knob(True, "compile one graph per region (the stem; one block, reused by every layer) "
-                                       "instead of the whole model: about half the cold compile time")
+    compile_regions: bool = knob(True, "compile one graph per region (the stem, the head, one block reused by every "
+                                       "layer) instead of the whole model: about half the cold compile time")
     fp8_lm_head: bool = knob(False, "lm_head's training GEMMs in FP8 where the device has them (NVIDIA sm_89+; "
                                     "CPUs with torch's FP8 GEMMs, slower than fp32 there); else unchanged")
     wandb: bool = knob(False, "also log to Weights & Biases (needs `pip install wandb`)")

@@ -385,12 +385,12 @@ def run_samples(model, tokenizer, max_tokens=32) -> list[str]:
 def train_step(net, optimizers, batches, grad_accum: int, *, autocast, grad_clip: float, model) -> torch.Tensor:
     """One optimizer step: grad_accum micro-steps of next(batches), then clip, step, zero the grads.
 
-    net is what runs forward (model, DDP or their torch.compile); model owns the parameters.
+    net is what runs forward (model, DDP, or either compiled: model.compile_model); model owns the parameters.
     Under DDP all micro-steps but the last run in no_sync(), so gradients are all-reduced once.
     The caller sets the lr / momentum first (optim.apply_schedule). Returns the step's mean
     micro-batch loss as a detached device tensor (no host sync), e.g. for tinylab.bench.
     """
-    no_sync = getattr(net, "no_sync", None)  # DDP (also through torch.compile's wrapper)
+    no_sync = getattr(net, "no_sync", None)  # DDP's (also through torch.compile's wrapper or CompiledRegions)
     total = None
     for micro in range(grad_accum):
         x, y = next(batches)

@@ -315,6 +315,29 @@ def test_cached_greedy_decoding_equals_full_recompute_on_cuda(no_tf32):
     assert len(set(cached)) > 1  # a real continuation, not one token repeated
 
 
+def test_decoding_with_a_kv_cache_takes_torch_ops_not_the_fused_kernels(monkeypatch):
+    """Under a KV cache (odd shapes: one token, any prompt length) rotary + QK-norm and the MLP take torch's ops: the
+    fused Triton kernels would JIT-compile again for each shape (2.6 s of a first sampling, docs/benchmarks.md §3).
+    A full-sequence forward still takes them, which shows the count works."""
+    pytest.importorskip("tinylab.kernels", reason="triton is not installed")
+    import tinylab.kernels as kernels
+    from tinylab.engine import KVCache
+
+    calls = []
+    for name in ("rope_rms_norm", "relu2_mlp"):
+        real = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    model = random_weights(build_model(SMALL, "cuda"), seed=5).eval()
+    idx = torch.randint(0, SMALL.vocab_size, (1, 9), device="cuda")
+    with torch.no_grad(), torch.autocast(**BF16):
+        cache = KVCache(SMALL, 1, 16, "cuda", dtype=torch.bfloat16)
+        model(idx[:, :8], kv_cache=cache)
+        model(idx[:, 8:], kv_cache=cache)
+        assert calls == []
+        model(idx)
+    assert set(calls) == {"rope_rms_norm", "relu2_mlp"}
+
+
 # ----------------------------------------------------------------------------- VRAM estimate
 
 ITTYBITTY = GPTConfig(depth=4, model_dim=512, n_head=8, head_dim=64, vocab_size=24576, sequence_len=2048)

@@ -134,8 +134,9 @@ def run_train(a, presets, peak) -> None:
     from . import gpu
 
     rows = []
+    scopes = ["-"] if a.no_compile else a.compile_scope  # nothing compiled: one eager row, not one per scope
     for preset, batch, loss, residual, rope, relu2, scope in itertools.product(
-            presets, a.batch_sizes, a.loss, a.residual, a.rope_norm, a.relu2, a.compile_scope):
+            presets, a.batch_sizes, a.loss, a.residual, a.rope_norm, a.relu2, scopes):
         steps, warmup = (a.steps, a.warmup) if a.what == "train" else (2, 2)
         row = gpu.bench_train(preset, batch, compile=not a.no_compile, loss=loss, residual=residual,
                               warmup=warmup, steps=steps, peak_tflops=peak, rope_norm=rope, relu2=relu2, scope=scope)
