@@ -135,31 +135,6 @@ def test_kernel_options_are_checked_and_leave_the_cpu_function_unchanged(option)
     assert outs[0] == outs[1]
 
 
-def test_compiled_evaluation_calls_the_loss_op_once_instead_of_tracing_its_chunks():
-    """The per-token losses of an evaluation are one opaque op in the compiled graph (a traced chunk loop cost
-    ~8 s of a cold compile for ittybitty), and give the eager model's losses."""
-    c = get_preset("smoke").model
-    torch.manual_seed(0)
-    model = build_model(c, "cpu")
-    idx = torch.randint(0, c.vocab_size, (3, 16))
-    targets = torch.roll(idx, -1, dims=1)
-    targets[0, :5] = -1
-    graphs = []
-
-    def backend(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
-    with torch.no_grad():
-        compiled = torch.compile(model, backend=backend)(idx, targets, loss_reduction="none")
-        eager = model(idx, targets, loss_reduction="none")
-    torch._dynamo.reset()
-    calls = [n.target for g in graphs for n in g.graph.nodes if n.op == "call_function"]
-    assert calls.count(torch.ops.tinylab.linear_cross_entropy_losses.default) == 1
-    assert compiled.shape == (3 * 16,) and (compiled[:5] == 0).all()
-    torch.testing.assert_close(compiled, eager)
-
-
 def count_graphs(monkeypatch) -> list:
     """Route every torch.compile through a backend that records the graphs it is given and runs them as they are."""
     graphs = []
@@ -172,6 +147,26 @@ def count_graphs(monkeypatch) -> list:
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile_(fn, **{**kw, "backend": backend}))
     torch._dynamo.reset()
     return graphs
+
+
+def test_compiled_evaluation_calls_the_loss_op_once_instead_of_tracing_its_chunks(monkeypatch):
+    """The per-token losses of an evaluation are one opaque op in the compiled graph (a traced chunk loop cost
+    ~8 s of a cold compile for ittybitty), and give the eager model's losses."""
+    graphs = count_graphs(monkeypatch)
+    c = get_preset("smoke").model
+    torch.manual_seed(0)
+    model = build_model(c, "cpu")
+    idx = torch.randint(0, c.vocab_size, (3, 16))
+    targets = torch.roll(idx, -1, dims=1)
+    targets[0, :5] = -1
+    with torch.no_grad():
+        compiled = torch.compile(model)(idx, targets, loss_reduction="none")
+        eager = model(idx, targets, loss_reduction="none")
+    torch._dynamo.reset()
+    calls = [n.target for g in graphs for n in g.graph.nodes if n.op == "call_function"]
+    assert calls.count(torch.ops.tinylab.linear_cross_entropy_losses.default) == 1
+    assert compiled.shape == (3 * 16,) and (compiled[:5] == 0).all()
+    torch.testing.assert_close(compiled, eager)
 
 
 @pytest.mark.parametrize("depth", [1, 3])
