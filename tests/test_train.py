@@ -272,7 +272,7 @@ def test_the_data_child_imports_no_torch():
 @pytest.mark.parametrize("eval_tokens", [512, 128])  # val batches of B = 2 rows; one row, under a batch
 def test_the_first_step_and_evaluation_use_the_warmed_up_graphs(monkeypatch, eval_tokens, regions):
     """Compiled either way (the compile_regions knob reaches compile_model), the warm-up compiles every graph the
-    run needs: nothing is compiled after it."""
+    run needs: nothing is compiled after it, evaluation included (it runs the model eagerly), whatever its batch."""
     import functools
 
     import torch._dynamo
@@ -502,6 +502,26 @@ def test_cli_accepts_torchruns_double_dash(monkeypatch):
                         dict(step=0, tokens=0, val_bpb=None, run_dir="x", time=dict(total=0.0)))
     assert main(["--", "--preset", "smoke", "--run", "ddp", "--depth", "3", "--no-progress"]) == 0
     assert (seen["preset"], seen["run"], seen["depth"]) == ("smoke", "ddp", 3)
+
+
+def test_the_command_ends_without_teardown_and_loses_nothing(tmp_path):
+    """`python -m tinylab.train` ends through exit_now (os._exit, no interpreter teardown): its last lines are
+    printed, the run's files are complete, and a bad input still ends with one error line and status 2."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TINYLAB_HOME=str(tmp_path), TINYLAB_DEVICE="cpu")
+    cmd = [sys.executable, "-m", "tinylab.train", "--preset", "smoke", "--run", "cli", "--no-progress",
+           "--num-iterations", "2", "--device-batch-size", "2", "--total-batch-size", "256", "--eval-tokens", "256"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-2].startswith("done: 2 steps") and done.stdout.splitlines()[-1].startswith("time:")
+    run = Run(tmp_path / "runs" / "cli", "cli")
+    records = [json.loads(line) for line in (run.dir / "metrics.jsonl").read_text().splitlines()]
+    assert checkpoint.read_meta(run.latest_checkpoint())["finished"]
+    assert {r["kind"] for r in records if r["step"] == 2} == {"train", "eval", "sample"}
+    bad = subprocess.run(cmd[:5] + ["--depth", "0"], env=env, capture_output=True, text=True, timeout=300)
+    assert (bad.returncode, bad.stderr.count("\n"), bad.stderr[:7]) == (2, 1, "error: ")
 
 
 def test_live_plot_skips_a_half_written_last_line(tmp_path):

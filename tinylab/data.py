@@ -14,14 +14,16 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from . import paths
 from .download import DownloadError, fetch, require_online
 from .errors import ArgumentParser, TinylabError, cli
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
 
 REPO_ID = "karpathy/fineweb-edu-100b-shuffle"
 MAX_SHARD = 1822  # the dataset's last shard index (shard_01822.parquet)
@@ -54,6 +56,9 @@ def list_shards(corpus: str, split: str | None = None) -> list[Path]:
 
 def open_shard(path: Path) -> pq.ParquetFile:
     """Open a parquet shard, turning a truncated or foreign file into a clear error."""
+    import pyarrow as pa  # here, not at the top: the trainer imports this module but reads no parquet itself
+    import pyarrow.parquet as pq  # (its data child does), and pyarrow's import is 0.1-1.4 s
+
     try:
         pf = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises ArrowInvalid / OSError for corrupt files

@@ -407,34 +407,46 @@ def train_step(net, optimizers, batches, grad_accum: int, *, autocast, grad_clip
     return total / grad_accum
 
 
-def release_compile_workers() -> None:
-    """Shut Inductor's compile workers (a process per core) down once the warm-up has compiled every graph, and
-    free their memory, rather than at exit, which they made ~1 s longer (docs/benchmarks.md §3). A later compile
-    starts them again."""
-    from torch._inductor.async_compile import shutdown_compile_workers
+def start_compile_workers(device) -> None:
+    """Start Inductor's compile workers for a GPU, then import torch.compile's compiler (~6 s of pure Python),
+    before the warm-up. Left to itself, Inductor starts its workers at the first compile, and they take ~8 s to
+    come up (a sidecar process imports torch, then forks a worker per core); meanwhile it compiles its Triton
+    kernels one at a time in this process. Started here, they come up during the imports (docs/benchmarks.md §3)."""
+    if device.type == "cuda":
+        from torch._inductor.async_compile import maybe_warm_pool  # most of Inductor's imports
 
-    shutdown_compile_workers()
+        maybe_warm_pool()  # what Inductor's backend calls at its first compile (TORCH_WARM_POOL=0 still turns it off)
+    importlib.import_module("torch._inductor.compile_fx")
+
+
+def release_compile_workers() -> None:
+    """Let Inductor's compile workers (a process per core) go once the warm-up has compiled every graph, freeing
+    their memory, rather than at exit, which they made ~1 s longer (docs/benchmarks.md §3). The pool is quiesced,
+    not shut down: that returns at once (a shutdown waited ~0.8 s for the workers to exit), and its sidecar starts
+    the workers again for a later compile."""
+    from torch._inductor import async_compile
+
+    pools = list(getattr(async_compile, "_pool_set", ()))
+    if pools and all(hasattr(pool, "quiesce") for pool in pools):
+        for pool in pools:
+            pool.quiesce()
+    else:  # another pool kind (or a torch without quiesce): shut it down, a later compile starts a new one
+        async_compile.shutdown_compile_workers()
 
 
 def warm_up(net, model, cfg: TrainConfig, device, autocast) -> None:
-    """Compile the training graph (forward and backward) and the evaluation graph on a dummy batch of the
-    real shapes and dtypes, so the first step and the first evaluation find them compiled. The gradients are
-    dropped and nothing else changes: no optimizer step, no random numbers drawn.
+    """Compile the training graphs (forward and backward) on a dummy batch of the real shapes and dtypes, so the
+    first step finds them compiled. The gradients are dropped and nothing else changes: no optimizer step, no
+    random numbers drawn. Evaluation has nothing to compile: it runs the model eagerly (Trainer.build_forward).
 
     The batch is built as TokenLoader.to_batch builds one, x and y two views of one buffer: passing the same
-    tensor twice would compile graphs guarded on `idx is targets`, which no real batch passes. The eval batch
-    has val_pass's rows (fewer than B when eval_tokens is under one batch)."""
+    tensor twice would compile graphs guarded on `idx is targets`, which no real batch passes."""
     B, T = cfg.batch.device_batch_size, cfg.model.sequence_len
     buf = torch.zeros(B * T + 1, dtype=torch.int64, device=device)
-    x, y = buf[:-1].view(B, T), buf[1:].view(B, T)
     with autocast:
-        loss = net(x, y)
+        loss = net(buf[:-1].view(B, T), buf[1:].view(B, T))
     loss.backward()
     model.zero_grad(set_to_none=True)
-    rows = min(B, max(1, cfg.eval.eval_tokens // T))
-    buf = buf[:rows * T + 1]
-    with torch.no_grad(), autocast:
-        net(buf[:-1].view(rows, T), buf[1:].view(rows, T), loss_reduction="none")
 
 
 def out_of_memory(e: BaseException) -> bool:
@@ -549,8 +561,8 @@ class Trainer:
             aside = self.compiles() and not s.meta and bool(sys.executable)
             data = Background(load_data_aside, s, clock, progress) if aside else None
             try:
-                if self.compiles():  # torch.compile's own imports, ~4 s of pure Python, before a data thread
-                    importlib.import_module("torch._inductor.compile_fx")  # competes for the GIL (~13 s alongside)
+                if self.compiles():  # before a data thread, with which these ~6 s of pure Python would compete
+                    start_compile_workers(self.d.device)  # for the GIL (~13 s alongside)
                 data = data or Background(load_data, s, clock, progress, True)
                 self.build(data)
                 with self.clock.phase("data"):
@@ -615,14 +627,15 @@ class Trainer:
         return self.d.device.type == "cuda" if self.cfg.loop.compile is None else self.cfg.loop.compile
 
     def build_forward(self) -> None:
-        """What runs forward: DDP around the model when distributed, compiled on CUDA unless told otherwise."""
+        """What runs the training steps: DDP around the model when distributed, compiled on CUDA unless told
+        otherwise. Evaluation runs the model itself, eagerly: its inference graphs were ~2.7 s of a cold compile,
+        and an evaluation took as long without them (0.15 s against 0.14 s on an H100): the model's own fused
+        kernels do its work either way (docs/benchmarks.md §3)."""
         device = self.d.device
         self.compiled = self.compiles()
-        ddp = torch.nn.parallel.DistributedDataParallel(
-            self.model, device_ids=[device.index] if device.type == "cuda" else None) if self.d.world > 1 else None
-        regions = self.cfg.loop.compile_regions
-        self.eval_model = compile_model(self.model, regions) if self.compiled else self.model
-        self.net = (compile_model(ddp, regions) if self.compiled else ddp) if ddp else self.eval_model
+        net = torch.nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[device.index] if device.type == "cuda" else None) if self.d.world > 1 else self.model
+        self.net = compile_model(net, self.cfg.loop.compile_regions) if self.compiled else net
         self.autocast = device_autocast(device)
 
     def write_run_files(self):
@@ -680,7 +693,7 @@ class Trainer:
 
     def evaluate(self) -> None:
         st, tokens = self.state, self.plan.tokens_at(self.state.step)
-        st.val_bpb = evaluate_bpb(self.eval_model, self.val(), self.token_bytes, self.autocast)
+        st.val_bpb = evaluate_bpb(self.model, self.val(), self.token_bytes, self.autocast)
         self.log("eval", step=st.step, tokens=tokens, flops=self.plan.flops_per_token * tokens, val_bpb=st.val_bpb,
                  elapsed=st.elapsed)
         self.bar.set_postfix(loss=st.loss, val_bpb=round(st.val_bpb, 4))
@@ -840,5 +853,16 @@ def main(argv=None) -> int:
     return 0
 
 
+def exit_now(status: int) -> None:
+    """End this command's process without the interpreter's teardown, which took 1.3 s after a run (freeing every
+    module and tensor one at a time, then the CUDA context), and the atexit handlers' 0.6 s (waiting for Inductor's
+    idle compile workers to stop, which they do by themselves once this process is gone). Nothing is lost: by
+    now a run's files are all written and closed (checkpoints renamed into place, metrics appended line by line,
+    wandb finished), and its data child has ended."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(cli(main))
+    exit_now(cli(main))
