@@ -269,10 +269,9 @@ def test_the_data_child_imports_no_torch():
 
 
 @pytest.mark.parametrize("regions", [True, False], ids=["by-region", "whole-model"])
-@pytest.mark.parametrize("eval_tokens", [512, 128])  # val batches of B = 2 rows; one row, under a batch
-def test_the_first_step_and_evaluation_use_the_warmed_up_graphs(monkeypatch, eval_tokens, regions):
+def test_the_first_step_and_evaluation_use_the_warmed_up_graphs(monkeypatch, regions):
     """Compiled either way (the compile_regions knob reaches compile_model), the warm-up compiles every graph the
-    run needs: nothing is compiled after it, evaluation included (it runs the model eagerly), whatever its batch."""
+    run needs: nothing is compiled after it, evaluation included (it runs the model eagerly)."""
     import functools
 
     import torch._dynamo
@@ -294,8 +293,8 @@ def test_the_first_step_and_evaluation_use_the_warmed_up_graphs(monkeypatch, eva
     monkeypatch.setattr(tr.torch, "compile", functools.partial(torch.compile, backend="eager"))  # no Inductor
     monkeypatch.setattr(tr, "warm_up", counted)
     monkeypatch.setattr(tr, "compile_model", recorded)
-    train("smoke", f"graphs{eval_tokens}{regions}", num_iterations=3, progress=False, compile=True,
-          compile_regions=regions, **dict(TINY, eval_tokens=eval_tokens))
+    train("smoke", f"graphs{regions}", num_iterations=3, progress=False, compile=True, compile_regions=regions,
+          **TINY)
     assert scopes == [regions]
     assert graphs[0] > 0 and torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs[0]  # no recompile
     torch._dynamo.reset()
@@ -511,6 +510,7 @@ def test_the_command_ends_without_teardown_and_loses_nothing(tmp_path):
     import sys
 
     env = dict(os.environ, TINYLAB_HOME=str(tmp_path), TINYLAB_DEVICE="cpu")
+    env.pop("PYTHONUNBUFFERED", None)  # stdout into a pipe is then block-buffered: only a flush gets the lines out
     cmd = [sys.executable, "-m", "tinylab.train", "--preset", "smoke", "--run", "cli", "--no-progress",
            "--num-iterations", "2", "--device-batch-size", "2", "--total-batch-size", "256", "--eval-tokens", "256"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -522,6 +522,19 @@ def test_the_command_ends_without_teardown_and_loses_nothing(tmp_path):
     assert {r["kind"] for r in records if r["step"] == 2} == {"train", "eval", "sample"}
     bad = subprocess.run(cmd[:5] + ["--depth", "0"], env=env, capture_output=True, text=True, timeout=300)
     assert (bad.returncode, bad.stderr.count("\n"), bad.stderr[:7]) == (2, 1, "error: ")
+
+
+@pytest.mark.parametrize("status", [0, 2])
+def test_exit_now_skips_the_exit_handlers_only_after_a_finished_run(status):
+    """A finished run (0) ends without teardown; a failed or stopped one exits normally, so that exit handlers
+    (wandb's, which records how the run ended) still run."""
+    import subprocess
+    import sys
+
+    code = ("import atexit; atexit.register(lambda: print('handlers ran', flush=True)); "
+            f"from tinylab.train import exit_now; exit_now({status})")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, "handlers ran" in done.stdout) == (status, status != 0)
 
 
 def test_live_plot_skips_a_half_written_last_line(tmp_path):

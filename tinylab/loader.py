@@ -195,6 +195,6 @@ def val_pass(loader: TokenLoader, max_tokens: int):
     for start in range(first, first + share, B):
         x, y = loader.to_batch(loader.rows_window(start, min(B, first + share - start)))
         if len(x) < B < share:  # a short last batch is padded with ignored rows (target -1): one shape per pass,
-            x = torch.cat([x, x.new_zeros(B - len(x), T)])  # so a compiled model evaluated on it never compiles
-            y = torch.cat([y, y.new_full((B - len(y), T), -1)])  # a second graph (~13 s)
+            x = torch.cat([x, x.new_zeros(B - len(x), T)])  # so that a model compiled by its caller never compiles
+            y = torch.cat([y, y.new_full((B - len(y), T), -1)])  # a second graph for it (~13 s)
         yield x, y

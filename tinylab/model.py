@@ -306,7 +306,7 @@ class CompiledRegions(nn.Module):
 
 
 def compile_model(net: nn.Module, regions: bool = True) -> nn.Module:
-    """What training and evaluation run: `net` compiled by region (CompiledRegions) or as one whole graph."""
+    """What training runs: `net` compiled by region (CompiledRegions) or as one whole graph."""
     return CompiledRegions(net) if regions else torch.compile(net, dynamic=False)
 
 

@@ -422,16 +422,19 @@ def start_compile_workers(device) -> None:
 def release_compile_workers() -> None:
     """Let Inductor's compile workers (a process per core) go once the warm-up has compiled every graph, freeing
     their memory, rather than at exit, which they made ~1 s longer (docs/benchmarks.md §3). The pool is quiesced,
-    not shut down: that returns at once (a shutdown waited ~0.8 s for the workers to exit), and its sidecar starts
-    the workers again for a later compile."""
+    not shut down: that returns at once (a shutdown waited ~0.8 s for the workers to exit). Its sidecar, one idle
+    process, stays for the life of this one and starts the workers again for a later compile."""
     from torch._inductor import async_compile
 
     pools = list(getattr(async_compile, "_pool_set", ()))
     if pools and all(hasattr(pool, "quiesce") for pool in pools):
-        for pool in pools:
-            pool.quiesce()
-    else:  # another pool kind (or a torch without quiesce): shut it down, a later compile starts a new one
-        async_compile.shutdown_compile_workers()
+        try:
+            for pool in pools:
+                pool.quiesce()
+            return
+        except (RuntimeError, OSError):  # a sidecar that died meanwhile: the shutdown below tidies up after it
+            pass
+    async_compile.shutdown_compile_workers()  # other pools, or a torch without quiesce; a later compile starts anew
 
 
 def warm_up(net, model, cfg: TrainConfig, device, autocast) -> None:
@@ -590,8 +593,10 @@ class Trainer:
             data.result()
         if self.d.world == 1 and self.compiled:
             with self.clock.phase("compile"), self.memory_guard():
-                warm_up(self.net, self.model, self.cfg, self.d.device, self.autocast)
-                release_compile_workers()
+                try:
+                    warm_up(self.net, self.model, self.cfg, self.d.device, self.autocast)
+                finally:  # a failed warm-up leaves no workers idle in a notebook's kernel either
+                    release_compile_workers()
 
     def build_model(self) -> None:
         cfg, device = self.cfg, self.d.device
@@ -854,14 +859,21 @@ def main(argv=None) -> int:
 
 
 def exit_now(status: int) -> None:
-    """End this command's process without the interpreter's teardown, which took 1.3 s after a run (freeing every
-    module and tensor one at a time, then the CUDA context), and the atexit handlers' 0.6 s (waiting for Inductor's
-    idle compile workers to stop, which they do by themselves once this process is gone). Nothing is lost: by
-    now a run's files are all written and closed (checkpoints renamed into place, metrics appended line by line,
-    wandb finished), and its data child has ended."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
+    """End this command's process with `status`. After a run that finished (status 0), without the interpreter's
+    teardown, which took 1.3 s (freeing every module and tensor one at a time, then the CUDA context), nor the
+    atexit handlers' 0.6 s (waiting for Inductor's idle compile workers, which stop by themselves once this process
+    is gone): nothing is lost, since by then every file of the run is written and closed (checkpoints renamed into
+    place, metrics appended line by line, wandb finished) and the data child has ended. Any other status exits
+    normally, so the exit handlers still run (wandb's records how a failed or stopped run ended). A profiler or
+    coverage wrapped around the command would lose its report: run train() under it instead."""
+    if status != 0:
+        sys.exit(status)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # a closed pipe (`... | head`): what could not be written is gone anyway
+        pass
+    os._exit(0)
 
 
 if __name__ == "__main__":

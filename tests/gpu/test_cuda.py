@@ -202,9 +202,10 @@ def test_compiled_bf16_step_matches_the_fp32_eager_step(regions):
         assert cos > 0.98 and abs(ratio - 1) < 0.05, f"{name}: cosine {cos:.4f}, norm ratio {ratio:.4f}"
 
 
-def test_compiled_evaluation_matches_the_fp32_eager_losses():
-    """Evaluation as tinylab.train runs it on CUDA (compiled, bf16 autocast, no grad: the per-token losses from the
-    losses-only kernel inside its opaque op) against fp32 eager on the CPU, from the same weights and batch."""
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager, as tinylab.train evaluates", "compiled"])
+def test_evaluation_matches_the_fp32_eager_losses(compiled):
+    """Evaluation on CUDA (bf16 autocast, no grad: the per-token losses from the losses-only kernel inside its opaque
+    op), eager as tinylab.train runs it or compiled, against fp32 eager on the CPU, from the same weights and batch."""
     torch._dynamo.reset()
     ref, gpu = random_weights(build_model(SMALL, "cpu")), random_weights(build_model(SMALL, "cuda"))
     tokens = torch.randint(0, SMALL.vocab_size, (4, SMALL.sequence_len + 1), generator=torch.Generator().manual_seed(2))
@@ -213,7 +214,7 @@ def test_compiled_evaluation_matches_the_fp32_eager_losses():
     with torch.no_grad():
         want = ref(x, y, loss_reduction="none")
         with torch.autocast(**BF16):
-            got = compile_model(gpu)(x.cuda(), y.cuda(), loss_reduction="none").cpu()
+            got = (compile_model(gpu) if compiled else gpu)(x.cuda(), y.cuda(), loss_reduction="none").cpu()
     assert got.dtype == torch.float32 and got.shape == want.shape and (got[:10] == 0).all()
     # bf16 activations and weights move each token's loss (~9) by a few 1e-2 at most; their mean over 1,014 tokens
     # averages that out as the training step's loss does (1e-3 there). A wrong kernel or target is off by ~1.
