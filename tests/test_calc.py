@@ -50,6 +50,13 @@ def test_gpu_peak_lookup_by_torch_device_name():
     assert gpu_peak_flops("cpu") is None
 
 
+def test_every_named_gpu_has_a_compute_capability():
+    from tinylab.calc import GPU_CAPABILITY, gpu_has_fp8
+
+    assert set(GPU_CAPABILITY) == {k for k in GPU_PEAK_FLOPS if "(" not in k}  # the measured rows share their GPU's
+    assert not gpu_has_fp8("cpu") and gpu_has_fp8("NVIDIA H100 PCIe") and not gpu_has_fp8("NVIDIA GeForce RTX 3090")
+
+
 def test_vram_terms_follow_the_optimizer_layout():
     p = param_counts(ITTY)
     v = vram_estimate(ITTY, 8)

@@ -145,6 +145,17 @@ def test_fp8_supported_needs_compute_capability_8_9(monkeypatch, capability, ok)
     assert loss_mod.fp8_supported(torch.device("cuda", 0)) is ok
 
 
+@pytest.mark.parametrize("gpu", ["H100", "H100 (measured)", "H200", "RTX 4090", "A100", "RTX 3090"])
+def test_a_named_gpu_and_the_device_itself_get_the_same_fp8_answer(monkeypatch, gpu):
+    """The plan and the calculators ask by name (calc.gpu_has_fp8), the trainer asks the device (fp8_supported):
+    one rule, calc.fp8_capable, decides both."""
+    from tinylab import calc
+
+    key = gpu.split(" (")[0]
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: calc.GPU_CAPABILITY[key])
+    assert calc.gpu_has_fp8(gpu) is loss_mod.fp8_supported("cuda") is (key in ("H100", "H200", "RTX 4090"))
+
+
 def test_fp8_supported_on_cpu_and_mps():
     assert loss_mod.fp8_supported("cpu") is loss_mod._cpu_scaled_mm()
     assert loss_mod.fp8_supported("mps") is False

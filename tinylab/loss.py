@@ -24,6 +24,7 @@ import functools
 
 import torch
 
+from . import calc
 from .devices import compute_dtype, triton_interpreting
 
 CHUNK_TOKENS = 8192  # 8192 × 24,576 bf16 logits = 0.4 GB of scratch at a time
@@ -146,11 +147,11 @@ def _cpu_scaled_mm() -> bool:
 
 
 def fp8_supported(device) -> bool:
-    """Whether torch._scaled_mm's FP8 GEMMs run on `device`: an NVIDIA GPU of compute capability ≥ 8.9 (Ada,
-    Hopper and later; not an RTX 3090's 8.6; ROCm's FP8 types differ), or a CPU where this torch implements them."""
+    """Whether torch._scaled_mm's FP8 GEMMs run on `device`: an NVIDIA GPU with FP8 tensor cores (calc.fp8_capable:
+    Ada, Hopper and later; not an RTX 3090; ROCm's FP8 types differ), or a CPU where this torch implements them."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.version.hip is None and torch.cuda.get_device_capability(device) >= (8, 9)
+        return torch.version.hip is None and calc.fp8_capable(torch.cuda.get_device_capability(device))
     return device.type == "cpu" and _cpu_scaled_mm()
 
 

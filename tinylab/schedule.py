@@ -116,7 +116,7 @@ def plan(preset: TrainConfig | str, world_size: int = 1, *, gpu: str = "RTX 3090
     cfg = resolve(preset, overrides)
     c, p = cfg.model, RunPlan.of(cfg, world_size)
     bp, tokens = p.batch, p.tokens_at(p.num_iterations)
-    fp8 = cfg.loop.fp8_lm_head and gpu in calc.FP8_GPUS  # elsewhere the run falls back to bf16
+    fp8 = cfg.loop.fp8_lm_head and calc.gpu_has_fp8(gpu)  # elsewhere the run falls back to bf16
     peak = calc.gpu_peak_flops(gpu)
     if peak is None:
         raise ConfigError(f"unknown GPU {gpu!r}; choose one of: {', '.join(calc.GPU_PEAK_FLOPS)}")

@@ -21,9 +21,17 @@ GPU_PEAK_FLOPS: dict[str, float] = {
     "RTX 4090": 165.2e12,
     "RTX 3090": 71e12,
 }
-# The GPUs above with FP8 tensor cores (compute capability 8.9+: Ada, Hopper), where --fp8-lm-head runs; the others
-# fall back to bf16 (tinylab.loss.fp8_supported decides for a real device).
-FP8_GPUS = frozenset({"H100", "H100 (measured)", "H100 PCIe", "H200", "RTX 4090"})
+# Their CUDA compute capability, which says what their tensor cores can do.
+GPU_CAPABILITY: dict[str, tuple[int, int]] = {
+    "H100": (9, 0), "H100 PCIe": (9, 0), "H200": (9, 0), "A100": (8, 0), "RTX 4090": (8, 9), "RTX 3090": (8, 6),
+}
+FP8_CAPABILITY = (8, 9)  # FP8 tensor cores (Ada, Hopper and later), where --fp8-lm-head runs; elsewhere it is bf16
+
+
+def fp8_capable(capability: tuple[int, int]) -> bool:
+    """Whether a GPU of this compute capability has FP8 tensor cores: the one FP8 rule, for a named GPU
+    (gpu_has_fp8) and for a real device (tinylab.loss.fp8_supported)."""
+    return tuple(capability) >= FP8_CAPABILITY
 
 
 def param_counts(c: GPTConfig) -> dict[str, int]:
@@ -65,17 +73,28 @@ def training_time_s(c: GPTConfig, tokens: int, peak_flops: float, mfu: float) ->
     return tokens * flops_per_token(c) / (peak_flops * mfu)
 
 
+def _gpu_key(device_name: str) -> str | None:
+    """The GPU_PEAK_FLOPS entry a device name means: the longest one it contains ('H100 PCIe' before 'H100')."""
+    name = device_name.upper()
+    keys = sorted((k for k in GPU_PEAK_FLOPS if "(" not in k and k.upper() in name), key=len, reverse=True)
+    return keys[0] if keys else None
+
+
 def gpu_peak_flops(device_name: str, measured: bool = False) -> float | None:
     """Peak bf16 FLOP/s for a torch device name ('NVIDIA H100 80GB HBM3', 'NVIDIA GeForce RTX 3090').
 
-    The longest matching key of GPU_PEAK_FLOPS wins ('H100 PCIe' before 'H100'); measured=True
-    prefers a measured entry where there is one. None for an unknown device (e.g. 'cpu'):
+    measured=True prefers a measured entry where there is one. None for an unknown device (e.g. 'cpu'):
     report no MFU rather than a wrong one.
     """
-    name = device_name.upper()
-    keys = sorted((k for k in GPU_PEAK_FLOPS if "(" not in k and k.upper() in name), key=len, reverse=True)
-    if not keys:
+    key = _gpu_key(device_name)
+    if key is None:
         return None
-    if measured and f"{keys[0]} (measured)" in GPU_PEAK_FLOPS:
-        return GPU_PEAK_FLOPS[f"{keys[0]} (measured)"]
-    return GPU_PEAK_FLOPS[keys[0]]
+    if measured and f"{key} (measured)" in GPU_PEAK_FLOPS:
+        return GPU_PEAK_FLOPS[f"{key} (measured)"]
+    return GPU_PEAK_FLOPS[key]
+
+
+def gpu_has_fp8(device_name: str) -> bool:
+    """Whether a named GPU (a GPU_PEAK_FLOPS entry, or a device name containing one) runs --fp8-lm-head."""
+    key = _gpu_key(device_name)
+    return key is not None and fp8_capable(GPU_CAPABILITY[key])
