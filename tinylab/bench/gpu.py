@@ -52,19 +52,20 @@ class TrainStep:
     """One optimizer step of tinylab.train (its train_step) on synthetic tokens, for timing and memory.
 
     loss and residual pick the implementation under test (tinylab.model.LOSS_IMPLS, bf16 or fp32
-    residual stream); they are options of this model instance, nothing global changes.
+    residual stream); they are options of this model instance, nothing global changes. scope is what is compiled
+    (bench's --compile-scope): "regions" as tinylab.train does, "model" as one whole graph.
     """
 
     def __init__(self, preset_name: str, device_batch_size: int, compile: bool = True, loss: str = "chunked",
                  residual: str = "bf16", rope_norm: str = "auto", relu2: str = "auto", device: str = "cuda",
-                 regions: bool = True):
+                 scope: str = "regions"):
         preset = get_preset(preset_name)
         self.config = preset.model
         self.plan = plan_batch(preset.batch.total_batch_size, device_batch_size, self.config.sequence_len)
         self.model = build_model(self.config, device, loss=loss, lowp_residual=residual == "bf16",
                                  rope_norm=rope_norm, relu2=relu2)
         self.optimizers = setup_optimizers(self.model)
-        self.forward = compile_model(self.model, regions) if compile else self.model
+        self.forward = compile_model(self.model, regions=scope == "regions") if compile else self.model
         gen = torch.Generator(device=device).manual_seed(0)
         shape = (self.plan.grad_accum, device_batch_size, self.config.sequence_len + 1)
         self.tokens = torch.randint(0, self.config.vocab_size, shape, device=device, generator=gen)
@@ -103,7 +104,7 @@ def bench_train(preset: str, batch: int, *, compile: bool, loss: str, residual: 
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     step = TrainStep(preset, batch, compile=compile, loss=loss, residual=residual, rope_norm=rope_norm, relu2=relu2,
-                     regions=scope == "regions")
+                     scope=scope)
     try:
         times = time_steps(step, warmup, steps)
     except torch.OutOfMemoryError:
@@ -132,7 +133,7 @@ def profile_step(preset: str, batch: int, out: str | None, scope: str = "regions
     """Where one optimizer step's GPU time goes, by kernel and by category."""
     from torch.profiler import ProfilerActivity, profile
 
-    step = TrainStep(preset, batch, regions=scope == "regions")
+    step = TrainStep(preset, batch, scope=scope)
     time_steps(step, warmup=3, steps=1)
     with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
         step()
