@@ -1,5 +1,6 @@
 """Checkpoints: exact round trip (weights, optimizer, RNG), tied weights, atomicity, clear errors."""
 import json
+import os
 
 import pytest
 import torch
@@ -160,3 +161,45 @@ def test_atomic_write_bytes_and_str_and_cleans_up_on_failure(tmp_path, monkeypat
     checkpoint.write_json(tmp_path / "c.json", {"a": 1})
     assert json.loads((tmp_path / "c.json").read_text()) == {"a": 1}
     assert ((tmp_path / "c.json").stat().st_mode & 0o777) == 0o644
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_writer_saves_the_moment_of_save_while_training_goes_on(tmp_path, tied):
+    """CheckpointWriter writes on a thread what the model held when save() was called, as save_checkpoint does."""
+    cfg = GPTConfig(**{**CFG.to_dict(), "tie_embeddings": tied})
+    model, opts, x = stepped(cfg)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    sync = save_checkpoint(Run(tmp_path / "sync"), 2, model, opts, dict(loader={"batch": 7}))
+    writer = checkpoint.CheckpointWriter()
+    writer.save(Run(tmp_path / "async"), 2, model, opts, dict(loader={"batch": 7}))
+    one_step(model, opts, x)  # the live weights move on before the thread is done
+    writer.wait()
+    ckpt = Run(tmp_path / "async").latest_checkpoint()
+    for name in ("model.safetensors", "optim.safetensors"):
+        assert (ckpt / name).read_bytes() == (sync / name).read_bytes(), name
+    assert checkpoint.read_meta(ckpt) == checkpoint.read_meta(sync)
+    model2, opts2, _ = stepped(cfg, steps=0, seed=99)
+    load_checkpoint(ckpt, model2, opts2)
+    assert all(torch.equal(v, expected[k]) for k, v in model2.state_dict().items())
+
+
+def test_writer_hands_a_failed_write_to_the_next_call_and_keeps_the_older_checkpoint(tmp_path, monkeypatch):
+    model, opts, _ = stepped(CFG, steps=1)
+    writer = checkpoint.CheckpointWriter()
+    writer.save(Run(tmp_path), 1, model, opts, dict(version=1))
+    writer.wait()
+    rename = os.rename
+
+    def full_disk(src, dst):
+        if os.path.basename(src).startswith(".tmp-"):
+            raise OSError(28, "No space left on device")
+        rename(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "rename", full_disk)
+    writer.save(Run(tmp_path), 2, model, opts, dict(version=2))  # returns while the thread fails
+    with pytest.raises(OSError, match="No space left"):
+        writer.save(Run(tmp_path), 3, model, opts, dict(version=3))  # the next call hands the error over
+    writer.wait()  # raised once; no write in flight
+    monkeypatch.undo()
+    assert [p.name for p in Run(tmp_path).checkpoints()] == ["step_000001"]
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]  # no partial directory

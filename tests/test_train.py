@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tinylab import checkpoint, paths
+from tinylab import checkpoint, launch, paths, prepare
 from tinylab.config import ConfigError
 from tinylab.errors import cli
 from tinylab.model import build_model
@@ -230,7 +230,7 @@ def test_a_failed_build_stops_the_data_child_and_its_thread(monkeypatch, tmp_pat
 
     monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
     monkeypatch.setattr(tr.torch, "compile", lambda m, **k: m)
-    monkeypatch.setattr(tr.subprocess, "Popen", Spied)
+    monkeypatch.setattr(prepare.subprocess, "Popen", Spied)
     if where == "warm-up":
         monkeypatch.setattr(tr, "warm_up", broken)
     else:
@@ -248,7 +248,7 @@ def test_the_data_child_stops_itself_when_its_parent_is_gone(tmp_path, monkeypat
     import tinylab.train as tr
 
     monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
-    child = tr.start_data_child(resolve("smoke", {}), progress=False)
+    child = prepare.start_data_child(resolve("smoke", {}), progress=False)
     child.stdin.close()  # what the parent's death does
     assert child.wait(60) == 1 and not list(tmp_path.rglob("*.tmp"))
 
@@ -259,13 +259,32 @@ def test_the_data_child_imports_no_torch():
     import subprocess
     import sys
 
-    import tinylab.train as tr
-
-    assert "from tinylab.prepare import prepare_files_child" in tr._CHILD  # the child's one entry point
-    code = "import sys, tinylab.prepare; print(sorted(m for m in ('torch', 'tinylab.train') if m in sys.modules))"
+    assert "from tinylab.prepare import prepare_files_child" in prepare._CHILD  # the child's one entry point
+    code = ("import sys, tinylab.prepare, tinylab.launch; "
+            "print(sorted(m for m in ('torch', 'tinylab.train') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))).stdout
     assert out.strip() == "[]"
+
+
+def test_precompile_kernels_runs_a_step_and_an_evaluation_and_changes_nothing(monkeypatch):
+    """The thread that compiles the kernels ahead runs one training sequence forward and backward and one
+    evaluation batch, yet leaves the weights, their gradients and the random state as they were."""
+    import tinylab.train as tr
+
+    cfg = resolve("smoke", {})
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    weights, rng = {k: v.clone() for k, v in model.state_dict().items()}, torch.get_rng_state()
+    grads, evals, real = [], [], torch.autograd.grad
+    monkeypatch.setattr(tr.torch.autograd, "grad", lambda out, ins: grads.append(len(ins)) or real(out, ins))
+    monkeypatch.setattr(tr, "evaluate_bpb", lambda m, batches, *a: evals.append(batches[0][0].shape))
+    tr.precompile_kernels(model, cfg, torch.device("cpu"))
+    assert grads == [len(list(model.parameters()))] and evals == [(1, cfg.model.sequence_len)]
+    assert all(p.grad is None for p in model.parameters()) and torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    monkeypatch.setattr(model, "forward", lambda *a, **k: 1 / 0)
+    tr.precompile_kernels(model, cfg, torch.device("cpu"))  # an error is the warm-up's to report
 
 
 @pytest.mark.parametrize("regions", [True, False], ids=["by-region", "whole-model"])
@@ -342,12 +361,12 @@ def test_a_failed_build_stops_the_data_thread_before_returning(monkeypatch):
                 rounds.append(1)
                 time.sleep(0.01)
 
-    def failing_build(self):
+    def failing_build(self, data=None):  # the compiled forward's build, after the data thread started
         reading.wait(10)
         raise RuntimeError("no room for the model")
 
     monkeypatch.setattr(tr, "load_tokenizer", slow_tokenizer)
-    monkeypatch.setattr(tr.Trainer, "build_model", failing_build)
+    monkeypatch.setattr(tr.Trainer, "build", failing_build)
     t0 = time.perf_counter()
     with pytest.raises(RuntimeError, match="no room"):
         train("smoke", "stopped", num_iterations=2, progress=False, **TINY)
@@ -522,6 +541,61 @@ def test_the_command_ends_without_teardown_and_loses_nothing(tmp_path):
     assert {r["kind"] for r in records if r["step"] == 2} == {"train", "eval", "sample"}
     bad = subprocess.run(cmd[:5] + ["--depth", "0"], env=env, capture_output=True, text=True, timeout=300)
     assert (bad.returncode, bad.stderr.count("\n"), bad.stderr[:7]) == (2, 1, "error: ")
+
+
+EARLY = ["--preset", "smoke", "--no-progress", "--num-iterations", "2", "--device-batch-size", "2",
+         "--total-batch-size", "256", "--eval-tokens", "256", "--sample-every", "0"]
+
+
+def test_the_command_starts_its_data_child_early_and_the_trainer_adopts_it(monkeypatch, tmp_path):
+    """`python -m tinylab.train` starts the data child before it imports torch (launch.start_data_early); the
+    trainer then waits for that child instead of starting a second one."""
+    import tinylab.train as tr
+
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    started = []
+    for module in (prepare, tr):
+        real = module.start_data_child
+        monkeypatch.setattr(module, "start_data_child", lambda *a, real=real: started.append(a) or real(*a))
+    launch.start_data_early(EARLY + ["--run", "early"])
+    assert prepare.has_early() and len(started) == 1
+    assert main(EARLY + ["--run", "early"]) == 0
+    assert len(started) == 1 and not prepare.has_early()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "tokenizer", "tokens"]
+
+
+def test_a_data_child_started_for_another_config_is_stopped_not_adopted(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    prepare.start_early(resolve("smoke", {}), progress=False)
+    child = prepare._early[1]
+    assert prepare.adopt_early(resolve("smoke", dict(vocab_size=300)), False) is None
+    assert child.poll() is not None and not prepare.has_early()
+
+
+@pytest.mark.parametrize("argv", [["--depth", "0"], ["--preset", "nosuch"], ["--help"], ["--resume"],
+                                  ["--", "--preset", "smoke", "--resume"]])
+def test_the_early_start_leaves_bad_arguments_and_resumes_to_main(argv, capsys, monkeypatch):
+    """Nothing is started and nothing printed: main() parses the same arguments and reports them."""
+    monkeypatch.setattr(prepare, "start_data_child", lambda *a: pytest.fail("a child was started"))
+    launch.start_data_early(argv if argv[0] == "--" else ["--preset", "smoke"] + argv)
+    assert not prepare.has_early() and capsys.readouterr() == ("", "")
+
+
+def test_under_torchrun_no_rank_starts_an_early_child(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(prepare, "start_data_child", lambda *a: pytest.fail("a child was started"))
+    launch.start_data_early(EARLY + ["--run", "ddp"])
+    assert not prepare.has_early()
+
+
+def test_a_command_that_fails_before_its_data_stops_the_early_child(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    assert main(EARLY + ["--run", "taken"]) == 0
+    launch.start_data_early(EARLY + ["--run", "taken"])
+    child = prepare._early[1]
+    assert cli(main, EARLY + ["--run", "taken"]) == 2  # the run exists: --resume or --overwrite
+    assert "already has a checkpoint" in capsys.readouterr().err
+    assert child.poll() is not None and not prepare.has_early()
 
 
 @pytest.mark.parametrize("status", [0, 2])

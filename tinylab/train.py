@@ -24,14 +24,17 @@ never waits on Python.
 """
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":  # the command: its data child starts now, before torch's import (tinylab.launch)
+    from tinylab.launch import start_data_early
+
+    start_data_early(sys.argv[1:])
+
 import importlib
-import json
 import math
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -42,17 +45,18 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from . import calc, checkpoint
-from .config import TrainConfig, add_knob_arguments, knob_arguments
+from . import calc, checkpoint, launch
+from .config import TrainConfig, knob_arguments
 from .devices import autocast as device_autocast, memory_bytes, pick_device
-from .errors import ArgumentParser, RunFailedError, TinylabError, cli
+from .errors import RunFailedError, TinylabError, cli
 from .eval import cost, measure
 from .data import ReadStopped, stop_requested, stoppable
 from .evaluate import evaluate_bpb
 from .loss import fp8_supported
 from .model import build_model, compile_model
 from .optim import apply_schedule, setup_optimizers
-from .presets import DEFAULT, PRESETS, preset_from_env, resolve
+from .prepare import adopt_early, has_early, start_data_child, stop_child, stop_early
+from .presets import preset_from_env, resolve
 from .run import CHECKPOINT_MARKER, Run
 from .schedule import RunPlan, lr_multiplier, muon_momentum
 
@@ -263,51 +267,15 @@ def load_data(s: Setup, clock: Clock, progress: bool, background: bool = False):
         return (tokenizer, *make_loaders(s.cfg, tokenizer, s.dist, s.meta.get("loader"), progress))
 
 
-DATA_NICENESS = 10  # the data child's scheduling priority below the trainer's (POSIX nice)
-# The data child's first lines, before any import: its priority; Ctrl-C left to the parent, which stops it; the
-# parent's tinylab first on its path, where `python -c` puts the working directory.
-_CHILD = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); hasattr(os, 'nice') and "
-          "os.nice({nice}); sys.path[0] = sys.argv[1]; from tinylab.prepare import prepare_files_child; "
-          "prepare_files_child()")
-
-
-def start_data_child(cfg: TrainConfig, progress: bool) -> subprocess.Popen:
-    """A new interpreter (not multiprocessing's spawn, which would run the caller's script again) running
-    tinylab.prepare's prepare_files_child on cfg, with this one's sys.path. Its stdin stays open: the child stops
-    when it closes."""
-    root = str(Path(__file__).resolve().parent.parent)
-    child = subprocess.Popen([sys.executable, "-c", _CHILD.format(nice=DATA_NICENESS), root], stdin=subprocess.PIPE,
-                             text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(map(str, sys.path))))
-    try:
-        child.stdin.write(json.dumps(dict(config=cfg.to_dict(), progress=progress)) + "\n")
-        child.stdin.flush()
-    except OSError:  # it died at once: load_data does the work
-        pass
-    return child
-
-
-def stop_child(child: subprocess.Popen) -> None:
-    """Terminate the child if it still runs (its handler acts once native code, such as training the tokenizer,
-    returns; killed after 5 s), then close its stdin."""
-    if child.poll() is None:
-        child.terminate()
-        try:
-            child.wait(5.0)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-    child.stdin.close()
-
-
 def load_data_aside(s: Setup, clock: Clock, progress: bool):
-    """load_data for the data thread of a fresh run that compiles, the files made first by tokens.prepare_tokens
-    in a child process (start_data_child). Training the tokenizer and pre-tokenizing turn documents into Python
+    """load_data for the data thread of a fresh run that compiles (or whose command started the child already), the
+    files made first by tokens.prepare_tokens in a child process (tinylab.prepare). Training the tokenizer and pre-tokenizing turn documents into Python
     strings, which holds the GIL, so on a thread they slowed the compile they ran alongside (docs/benchmarks.md
     §3). Then load_data finds the files and only opens them; if the child failed, load_data meets the same
     failure and raises its error. Asked to stop (Background.cancel), it stops the child and loads nothing."""
     with clock.phase("files", background=True):
-        try:
-            child = start_data_child(s.cfg, progress)
+        try:  # the command's own if it started one (tinylab.launch), else a new one
+            child = adopt_early(s.cfg, progress) or start_data_child(s.cfg, progress)
         except OSError:  # no interpreter to start (an embedded Python): load_data does the work
             child = None
         if child is not None:
@@ -324,10 +292,10 @@ class Background:
     stops its shard reading at the next row group (tinylab.data.stoppable) and waits, so a failed train()
     leaves no thread writing under TINYLAB_HOME after it returns (a notebook's kernel outlives the call)."""
 
-    def __init__(self, fn, *args):
+    def __init__(self, fn, *args, name: str = "tinylab-data"):
         self.value = self.error = None
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(fn, *args), daemon=True, name="tinylab-data")
+        self.thread = threading.Thread(target=self._run, args=(fn, *args), daemon=True, name=name)
         self.thread.start()
 
     def _run(self, fn, *args):
@@ -452,6 +420,29 @@ def warm_up(net, model, cfg: TrainConfig, device, autocast) -> None:
     model.zero_grad(set_to_none=True)
 
 
+def precompile_kernels(model, cfg: TrainConfig, device) -> None:
+    """Compile tinylab's own Triton kernels ahead, on a thread, while torch.compile's imports and the warm-up run:
+    one eager training micro-batch and one evaluation batch, each of a single sequence. Else the warm-up would
+    compile them one after another (~1.6 s), then the first evaluation its own (~0.6 s) (docs/benchmarks.md §3).
+
+    Triton compiles a kernel once per signature class (dtypes, 16-byte alignment, which integers are 1 or divisible
+    by 16), and for a sequence_len that is a multiple of 16 one sequence is in the class of a whole batch. The custom
+    ops are opaque to torch.compile, so the compiled step launches these same kernels. Triton compiles without the
+    GIL. Nothing changes: the gradients are returned, not accumulated, and no random number is drawn. An error is
+    left to the warm-up and the evaluation, which meet it too."""
+    T = cfg.model.sequence_len
+    buf = torch.zeros(T + 1, dtype=torch.int64, device=device)
+    x, y = buf[:-1].view(1, T), buf[1:].view(1, T)  # as TokenLoader.to_batch makes them
+    autocast = device_autocast(device)
+    try:  # evaluation first: its forward has most of the training forward's kernels, and needs no autograd thread
+        evaluate_bpb(model, [(x, y)], torch.ones(cfg.model.vocab_size, dtype=torch.int64, device=device), autocast)
+        with autocast:
+            loss = model(x, y)
+        torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
+    except Exception:  # noqa: BLE001 - see the docstring
+        pass
+
+
 def out_of_memory(e: BaseException) -> bool:
     """A failed allocation: CUDA's OutOfMemoryError, or the RuntimeError of torch's CPU allocator."""
     return isinstance(e, torch.OutOfMemoryError) or "DefaultCPUAllocator: can't allocate memory" in str(e)
@@ -557,15 +548,21 @@ class Trainer:
         self.s, self.cfg, self.plan, self.d = s, s.cfg, s.plan, s.dist
         self.progress = progress and self.d.master
         self.state, self.clock = LoopState(), clock
+        self.writer = checkpoint.CheckpointWriter()
         # On one process the data (tokenizer, pre-tokenized corpus) is prepared on a second thread while this one
         # builds the model and compiles it on a dummy batch; for a fresh run that compiles, its heavy part in a
         # child process (load_data_aside), started first. Under DDP it comes first: both sides run collectives.
         if self.d.world == 1:
-            aside = self.compiles() and not s.meta and bool(sys.executable)
+            aside = (self.compiles() or has_early()) and not s.meta and bool(sys.executable)
             data = Background(load_data_aside, s, clock, progress) if aside else None
+            ahead = None
             try:
+                self.build_model()
                 if self.compiles():  # before a data thread, with which these ~6 s of pure Python would compete
-                    start_compile_workers(self.d.device)  # for the GIL (~13 s alongside)
+                    if self.d.device.type == "cuda":  # for the GIL (~13 s alongside)
+                        ahead = Background(precompile_kernels, self.model, self.cfg, self.d.device,
+                                           name="tinylab-precompile")
+                    start_compile_workers(self.d.device)
                 data = data or Background(load_data, s, clock, progress, True)
                 self.build(data)
                 with self.clock.phase("data"):
@@ -574,20 +571,21 @@ class Trainer:
                 if data is not None:
                     data.cancel()
                 raise
+            finally:
+                if ahead is not None:
+                    ahead.result()
         else:
             s.tokenizer, self.loader, self.val = load_data(s, clock, progress)
+            self.build_model()
             self.build()
         self.token_bytes = torch.as_tensor(s.tokenizer.token_bytes, dtype=torch.int64, device=self.d.device)
         self.peak = peak_flops(self.d.device)
         self.log = Logger(s.run, self.d.master, callback, self.write_run_files())
 
     def build(self, data: Background | None = None) -> None:
-        """Model, optimizers, checkpoint state and the compiled forward, warmed up on one process. A data error
-        already known (e.g. a tokenizer that does not match) is raised before the warm-up's compile."""
+        """The compiled forward of the model built, warmed up on one process. A data error already known (e.g. a
+        tokenizer that does not match) is raised before the warm-up's compile."""
         with self.clock.phase("build"):
-            self.build_model()
-            if self.s.meta:
-                self.restore()
             self.build_forward()
         if data is not None and data.done():
             data.result()
@@ -599,6 +597,13 @@ class Trainer:
                     release_compile_workers()
 
     def build_model(self) -> None:
+        """The model and its optimizers, restored from the checkpoint being resumed."""
+        with self.clock.phase("build"):
+            self._build_model()
+            if self.s.meta:
+                self.restore()
+
+    def _build_model(self) -> None:
         cfg, device = self.cfg, self.d.device
         torch.manual_seed(cfg.loop.seed)
         if device.type == "cuda":
@@ -677,6 +682,7 @@ class Trainer:
         finally:  # the steps: the loop's time less its phases (evaluations, saves, the compiling step, ...)
             clock.record("steps", time.perf_counter() - t0 - (clock.spent - spent0))
             self.bar.close()
+            self.writer.wait()  # stopped or failed: the checkpoint being written still lands
 
     def on_schedule(self) -> None:
         """Evaluate, sample, score and save at this step if the schedule says so (a resumed step already did)."""
@@ -723,12 +729,14 @@ class Trainer:
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):  # never replace a good checkpoint
             raise NonFiniteLossError(f"weights are NaN/inf at step {st.step} of run {run.name!r}; not saving. "
                                      f"Last good checkpoint: {run.latest_checkpoint() or 'none'}")
-        if self.d.master:
+        if self.d.master:  # written on a thread while the next steps run; the run's last one waited for
             tok = self.s.tokenizer
-            checkpoint.save_checkpoint(run, st.step, self.model, self.optimizers, dict(
+            self.writer.save(run, st.step, self.model, self.optimizers, dict(
                 loader=self.loader.state_dict(), num_iterations=self.plan.num_iterations, elapsed=st.elapsed,
                 tokenizer=dict(name=tok.name, hash=tok.hash), metrics_bytes=run.metrics.size(),
                 finished=finished, val_bpb=st.val_bpb, preset=self.cfg.name, run=run.name))
+            if finished:
+                self.writer.wait()
         self.d.barrier()
 
     def step(self) -> None:
@@ -829,18 +837,7 @@ def ensure_run(preset: TrainConfig | str, run: str, *, progress: bool = True, **
 
 
 def main(argv=None) -> int:
-    p = ArgumentParser(prog="python -m tinylab.train", description="Pretrain a tinylab GPT.")
-    p.add_argument("--preset", help=f"{', '.join(PRESETS)} (default: $TINYLAB_PRESET, else {DEFAULT})")
-    p.add_argument("--run", help="run name (default: the preset name); artifacts in $TINYLAB_HOME/runs/<run>/")
-    p.add_argument("--resume", action="store_true", help="continue the run from its newest checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="delete an existing run of that name first")
-    p.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: $TINYLAB_DEVICE, else the best available)")
-    p.add_argument("--no-progress", action="store_true")
-    add_knob_arguments(p)
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["--"]:  # torchrun ... -m tinylab.train -- --run X: the `--` keeps torchrun off our flags
-        argv = argv[1:]
-    a = p.parse_args(argv)
+    a = launch.parse(sys.argv[1:] if argv is None else list(argv))
     preset = a.preset or preset_from_env().name
     run = preset if a.run is None else a.run  # an empty --run is refused by Run.at, not read as "not given"
     try:
@@ -850,6 +847,8 @@ def main(argv=None) -> int:
         print(f"\ninterrupted: continue with --run {run} --resume (from its last checkpoint)",
               file=sys.stderr)
         return 130
+    finally:
+        stop_early()  # started for a run that failed before its data was due
     if int(os.environ.get("RANK", "0")) == 0:
         bpb = summary["val_bpb"]
         print(f"done: {summary['step']} steps, {summary['tokens']:,} tokens, val bpb "

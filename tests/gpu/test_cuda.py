@@ -223,6 +223,36 @@ def test_evaluation_matches_the_fp32_eager_losses(compiled):
     assert got.mean().item() == pytest.approx(want.mean().item(), rel=1e-3)
 
 
+def test_precompile_kernels_leaves_nothing_for_the_warm_up_and_the_evaluation_to_compile():
+    """precompile_kernels' single sequence compiles every variant of tinylab's own Triton kernels that the warm-up's
+    batch and an evaluation batch launch (they are in the same signature class), so neither compiles one."""
+    from tinylab import kernels
+    from tinylab.evaluate import evaluate_bpb
+    from tinylab.presets import resolve
+    from tinylab.train import precompile_kernels, warm_up
+
+    jits = [kernels._softcap_ce_kernel, kernels._rope_rmsnorm_fwd_kernel, kernels._rope_rmsnorm_bwd_kernel,
+            kernels._mm_epilogue_tma_kernel, kernels._mm_epilogue_kernel]
+
+    def variants() -> int:  # Triton's in-process JIT caches, one dict of compiled kernels per device
+        return sum(len(cache[0]) for jit in jits for cache in jit.device_caches.values())
+
+    torch._dynamo.reset()
+    for jit in jits:
+        jit.device_caches.clear()  # compiled by earlier tests: forget them (Triton's disk cache makes this cheap)
+    cfg = resolve("smoke", dict(depth=2, model_dim=128, head_dim=64, sequence_len=256, device_batch_size=6))
+    device, autocast = torch.device("cuda"), torch.autocast(**BF16)
+    model = build_model(cfg.model, device=device, loss="chunked")
+    precompile_kernels(model, cfg, device)
+    ahead = variants()
+    warm_up(compile_model(model), model, cfg, device, autocast)
+    buf = torch.randint(0, cfg.model.vocab_size, (6 * 256 + 1,), device=device)
+    views = buf[:-1].view(6, 256), buf[1:].view(6, 256)  # TokenLoader.to_batch's two kinds: targets 8 bytes in,
+    copies = views[0].clone(), views[1].clone()            # and targets at the start of their own storage
+    evaluate_bpb(model, [views, copies], torch.ones(cfg.model.vocab_size, dtype=torch.int64, device=device), autocast)
+    assert ahead >= 4 and variants() == ahead  # the loss with gradients and without, the MLP's GEMM both ways, ...
+
+
 # ----------------------------------------------------------------------------- resume on CUDA
 
 # a few steps of the smoke model on CUDA (as tests/test_train.py on the CPU): 2 micro-batches of 2 × 128

@@ -1,0 +1,51 @@
+"""What `python -m tinylab.train` does before it imports torch: its arguments, declared here once (train.main parses
+them), and the data child started on the run's config during torch's import (~3 s), so that the tokenizer and the
+tokens are being made meanwhile (docs/benchmarks.md §3). The trainer adopts the child if it trains that config;
+train.main stops one left over. Free of torch, like everything it imports.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+
+from . import prepare
+from .config import add_knob_arguments, knob_arguments
+from .errors import ArgumentParser
+from .presets import DEFAULT, PRESETS, preset_from_env, resolve
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m tinylab.train", description="Pretrain a tinylab GPT.")
+    p.add_argument("--preset", help=f"{', '.join(PRESETS)} (default: $TINYLAB_PRESET, else {DEFAULT})")
+    p.add_argument("--run", help="run name (default: the preset name); artifacts in $TINYLAB_HOME/runs/<run>/")
+    p.add_argument("--resume", action="store_true", help="continue the run from its newest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing run of that name first")
+    p.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: $TINYLAB_DEVICE, else the best available)")
+    p.add_argument("--no-progress", action="store_true")
+    add_knob_arguments(p)
+    return p
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    if argv[:1] == ["--"]:  # torchrun ... -m tinylab.train -- --run X: the `--` keeps torchrun off our flags
+        argv = argv[1:]
+    return parser().parse_args(argv)
+
+
+def start_data_early(argv: list[str]) -> None:
+    """Start the data child for a fresh run on one process: not for --resume (a resumed run keeps its own tokenizer),
+    nor under torchrun (WORLD_SIZE > 1: every rank would start one). Arguments that do not parse or resolve start
+    nothing, and quietly: train.main reports them."""
+    if int(os.environ.get("WORLD_SIZE") or 1) > 1:
+        return
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # --help, errors
+            a = parse(argv)
+            if a.resume:
+                return
+            cfg = resolve(a.preset or preset_from_env().name, knob_arguments(a))
+    except (Exception, SystemExit):  # noqa: BLE001 - see the docstring
+        return
+    prepare.start_early(cfg, progress=not a.no_progress)
