@@ -1,4 +1,5 @@
 """The training loop: smoke learning, exact resume, DDP == grad accumulation, CLI, errors."""
+import dataclasses
 import json
 import os
 import socket
@@ -52,6 +53,30 @@ def test_resume_reproduces_the_uninterrupted_loss_curve():
     assert summary["step"] == 6 and summary["val_bpb"] == pytest.approx(metrics("full")[-1]["val_bpb"], abs=1e-6)
     meta = checkpoint.read_meta(Run.at("cut").latest_checkpoint())
     assert meta["finished"] and meta["step"] == 6
+
+
+def test_a_stopped_run_reports_why_it_stopped_and_a_failed_write_besides(monkeypatch, capsys):
+    """The step-3 checkpoint fails to write on its thread while the loop goes on, then the loop stops at step 4: the
+    error raised is the loop's; the lost checkpoint gets one line of its own, and the checkpoint before it stays."""
+    class Kill(Exception):
+        pass
+
+    real = checkpoint.write_checkpoint
+
+    def full_disk_at_3(run, snap, keep=1):
+        if snap.body["step"] == 3:
+            raise OSError(28, "No space left on device")
+        return real(run, snap, keep)
+
+    def kill_at_4(rec):
+        if rec["kind"] == "train" and rec["step"] == 4:
+            raise Kill
+
+    monkeypatch.setattr(checkpoint, "write_checkpoint", full_disk_at_3)
+    with pytest.raises(Kill):
+        train("smoke", "lost", num_iterations=6, progress=False, callback=kill_at_4, **dict(TINY, eval_every=1))
+    assert "the checkpoint being written was lost too: [Errno 28] No space left" in capsys.readouterr().err
+    assert Run.at("lost").latest_checkpoint().name == "step_000002"
 
 
 def _ddp_worker(rank, port, overrides):
@@ -283,6 +308,9 @@ def test_precompile_kernels_runs_a_step_and_an_evaluation_and_changes_nothing(mo
     assert grads == [len(list(model.parameters()))] and evals == [(1, cfg.model.sequence_len)]
     assert all(p.grad is None for p in model.parameters()) and torch.equal(torch.get_rng_state(), rng)
     assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    fp8 = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, fp8_lm_head=True))
+    tr.precompile_kernels(model, fp8, torch.device("cpu"))  # FP8's casts compile per shape: evaluation only
+    assert len(grads) == 1 and len(evals) == 2
     monkeypatch.setattr(model, "forward", lambda *a, **k: 1 / 0)
     tr.precompile_kernels(model, cfg, torch.device("cpu"))  # an error is the warm-up's to report
 
@@ -590,12 +618,23 @@ def test_under_torchrun_no_rank_starts_an_early_child(monkeypatch):
 
 def test_a_command_that_fails_before_its_data_stops_the_early_child(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    launch.start_data_early(EARLY + ["--run", "baddev", "--device", "nosuch"])
+    child = prepare._early[1]
+    assert cli(main, EARLY + ["--run", "baddev", "--device", "nosuch"]) == 2
+    assert "unknown device 'nosuch'" in capsys.readouterr().err
+    assert child.poll() is not None and not prepare.has_early()
+
+
+def test_no_early_child_for_a_run_the_command_will_refuse(tmp_path, monkeypatch):
+    """A run with a checkpoint, without --resume or --overwrite, is refused before any data is due: no child. With
+    --overwrite it is started over, so its child starts."""
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
     assert main(EARLY + ["--run", "taken"]) == 0
     launch.start_data_early(EARLY + ["--run", "taken"])
-    child = prepare._early[1]
-    assert cli(main, EARLY + ["--run", "taken"]) == 2  # the run exists: --resume or --overwrite
-    assert "already has a checkpoint" in capsys.readouterr().err
-    assert child.poll() is not None and not prepare.has_early()
+    assert not prepare.has_early()
+    launch.start_data_early(EARLY + ["--run", "taken", "--overwrite"])
+    assert prepare.has_early()
+    prepare.stop_early()
 
 
 @pytest.mark.parametrize("status", [0, 2])

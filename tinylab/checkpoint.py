@@ -137,46 +137,29 @@ class Snapshot:
     weights: dict[str, torch.Tensor]  # the model's state dict on the CPU; tied names share one tensor
     optim: dict[str, torch.Tensor]    # flatten_optimizers' tensors on the CPU
     body: dict                        # checkpoint.json
-    ready: torch.cuda.Event | None = None  # set once copies from a GPU have landed (they are asynchronous)
 
     def state_dict(self) -> dict[str, torch.Tensor]:  # what safetensors' save_model reads of a module
         return dict(self.weights)
 
 
-def snapshot(model: GPT, optimizers, step: int, meta: dict, pinned: dict | None = None) -> Snapshot:
-    """The checkpoint of this moment. A GPU's tensors are copied into page-locked buffers without waiting
-    (`pinned`, reused from save to save, keyed like the copies); wait on .ready before reading them.
-    Tensors that share storage (a tied wte/lm_head) stay shared, so the weights are stored once."""
+def snapshot(model: GPT, optimizers, step: int, meta: dict) -> Snapshot:
+    """The checkpoint of this moment, every tensor copied to the CPU (~0.1 s for ittybitty's 0.4 GB off a GPU).
+    Tensors that share storage (a tied wte/lm_head) stay shared, so that the weights are stored once."""
     tensors, opt_meta = flatten_optimizers(optimizers)
     body = dict(format=FORMAT, step=step, model=model.config.to_dict(), optimizers=opt_meta, rng=rng_state(), **meta)
     copies, seen = ({}, {}), {}
-    for out, prefix, source in ((copies[0], "w.", model.state_dict()), (copies[1], "o.", tensors)):
+    for out, source in zip(copies, (model.state_dict(), tensors)):
         for name, t in source.items():
             t = t.detach()
             key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), t.shape, t.stride())
             if key not in seen:
-                seen[key] = _host_copy(prefix + name, t, pinned)
+                seen[key] = t.to("cpu", copy=True).contiguous()
             out[name] = seen[key]
-    ready = None
-    if any(k[0].type == "cuda" for k in seen):
-        ready = torch.cuda.Event()
-        ready.record()
-    return Snapshot(copies[0], copies[1], body, ready)
-
-
-def _host_copy(key: str, t: torch.Tensor, pinned: dict | None) -> torch.Tensor:
-    if t.device.type != "cuda" or pinned is None:
-        return t.to("cpu", copy=True).contiguous()
-    buf = pinned.get(key)
-    if buf is None or buf.shape != t.shape or buf.dtype != t.dtype:
-        buf = pinned[key] = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-    return buf.copy_(t, non_blocking=True)
+    return Snapshot(*copies, body)
 
 
 def write_checkpoint(run: Run, snap: Snapshot, keep: int = 1) -> Path:
     """Write a snapshot as checkpoints/step_<step>/ atomically and prune all but the newest `keep`."""
-    if snap.ready is not None:
-        snap.ready.synchronize()
     step = snap.body["step"]
     root = run.checkpoints_dir
     root.mkdir(parents=True, exist_ok=True)
@@ -204,20 +187,19 @@ def write_checkpoint(run: Run, snap: Snapshot, keep: int = 1) -> Path:
 
 
 class CheckpointWriter:
-    """Checkpoints written on a thread while training goes on. save() takes the snapshot (a GPU's copies are
-    queued, not waited for) and returns; the thread writes it as save_checkpoint would. One write at a time:
-    the next save(), and wait(), first let the previous one finish, and raise its error if it failed (the
-    checkpoint before it is then still the newest on disk). A write takes ~0.4 s for ittybitty's 0.4 GB, which
-    the steps no longer wait for (docs/benchmarks.md §3); safetensors writes without holding the GIL."""
+    """Checkpoints written on a thread while training goes on. save() takes the snapshot and returns; the thread
+    writes it as save_checkpoint would. One write at a time: the next save(), and wait(), first let the previous one
+    finish, and raise its error if it failed (the checkpoint before it is then still the newest on disk). A write
+    takes ~0.4 s for ittybitty's 0.4 GB, which the steps no longer wait for (docs/benchmarks.md §3); safetensors
+    writes without holding the GIL."""
 
     def __init__(self):
-        self._pinned: dict[str, torch.Tensor] = {}
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
     def save(self, run: Run, step: int, model: GPT, optimizers, meta: dict, keep: int = 1) -> None:
         self.wait()
-        snap = snapshot(model, optimizers, step, meta, self._pinned)
+        snap = snapshot(model, optimizers, step, meta)
         self._thread = threading.Thread(target=self._write, args=(run, snap, keep), name="tinylab-checkpoint")
         self._thread.start()
 
@@ -227,14 +209,19 @@ class CheckpointWriter:
         except BaseException as e:  # handed to the training thread at its next save() or wait()
             self._error = e
 
-    def wait(self) -> None:
-        """Return once no write is in flight; raise the error of the last one, if it failed."""
+    def join(self) -> None:
+        """Return once no write is in flight (its error, if any, kept for wait)."""
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+    def wait(self, raise_error: bool = True) -> BaseException | None:
+        """Return once no write is in flight; raise the error of the last one if it failed (or return it)."""
+        self.join()
         error, self._error = self._error, None
-        if error is not None:
+        if error is not None and raise_error:
             raise error
+        return error
 
 
 def _save_tensors(save, path: Path) -> None:

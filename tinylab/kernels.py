@@ -79,9 +79,17 @@ def _round_e5m2(x):
     return tl.where(tl.abs(x) < 6.103515625e-05, (x + 192.0) - 192.0, normal)
 
 
+def _jit_any_alignment(*pointers: str):
+    """triton.jit, the `pointers` left unspecialised on their alignment where this Triton can (3.2 and later)."""
+    try:
+        return triton.jit(do_not_specialize_on_alignment=list(pointers))
+    except TypeError:
+        return triton.jit
+
+
 # The targets are read one per row, so their alignment buys nothing; left unspecialised, one compiled kernel serves
 # the training batches (targets at an 8-byte offset: a view one token into x's buffer) and the evaluation's (copies).
-@triton.jit(do_not_specialize_on_alignment=["targets_ptr"])
+@_jit_any_alignment("targets_ptr")
 def _softcap_ce_kernel(logits_ptr, stride, targets_ptr, loss_ptr, grad_ptr, grad_stride, n_cols, softcap,
                        grad_scale, BLOCK: tl.constexpr, GRAD: tl.constexpr, E5M2: tl.constexpr, APPROX: tl.constexpr):
     """One row per program: its loss, and (where GRAD) its gradient into grad_ptr's row: the logits' own row, in

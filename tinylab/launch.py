@@ -14,6 +14,7 @@ from . import prepare
 from .config import add_knob_arguments, knob_arguments
 from .errors import ArgumentParser
 from .presets import DEFAULT, PRESETS, preset_from_env, resolve
+from .run import Run
 
 
 def parser() -> ArgumentParser:
@@ -34,18 +35,27 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser().parse_args(argv)
 
 
+def names(a: argparse.Namespace) -> tuple[str, str]:
+    """(preset, run) of the parsed arguments: the run is named after the preset unless --run names it."""
+    preset = a.preset or preset_from_env().name
+    return preset, preset if a.run is None else a.run  # an empty --run is refused by Run.at, not read as "not given"
+
+
 def start_data_early(argv: list[str]) -> None:
     """Start the data child for a fresh run on one process: not for --resume (a resumed run keeps its own tokenizer),
-    nor under torchrun (WORLD_SIZE > 1: every rank would start one). Arguments that do not parse or resolve start
-    nothing, and quietly: train.main reports them."""
+    nor for a run that has a checkpoint and no --overwrite (the command refuses it), nor under torchrun (WORLD_SIZE >
+    1: every rank would start one). Arguments that do not parse or resolve start nothing, and quietly: train.main
+    reports them."""
     if int(os.environ.get("WORLD_SIZE") or 1) > 1:
         return
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # --help, errors
             a = parse(argv)
-            if a.resume:
+            preset, run = names(a)
+            taken = not a.overwrite and Run.at(run).latest_checkpoint() is not None
+            if a.resume or taken:
                 return
-            cfg = resolve(a.preset or preset_from_env().name, knob_arguments(a))
+            cfg = resolve(preset, knob_arguments(a))
     except (Exception, SystemExit):  # noqa: BLE001 - see the docstring
         return
     prepare.start_early(cfg, progress=not a.no_progress)

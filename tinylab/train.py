@@ -8,13 +8,14 @@ train() runs five phases, each a function below, in this order:
 1. resolve   preset + overrides -> TrainConfig, every knob validated; nothing written yet
 2. prepare   process group, the run directory locked, plan (steps, batch layout) and the resume point
              checked (architecture, step); still nothing written
-3. build     model, optimizers, checkpoint state, compiled forward (warmed up on a dummy batch), and,
-             on a second thread meanwhile, the tokenizer (trained if missing, by a child process when
-             the run compiles; a resumed run's checked against its hash) and the loaders over the
+3. build     model, optimizers, checkpoint state, compiled forward (warmed up on a dummy batch, tinylab's
+             own kernels compiled on a thread alongside), and, on a second thread meanwhile, the tokenizer
+             (trained if missing, by a child process when the run compiles or the command started one
+             before importing torch; a resumed run's checked against its hash) and the loaders over the
              pre-tokenized corpus; only once all of that succeeded are config.json and metrics.jsonl
              (re)written: a failed resume changes nothing
-4. loop      on schedule: evaluate, sample, score (CORE, probes), save; then one optimizer step; a log
-             line every log_every
+4. loop      on schedule: evaluate, sample, score (CORE, probes), save (written on a thread while the
+             next steps run); then one optimizer step; a log line every log_every
 5. finish    the summary record, wandb, the process group
 
 Design: DistributedDataParallel with no_sync() on accumulation micro-steps; every rank runs the
@@ -97,7 +98,10 @@ def setup_distributed(device=None) -> Dist:
     """Rank, world size and device from torchrun's environment; rank 0 of 1 without it."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return Dist(0, 1, pick_device(device), False)
+        dev = pick_device(device)
+        if dev.type == "cuda" and dev.index is not None:
+            torch.cuda.set_device(dev)  # Triton launches its kernels on the current device, not on their tensors'
+        return Dist(0, 1, dev, False)
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device)
     if dev.type == "cuda":
@@ -269,10 +273,11 @@ def load_data(s: Setup, clock: Clock, progress: bool, background: bool = False):
 
 def load_data_aside(s: Setup, clock: Clock, progress: bool):
     """load_data for the data thread of a fresh run that compiles (or whose command started the child already), the
-    files made first by tokens.prepare_tokens in a child process (tinylab.prepare). Training the tokenizer and pre-tokenizing turn documents into Python
-    strings, which holds the GIL, so on a thread they slowed the compile they ran alongside (docs/benchmarks.md
-    §3). Then load_data finds the files and only opens them; if the child failed, load_data meets the same
-    failure and raises its error. Asked to stop (Background.cancel), it stops the child and loads nothing."""
+    files made first by tokens.prepare_tokens in a child process (tinylab.prepare). Training the tokenizer and
+    pre-tokenizing turn documents into Python strings, which holds the GIL, so on a thread they slowed the compile
+    they ran alongside (docs/benchmarks.md §3). Then load_data finds the files and only opens them; if the child
+    failed, load_data meets the same failure and raises its error. Asked to stop (Background.cancel), it stops the
+    child and loads nothing."""
     with clock.phase("files", background=True):
         try:  # the command's own if it started one (tinylab.launch), else a new one
             child = adopt_early(s.cfg, progress) or start_data_child(s.cfg, progress)
@@ -435,10 +440,14 @@ def precompile_kernels(model, cfg: TrainConfig, device) -> None:
     x, y = buf[:-1].view(1, T), buf[1:].view(1, T)  # as TokenLoader.to_batch makes them
     autocast = device_autocast(device)
     try:  # evaluation first: its forward has most of the training forward's kernels, and needs no autograd thread
-        evaluate_bpb(model, [(x, y)], torch.ones(cfg.model.vocab_size, dtype=torch.int64, device=device), autocast)
-        with autocast:
-            loss = model(x, y)
-        torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
+        with torch.cuda.device(device) if device.type == "cuda" else nullcontext():  # this thread's device: cuda:N
+            evaluate_bpb(model, [(x, y)], torch.ones(cfg.model.vocab_size, dtype=torch.int64, device=device),
+                         autocast)
+            if cfg.loop.fp8_lm_head:  # its FP8 casts are torch.compile'd per shape: one sequence would add a compile
+                return
+            with autocast:
+                loss = model(x, y)
+            torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
     except Exception:  # noqa: BLE001 - see the docstring
         pass
 
@@ -555,14 +564,16 @@ class Trainer:
         if self.d.world == 1:
             aside = (self.compiles() or has_early()) and not s.meta and bool(sys.executable)
             data = Background(load_data_aside, s, clock, progress) if aside else None
+            if data is None and not self.compiles():  # no compile's imports for it to slow down
+                data = Background(load_data, s, clock, progress, True)
             ahead = None
             try:
                 self.build_model()
+                if self.compiles() and self.d.device.type == "cuda":  # its kernels compiled alongside the imports
+                    ahead = Background(precompile_kernels, self.model, self.cfg, self.d.device,
+                                       name="tinylab-precompile")
                 if self.compiles():  # before a data thread, with which these ~6 s of pure Python would compete
-                    if self.d.device.type == "cuda":  # for the GIL (~13 s alongside)
-                        ahead = Background(precompile_kernels, self.model, self.cfg, self.d.device,
-                                           name="tinylab-precompile")
-                    start_compile_workers(self.d.device)
+                    start_compile_workers(self.d.device)  # for the GIL (~13 s alongside)
                 data = data or Background(load_data, s, clock, progress, True)
                 self.build(data)
                 with self.clock.phase("data"):
@@ -679,10 +690,14 @@ class Trainer:
                 if st.step == n:
                     break
                 self.step()
+        except BaseException:  # stopped or failed: the checkpoint being written still lands, and what stopped the
+            failed = self.writer.wait(raise_error=False)  # loop stays the error
+            if failed is not None:
+                print(f"the checkpoint being written was lost too: {failed}", file=sys.stderr)
+            raise
         finally:  # the steps: the loop's time less its phases (evaluations, saves, the compiling step, ...)
             clock.record("steps", time.perf_counter() - t0 - (clock.spent - spent0))
             self.bar.close()
-            self.writer.wait()  # stopped or failed: the checkpoint being written still lands
 
     def on_schedule(self) -> None:
         """Evaluate, sample, score and save at this step if the schedule says so (a resumed step already did)."""
@@ -728,7 +743,7 @@ class Trainer:
         st, run = self.state, self.s.run
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):  # never replace a good checkpoint
             raise NonFiniteLossError(f"weights are NaN/inf at step {st.step} of run {run.name!r}; not saving. "
-                                     f"Last good checkpoint: {run.latest_checkpoint() or 'none'}")
+                                     f"Last good checkpoint: {self.last_checkpoint() or 'none'}")
         if self.d.master:  # written on a thread while the next steps run; the run's last one waited for
             tok = self.s.tokenizer
             self.writer.save(run, st.step, self.model, self.optimizers, dict(
@@ -738,6 +753,11 @@ class Trainer:
             if finished:
                 self.writer.wait()
         self.d.barrier()
+
+    def last_checkpoint(self) -> Path | None:
+        """The newest checkpoint on disk once the one being written, if any, has landed (or failed)."""
+        self.writer.join()
+        return self.s.run.latest_checkpoint()
 
     def step(self) -> None:
         """One optimizer step at the scheduled learning rate, and a log line every log_every steps."""
@@ -765,7 +785,7 @@ class Trainer:
             if not out_of_memory(e):
                 raise
             raise OutOfMemoryError(out_of_memory_message(self.cfg, self.plan, self.d.device,
-                                                         self.s.run.latest_checkpoint())) from None
+                                                         self.last_checkpoint())) from None
 
     def log_train(self) -> None:
         st, run, tokens = self.state, self.s.run, self.plan.tokens_at(self.state.step)
@@ -773,7 +793,7 @@ class Trainer:
         st.elapsed += seconds
         if not math.isfinite(st.loss):
             raise NonFiniteLossError(f"loss is {st.loss} at step {st.step} of run {run.name!r}; training stopped. "
-                                     f"Last good checkpoint: {run.latest_checkpoint() or 'none'}. Lower "
+                                     f"Last good checkpoint: {self.last_checkpoint() or 'none'}. Lower "
                                      f"matrix_lr/embedding_lr, set grad_clip=1.0, or add warmup_ratio, then --resume "
                                      f"or start over")
         o, device = self.cfg.optim, self.d.device
@@ -838,8 +858,7 @@ def ensure_run(preset: TrainConfig | str, run: str, *, progress: bool = True, **
 
 def main(argv=None) -> int:
     a = launch.parse(sys.argv[1:] if argv is None else list(argv))
-    preset = a.preset or preset_from_env().name
-    run = preset if a.run is None else a.run  # an empty --run is refused by Run.at, not read as "not given"
+    preset, run = launch.names(a)
     try:
         summary = train(preset, run, device=a.device, resume=a.resume, overwrite=a.overwrite,
                         progress=not a.no_progress, **knob_arguments(a))
