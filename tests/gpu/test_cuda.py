@@ -253,6 +253,26 @@ def test_precompile_kernels_leaves_nothing_for_the_warm_up_and_the_evaluation_to
     assert ahead >= 4 and variants() == ahead  # the loss with gradients and without, the MLP's GEMM both ways, ...
 
 
+def test_checkpoint_writer_saves_the_weights_of_the_moment_of_save_off_the_gpu(tmp_path):
+    """The snapshot's copies into page-locked memory are queued, not waited for; weights changed on the GPU right
+    after save() returns (as the next optimizer step does) must not reach the file."""
+    from tinylab import checkpoint
+    from tinylab.run import Run
+
+    model = random_weights(build_model(SMALL, "cuda"))
+    opts = setup_optimizers(model)
+    want = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    writer = checkpoint.CheckpointWriter()
+    writer.save(Run(tmp_path), 1, model, opts, {})
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # queued behind the copies on the same stream
+    writer.wait()
+    loaded = build_model(SMALL, "cpu")
+    checkpoint.load_checkpoint(Run(tmp_path).latest_checkpoint(), loaded)
+    assert all(torch.equal(v, want[k]) for k, v in loaded.state_dict().items())
+
+
 # ----------------------------------------------------------------------------- resume on CUDA
 
 # a few steps of the smoke model on CUDA (as tests/test_train.py on the CPU): 2 micro-batches of 2 × 128
