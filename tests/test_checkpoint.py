@@ -197,6 +197,10 @@ def test_writer_hands_a_failed_write_to_the_next_call_and_keeps_the_older_checkp
 
     monkeypatch.setattr(checkpoint.os, "rename", full_disk)
     writer.save(Run(tmp_path), 2, model, opts, dict(version=2))  # returns while the thread fails
+    writer.join()
+    with pytest.raises(OSError, match="No space left"):
+        writer.poll()  # the failure, as soon as the write has ended
+    writer.save(Run(tmp_path), 2, model, opts, dict(version=2))
     with pytest.raises(OSError, match="No space left"):
         writer.save(Run(tmp_path), 3, model, opts, dict(version=3))  # the next call hands the error over
     writer.wait()  # raised once; no write in flight

@@ -55,24 +55,38 @@ def test_resume_reproduces_the_uninterrupted_loss_curve():
     assert meta["finished"] and meta["step"] == 6
 
 
-def test_a_stopped_run_reports_why_it_stopped_and_a_failed_write_besides(monkeypatch, capsys):
-    """The step-3 checkpoint fails to write on its thread while the loop goes on, then the loop stops at step 4: the
-    error raised is the loop's; the lost checkpoint gets one line of its own, and the checkpoint before it stays."""
-    class Kill(Exception):
-        pass
-
+def full_disk_at(step: int, delay: float = 0.0):
+    """checkpoint.write_checkpoint, failing like a full disk for `step`'s checkpoint after `delay` seconds."""
     real = checkpoint.write_checkpoint
 
-    def full_disk_at_3(run, snap, keep=1):
-        if snap.body["step"] == 3:
+    def write(run, snap, keep=1):
+        if snap.body["step"] == step:
+            time.sleep(delay)
             raise OSError(28, "No space left on device")
         return real(run, snap, keep)
+    return write
+
+
+def test_a_failed_checkpoint_write_stops_the_run_at_the_next_step(monkeypatch):
+    """The write fails on its thread while the steps go on: the run stops at the next step it begins after that
+    (CheckpointWriter.poll), not at the next save, with the disk's error; the checkpoint before it stays."""
+    monkeypatch.setattr(checkpoint, "write_checkpoint", full_disk_at(5))
+    with pytest.raises(OSError, match="No space left"):
+        train("smoke", "diskfull", num_iterations=12, progress=False, **dict(TINY, eval_every=5))
+    assert 5 <= max(losses("diskfull")) <= 8 and not Run.at("diskfull").checkpoints()  # the next save would be step 10's
+
+
+def test_a_stopped_run_reports_why_it_stopped_and_a_failed_write_besides(monkeypatch, capsys):
+    """The step-3 checkpoint is still being written (and fails) when the loop stops at step 4: the error raised is
+    the loop's; the lost checkpoint gets one line of its own, and the checkpoint before it stays."""
+    class Kill(Exception):
+        pass
 
     def kill_at_4(rec):
         if rec["kind"] == "train" and rec["step"] == 4:
             raise Kill
 
-    monkeypatch.setattr(checkpoint, "write_checkpoint", full_disk_at_3)
+    monkeypatch.setattr(checkpoint, "write_checkpoint", full_disk_at(3, delay=2.0))
     with pytest.raises(Kill):
         train("smoke", "lost", num_iterations=6, progress=False, callback=kill_at_4, **dict(TINY, eval_every=1))
     assert "the checkpoint being written was lost too: [Errno 28] No space left" in capsys.readouterr().err

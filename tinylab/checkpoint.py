@@ -131,7 +131,9 @@ def save_checkpoint(run: Run, step: int, model: GPT, optimizers, meta: dict, kee
     return write_checkpoint(run, snapshot(model, optimizers, step, meta), keep)
 
 
-PINNED_MAX_BYTES = 4 << 30  # page-locked host memory is scarce: a larger snapshot is copied the ordinary way
+# Page-locked host memory is scarce, and torch's host cache keeps what it allocated (rounded up to a power of two)
+# until CheckpointWriter.release: a snapshot larger than this (its tensors' own bytes) is copied the ordinary way.
+PINNED_MAX_BYTES = 1 << 30
 
 
 @dataclass
@@ -147,16 +149,20 @@ class Snapshot:
 
 
 def snapshot(model: GPT, optimizers, step: int, meta: dict) -> Snapshot:
-    """The checkpoint of this moment, every tensor copied to the CPU. Off a GPU the copies go into page-locked
-    memory without waiting (0.01 s for ittybitty's 0.4 GB against ~0.2 s for ordinary copies; wait on .copied before
-    reading them). Tensors that share storage (a tied wte/lm_head) stay shared, so that the weights are stored once."""
+    """The checkpoint of this moment, every tensor copied to the CPU. Off a GPU, up to PINNED_MAX_BYTES, the copies
+    go into page-locked memory and are not waited for (wait on .copied before reading them): 0.01 s for ittybitty's
+    0.4 GB against ~0.2 s for ordinary copies (docs/benchmarks.md §3). Tensors that share storage (a tied
+    wte/lm_head) stay shared, so that the weights are stored once."""
     tensors, opt_meta = flatten_optimizers(optimizers)
     body = dict(format=FORMAT, step=step, model=model.config.to_dict(), optimizers=opt_meta, rng=rng_state(), **meta)
     sources = (model.state_dict(), tensors)
     unique = {_identity(t): t.detach() for source in sources for t in source.values()}
     gpus = {t.device for t in unique.values() if t.device.type == "cuda"}
     pin = bool(gpus) and sum(t.numel() * t.element_size() for t in unique.values()) <= PINNED_MAX_BYTES
-    host = {key: _host_copy(t, pin) for key, t in unique.items()}
+    try:
+        host = {key: _host_copy(t, pin) for key, t in unique.items()}
+    except RuntimeError:  # no page-locked memory to be had: the ordinary copies
+        pin, host = False, {key: _host_copy(t, False) for key, t in unique.items()}
     copies = [{name: host[_identity(t)] for name, t in source.items()} for source in sources]
     copied = [torch.cuda.current_stream(device).record_event() for device in gpus] if pin else []
     return Snapshot(*copies, body, copied)
@@ -203,11 +209,11 @@ def write_checkpoint(run: Run, snap: Snapshot, keep: int = 1) -> Path:
 
 
 class CheckpointWriter:
-    """Checkpoints written on a thread while training goes on. save() takes the snapshot (its copies off a GPU
-    queued, not waited for) and returns; the thread writes it as save_checkpoint would. One write at a time: the next
-    save(), and wait(), first let the previous one finish, and raise its error if it failed (the checkpoint before it
-    is then still the newest on disk). A write takes ~0.4 s for ittybitty's 0.4 GB, which the steps no longer wait
-    for (docs/benchmarks.md §3); safetensors writes without holding the GIL."""
+    """Checkpoints written on a thread while training goes on. save() takes the snapshot and returns; the thread
+    writes it as save_checkpoint would (safetensors writes without holding the GIL), which the steps no longer wait
+    for. One write at a time: the next save(), and wait(), first let the previous one finish, and raise its error if
+    it failed; poll() raises it as soon as the write has ended. The checkpoint before a failed one stays the newest
+    on disk. release() hands back the page-locked memory of the copies once training is over."""
 
     def __init__(self):
         self._thread: threading.Thread | None = None
@@ -224,6 +230,18 @@ class CheckpointWriter:
             write_checkpoint(run, snap, keep)
         except BaseException as e:  # handed to the training thread at its next save() or wait()
             self._error = e
+
+    def poll(self) -> None:
+        """Raise the error of a write that has ended in failure; return at once otherwise."""
+        if self._thread is None or not self._thread.is_alive():
+            self.wait()
+
+    def release(self) -> None:
+        """Free the page-locked memory torch's host cache kept from the copies (where this torch can: 2.9 and
+        later), once no write is in flight."""
+        empty = getattr(getattr(torch, "accelerator", None), "empty_host_cache", None)
+        if self._thread is None and empty is not None and torch.cuda.is_available():
+            empty()
 
     def join(self) -> None:
         """Return once no write is in flight (its error, if any, kept for wait)."""

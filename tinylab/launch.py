@@ -52,8 +52,7 @@ def start_data_early(argv: list[str]) -> None:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # --help, errors
             a = parse(argv)
             preset, run = names(a)
-            taken = not a.overwrite and Run.at(run).latest_checkpoint() is not None
-            if a.resume or taken:
+            if a.resume or Run.at(run).refuses_fresh_start(a.resume, a.overwrite) is not None:
                 return
             cfg = resolve(preset, knob_arguments(a))
     except (Exception, SystemExit):  # noqa: BLE001 - see the docstring

@@ -279,6 +279,11 @@ class Run:
         ckpts = self.checkpoints()
         return ckpts[-1] if ckpts else None
 
+    def refuses_fresh_start(self, resume: bool, overwrite: bool) -> Path | None:
+        """The checkpoint for which training refuses to start this run: it has one, and was asked neither to resume
+        it nor to overwrite it (tinylab.train's prepare)."""
+        return None if resume or overwrite else self.latest_checkpoint()
+
     def checkpoint(self, step: int | None = None) -> Path:
         """The checkpoint of `step` (None: the newest); RunError says which steps exist."""
         ckpts = self.checkpoints()

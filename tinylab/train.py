@@ -57,7 +57,7 @@ from .loss import fp8_supported
 from .model import build_model, compile_model
 from .optim import apply_schedule, setup_optimizers
 from .prepare import adopt_early, has_early, start_data_child, stop_child, stop_early
-from .presets import preset_from_env, resolve
+from .presets import resolve
 from .run import CHECKPOINT_MARKER, Run
 from .schedule import RunPlan, lr_multiplier, muon_momentum
 
@@ -98,10 +98,7 @@ def setup_distributed(device=None) -> Dist:
     """Rank, world size and device from torchrun's environment; rank 0 of 1 without it."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        dev = pick_device(device)
-        if dev.type == "cuda" and dev.index is not None:
-            torch.cuda.set_device(dev)  # Triton launches its kernels on the current device, not on their tensors'
-        return Dist(0, 1, dev, False)
+        return Dist(0, 1, pick_device(device), False)
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device)
     if dev.type == "cuda":
@@ -243,10 +240,11 @@ def prepare(cfg: TrainConfig, run: Run, d: Dist, *, resume: bool, overwrite: boo
         raise TrainError(f"{damaged[-1]} has no {CHECKPOINT_MARKER}: the checkpoint is damaged; delete "
                          f"{'it' if len(damaged) == 1 else f'it and {len(damaged) - 1} more like it'} to resume from "
                          f"an older one (or start over), or pass --overwrite to delete the run")
-    ckpt = run.latest_checkpoint()
-    if ckpt is not None and not resume:
-        raise TrainError(f"run {run.name!r} already has a checkpoint ({ckpt.name}) in {run.dir}: pass resume=True "
+    taken = run.refuses_fresh_start(resume, overwrite)
+    if taken is not None:
+        raise TrainError(f"run {run.name!r} already has a checkpoint ({taken.name}) in {run.dir}: pass resume=True "
                          f"(--resume) to continue it, overwrite=True (--overwrite) to start over, or pick a new run name")
+    ckpt = run.latest_checkpoint()
     if resume and ckpt is None and d.master:
         print(f"no checkpoint for run {run.name!r} yet: starting it from scratch")
     plan = RunPlan.of(cfg, d.world)
@@ -440,7 +438,7 @@ def precompile_kernels(model, cfg: TrainConfig, device) -> None:
     x, y = buf[:-1].view(1, T), buf[1:].view(1, T)  # as TokenLoader.to_batch makes them
     autocast = device_autocast(device)
     try:  # evaluation first: its forward has most of the training forward's kernels, and needs no autograd thread
-        with torch.cuda.device(device) if device.type == "cuda" else nullcontext():  # this thread's device: cuda:N
+        with current_device(device):  # a thread starts on cuda:0
             evaluate_bpb(model, [(x, y)], torch.ones(cfg.model.vocab_size, dtype=torch.int64, device=device),
                          autocast)
             if cfg.loop.fp8_lm_head:  # its FP8 casts are torch.compile'd per shape: one sequence would add a compile
@@ -559,8 +557,9 @@ class Trainer:
         self.state, self.clock = LoopState(), clock
         self.writer = checkpoint.CheckpointWriter()
         # On one process the data (tokenizer, pre-tokenized corpus) is prepared on a second thread while this one
-        # builds the model and compiles it on a dummy batch; for a fresh run that compiles, its heavy part in a
-        # child process (load_data_aside), started first. Under DDP it comes first: both sides run collectives.
+        # builds the model and compiles it on a dummy batch; for a fresh run that compiles (or whose command started
+        # one), its heavy part in a child process (load_data_aside). Under DDP it comes first: both sides run
+        # collectives.
         if self.d.world == 1:
             aside = (self.compiles() or has_early()) and not s.meta and bool(sys.executable)
             data = Background(load_data_aside, s, clock, progress) if aside else None
@@ -570,8 +569,8 @@ class Trainer:
             try:
                 self.build_model()
                 if self.compiles() and self.d.device.type == "cuda":  # its kernels compiled alongside the imports
-                    ahead = Background(precompile_kernels, self.model, self.cfg, self.d.device,
-                                       name="tinylab-precompile")
+                    gpu = torch.device("cuda", torch.cuda.current_device())  # the model's: "cuda" means this one
+                    ahead = Background(precompile_kernels, self.model, self.cfg, gpu, name="tinylab-precompile")
                 if self.compiles():  # before a data thread, with which these ~6 s of pure Python would compete
                     start_compile_workers(self.d.device)  # for the GIL (~13 s alongside)
                 data = data or Background(load_data, s, clock, progress, True)
@@ -698,6 +697,7 @@ class Trainer:
         finally:  # the steps: the loop's time less its phases (evaluations, saves, the compiling step, ...)
             clock.record("steps", time.perf_counter() - t0 - (clock.spent - spent0))
             self.bar.close()
+            self.writer.release()
 
     def on_schedule(self) -> None:
         """Evaluate, sample, score and save at this step if the schedule says so (a resumed step already did)."""
@@ -762,6 +762,7 @@ class Trainer:
     def step(self) -> None:
         """One optimizer step at the scheduled learning rate, and a log line every log_every steps."""
         st, o, n = self.state, self.cfg.optim, self.plan.num_iterations
+        self.writer.poll()  # a checkpoint that failed to write stops the run now, not a save interval later
         apply_schedule(self.optimizers, lr_multiplier(st.step, n, o.warmup_ratio, o.warmdown_ratio, o.final_lr_frac),
                        muon_momentum(st.step))
         first = "compile" not in self.clock.seconds  # unless warm_up compiled it, this first step does
@@ -834,8 +835,8 @@ def train(preset: TrainConfig | str, run: str, *, device=None, resume: bool = Fa
     target = Run.at(run)
     d = setup_distributed(device)
     clock.device = d.device
-    try:
-        with target.lock() if d.master else nullcontext():
+    try:  # the run's GPU the current device meanwhile: Triton launches its kernels there, not on their tensors' GPU
+        with target.lock() if d.master else nullcontext(), current_device(d.device):
             if d.master:
                 target.clean_orphans()                      # what a kill during a save left behind
             s = prepare(cfg, target, d, resume=resume, overwrite=overwrite, progress=progress)  # phase 2
@@ -845,6 +846,12 @@ def train(preset: TrainConfig | str, run: str, *, device=None, resume: bool = Fa
     finally:
         if d.own_group:
             dist.destroy_process_group()
+
+
+def current_device(device: torch.device):
+    """The CUDA device `device` current in this thread while the block runs (one process on cuda:N), then the one
+    before; a no-op for a bare "cuda" and other devices."""
+    return torch.cuda.device(device) if device.type == "cuda" and device.index is not None else nullcontext()
 
 
 def ensure_run(preset: TrainConfig | str, run: str, *, progress: bool = True, **overrides) -> Run:
