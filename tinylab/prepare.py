@@ -72,11 +72,11 @@ def has_early() -> bool:
 def adopt_early(cfg: TrainConfig, progress: bool) -> subprocess.Popen | None:
     """The child start_early started, if it works on this job (else it is stopped), and none from then on."""
     global _early
-    early, _early = _early, None
-    if early is not None and early[0] != _job(cfg, progress):
-        stop_child(early[1])
+    if _early is None or _early[0] != _job(cfg, progress):
+        stop_early()
         return None
-    return None if early is None else early[1]
+    child, _early = _early[1], None
+    return child
 
 
 def stop_early() -> None:

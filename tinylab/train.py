@@ -408,17 +408,19 @@ def release_compile_workers() -> None:
     async_compile.shutdown_compile_workers()  # other pools, or a torch without quiesce; a later compile starts anew
 
 
+def dummy_batch(rows: int, T: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) of zeros, built as TokenLoader.to_batch builds a batch: two views of one buffer, y one token in.
+    Passing one tensor twice would compile graphs guarded on `idx is targets`, which no real batch passes."""
+    buf = torch.zeros(rows * T + 1, dtype=torch.int64, device=device)
+    return buf[:-1].view(rows, T), buf[1:].view(rows, T)
+
+
 def warm_up(net, model, cfg: TrainConfig, device, autocast) -> None:
     """Compile the training graphs (forward and backward) on a dummy batch of the real shapes and dtypes, so the
     first step finds them compiled. The gradients are dropped and nothing else changes: no optimizer step, no
-    random numbers drawn. Evaluation has nothing to compile: it runs the model eagerly (Trainer.build_forward).
-
-    The batch is built as TokenLoader.to_batch builds one, x and y two views of one buffer: passing the same
-    tensor twice would compile graphs guarded on `idx is targets`, which no real batch passes."""
-    B, T = cfg.batch.device_batch_size, cfg.model.sequence_len
-    buf = torch.zeros(B * T + 1, dtype=torch.int64, device=device)
+    random numbers drawn. Evaluation has nothing to compile: it runs the model eagerly (Trainer.build_forward)."""
     with autocast:
-        loss = net(buf[:-1].view(B, T), buf[1:].view(B, T))
+        loss = net(*dummy_batch(cfg.batch.device_batch_size, cfg.model.sequence_len, device))
     loss.backward()
     model.zero_grad(set_to_none=True)
 
@@ -433,9 +435,7 @@ def precompile_kernels(model, cfg: TrainConfig, device) -> None:
     ops are opaque to torch.compile, so the compiled step launches these same kernels. Triton compiles without the
     GIL. Nothing changes: the gradients are returned, not accumulated, and no random number is drawn. An error is
     left to the warm-up and the evaluation, which meet it too."""
-    T = cfg.model.sequence_len
-    buf = torch.zeros(T + 1, dtype=torch.int64, device=device)
-    x, y = buf[:-1].view(1, T), buf[1:].view(1, T)  # as TokenLoader.to_batch makes them
+    x, y = dummy_batch(1, cfg.model.sequence_len, device)
     autocast = device_autocast(device)
     try:  # evaluation first: its forward has most of the training forward's kernels, and needs no autograd thread
         with current_device(device):  # a thread starts on cuda:0
@@ -561,19 +561,20 @@ class Trainer:
         # one), its heavy part in a child process (load_data_aside). Under DDP it comes first: both sides run
         # collectives.
         if self.d.world == 1:
-            aside = (self.compiles() or has_early()) and not s.meta and bool(sys.executable)
+            compiles = self.compiles()
+            aside = (compiles or has_early()) and not s.meta and bool(sys.executable)
             data = Background(load_data_aside, s, clock, progress) if aside else None
-            if data is None and not self.compiles():  # no compile's imports for it to slow down
+            if data is None and not compiles:  # no torch.compile imports for it to slow down
                 data = Background(load_data, s, clock, progress, True)
             ahead = None
             try:
                 self.build_model()
-                if self.compiles() and self.d.device.type == "cuda":  # its kernels compiled alongside the imports
-                    gpu = torch.device("cuda", torch.cuda.current_device())  # the model's: "cuda" means this one
-                    ahead = Background(precompile_kernels, self.model, self.cfg, gpu, name="tinylab-precompile")
-                if self.compiles():  # before a data thread, with which these ~6 s of pure Python would compete
-                    start_compile_workers(self.d.device)  # for the GIL (~13 s alongside)
-                data = data or Background(load_data, s, clock, progress, True)
+                if compiles:
+                    if self.d.device.type == "cuda":  # tinylab's kernels compiled alongside the imports
+                        gpu = torch.device("cuda", torch.cuda.current_device())  # the model's: "cuda" means this one
+                        ahead = Background(precompile_kernels, self.model, self.cfg, gpu, name="tinylab-precompile")
+                    start_compile_workers(self.d.device)  # ~6 s of pure Python, before an in-process data thread
+                data = data or Background(load_data, s, clock, progress, True)  # (~13 s alongside one, for the GIL)
                 self.build(data)
                 with self.clock.phase("data"):
                     s.tokenizer, self.loader, self.val = data.result()
