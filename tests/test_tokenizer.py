@@ -230,3 +230,15 @@ def test_render_tokens(tok):
     assert [i for ids, _ in pieces for i in ids] == tok.encode(text)
     html = render_tokens(tok, text)
     assert html.count("<span") == len(pieces) and "&lt;" in html and "<b>" not in html
+
+
+@pytest.mark.parametrize("cpus, expected", [(32, "8"), (2, "2"), (None, "1")])
+def test_training_caps_rustbpe_threads(texts, monkeypatch, cpus, expected):
+    """rustbpe gets at most BPE_THREADS rayon threads unless RAYON_NUM_THREADS says otherwise."""
+    monkeypatch.delenv("RAYON_NUM_THREADS", raising=False)
+    monkeypatch.setattr(T.os, "cpu_count", lambda: cpus)
+    T.train_tokenizer(texts, 300, progress=False)
+    assert T.os.environ["RAYON_NUM_THREADS"] == expected
+    monkeypatch.setenv("RAYON_NUM_THREADS", "3")
+    T.train_tokenizer(texts, 300, progress=False)
+    assert T.os.environ["RAYON_NUM_THREADS"] == "3"

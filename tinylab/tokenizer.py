@@ -198,6 +198,18 @@ class Tokenizer:
 
 
 # -- training ------------------------------------------------------------------------------
+# rustbpe counts the regex chunks of its text on rayon's global thread pool, which by default has a thread per CPU.
+# Past ~8 threads it gets slower while burning more CPU (its threads share the regex's caches), CPU that a
+# trainer compiling its kernels alongside needs: on a 16-core Xeon the carried FineWeb sample (203M characters,
+# 24,576 ids) trained in 10.4–11.0 s on 16 threads (115–120 CPU-s), 8.6–9.1 s on 8 (46–51), 14.3 s on 4
+# (docs/benchmarks.md §3). RAYON_NUM_THREADS, when set, wins; so does a pool that rayon built before.
+BPE_THREADS = 8
+
+
+def _cap_bpe_threads() -> None:
+    os.environ.setdefault("RAYON_NUM_THREADS", str(min(BPE_THREADS, os.cpu_count() or 1)))
+
+
 def _budgeted(texts: Iterable[str], max_chars: int | None, bar: tqdm, seen: list[int]) -> Iterator[str]:
     """Pass documents through, cutting at `max_chars`, rejecting non-text, counting characters."""
     for i, text in enumerate(texts):
@@ -229,6 +241,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, max_chars: int | None
     """
     import rustbpe
 
+    _cap_bpe_threads()
     min_vocab = 256 + len(SPECIAL_TOKENS)
     if vocab_size < min_vocab:
         raise TokenizerError(f"vocab_size {vocab_size} is too small: it needs at least 256 byte tokens + "
