@@ -195,6 +195,23 @@ def test_compiled_regions_give_the_eager_loss_and_grads_with_one_block_graph_for
         torch.testing.assert_close(p.grad, expected[name], msg=name)
 
 
+def test_compile_model_compiles_every_architecture_of_a_process(monkeypatch):
+    """Past Dynamo's recompile limit of architectures in one process (a notebook), compile_model still compiles the
+    next model instead of leaving it to run eagerly."""
+    graphs = count_graphs(monkeypatch)
+    base = get_preset("smoke").model
+    limit = torch._dynamo.config.recompile_limit
+    for i in range(limit + 2):
+        heads = base.n_head + i + 1  # new shapes in every region
+        c = replace(base, model_dim=heads * base.head_dim, n_head=heads, n_kv_head=heads)
+        model = build_model(c, "cpu")
+        idx = torch.randint(0, c.vocab_size, (1, 8))
+        before = len(graphs)
+        compile_model(model)(idx, torch.roll(idx, -1, dims=1))
+        assert len(graphs) - before == 3, f"architecture {i + 1} was not compiled"
+    torch._dynamo.reset()
+
+
 def test_compiled_regions_leave_the_model_itself_eager(monkeypatch):
     """Decoding with a KV cache runs the same model object eagerly after it was compiled by region: no graph is
     traced for it, and its logits equal an uncompiled twin's."""

@@ -306,7 +306,13 @@ class CompiledRegions(nn.Module):
 
 
 def compile_model(net: nn.Module, regions: bool = True) -> nn.Module:
-    """What training runs: `net` compiled by region (CompiledRegions) or as one whole graph."""
+    """What training runs: `net` compiled by region (CompiledRegions) or as one whole graph.
+
+    Dynamo's caches are emptied first. Every model's regions run the same functions (GPT.forward for a whole graph),
+    so each architecture trained in one process would add to their caches, and past Dynamo's recompile limit (8)
+    a notebook's ninth architecture would train eagerly, at a fraction of the speed. Graphs compiled for an earlier
+    model are recompiled if that model is run again (Inductor's caches on disk make that quick)."""
+    torch._dynamo.reset()
     return CompiledRegions(net) if regions else torch.compile(net, dynamic=False)
 
 
