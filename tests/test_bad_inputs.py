@@ -720,6 +720,21 @@ def test_resume_with_another_batch_and_more_steps_reads_on_from_the_checkpoint(s
     shutil.rmtree(run)
 
 
+def test_resume_without_preset_continues_the_run_as_it_was_configured(shared, capsys, monkeypatch):
+    # 3. `train --run r --resume`, with $TINYLAB_PRESET naming another architecture: the run's own config.json decides
+    monkeypatch.setenv("TINYLAB_HOME", str(shared.home))
+    monkeypatch.setenv("TINYLAB_PRESET", "ittybitty")
+    run = copy_run(shared, "own-config")
+    before = json.loads((run / "config.json").read_text())
+    rc, _, err = invoke("train", ["--no-progress", "--run", "own-config", "--resume", "--num-iterations", "6"], capsys)
+    assert rc == 0, err
+    after = json.loads((run / "config.json").read_text())
+    assert after["preset"] == "smoke" and after["model"] == before["model"] and after["derived"]["num_iterations"] == 6
+    assert {k: after["eval"][k] for k in ("eval_every", "eval_tokens", "sample_every")} == \
+        {k: before["eval"][k] for k in ("eval_every", "eval_tokens", "sample_every")}  # its own, not the preset's
+    shutil.rmtree(run)
+
+
 def test_a_swapped_tokenizer_copy_stops_resume_and_the_advice_given_works(shared, capsys, monkeypatch):
     # 8. train --resume notices a run's own tokenizer copy that was replaced, as complete does
     monkeypatch.setenv("TINYLAB_HOME", str(shared.home))

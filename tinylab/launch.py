@@ -11,7 +11,7 @@ import io
 import os
 
 from . import prepare
-from .config import add_knob_arguments, knob_arguments
+from .config import TrainConfig, add_knob_arguments, knob_arguments
 from .errors import ArgumentParser
 from .presets import DEFAULT, PRESETS, preset_from_env, resolve
 from .run import Run
@@ -35,10 +35,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser().parse_args(argv)
 
 
-def names(a: argparse.Namespace) -> tuple[str, str]:
-    """(preset, run) of the parsed arguments: the run is named after the preset unless --run names it."""
+def names(a: argparse.Namespace) -> tuple[TrainConfig | str, str]:
+    """(preset, run) of the parsed arguments: the run is named after the preset unless --run names it. --resume
+    without --preset continues a run as its config.json says (knob flags still override), not as $TINYLAB_PRESET
+    or the default preset would have it."""
     preset = a.preset or preset_from_env().name
-    return preset, preset if a.run is None else a.run  # an empty --run is refused by Run.at, not read as "not given"
+    run = preset if a.run is None else a.run  # an empty --run is refused by Run.at, not read as "not given"
+    if a.resume and a.preset is None and Run.at(run).config_path.exists():
+        saved = Run.at(run).read_config()
+        return TrainConfig.from_dict(saved, name=saved.get("preset", "custom")), run
+    return preset, run
 
 
 def start_data_early(argv: list[str]) -> None:
