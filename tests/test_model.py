@@ -8,7 +8,7 @@ import torch
 
 from tinylab.calc import param_counts
 from tinylab.config import ConfigError, GPTConfig
-from tinylab.model import GPT, CompiledRegions, build_model, compile_model
+from tinylab.model import GPT, CompiledRegions, build_model, compile_model, forget_compiled
 from tinylab.presets import get_preset
 
 
@@ -195,9 +195,9 @@ def test_compiled_regions_give_the_eager_loss_and_grads_with_one_block_graph_for
         torch.testing.assert_close(p.grad, expected[name], msg=name)
 
 
-def test_compile_model_compiles_every_architecture_of_a_process(monkeypatch):
-    """Past Dynamo's recompile limit of architectures in one process (a notebook), compile_model still compiles the
-    next model instead of leaving it to run eagerly."""
+def test_forget_compiled_lets_a_process_compile_any_number_of_architectures(monkeypatch):
+    """Past Dynamo's recompile limit of architectures in one process (a notebook), the next model is still compiled
+    (forget_compiled then compile_model, as the trainer does) instead of left to run eagerly."""
     graphs = count_graphs(monkeypatch)
     base = get_preset("smoke").model
     limit = torch._dynamo.config.recompile_limit
@@ -207,6 +207,7 @@ def test_compile_model_compiles_every_architecture_of_a_process(monkeypatch):
         model = build_model(c, "cpu")
         idx = torch.randint(0, c.vocab_size, (1, 8))
         before = len(graphs)
+        forget_compiled()
         compile_model(model)(idx, torch.roll(idx, -1, dims=1))
         assert len(graphs) - before == 3, f"architecture {i + 1} was not compiled"
     torch._dynamo.reset()

@@ -361,6 +361,30 @@ def test_the_first_step_and_evaluation_use_the_warmed_up_graphs(monkeypatch, reg
     torch._dynamo.reset()
 
 
+def test_each_train_compiles_its_model_past_dynamos_recompile_limit(monkeypatch):
+    """Every model's regions run the same functions, so a notebook training more architectures than Dynamo's
+    recompile limit would train the rest eagerly; train() empties Dynamo's caches first (model.forget_compiled).
+    The limit is lowered to 2 here, so the third architecture shows it."""
+    import torch._dynamo
+
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile_(fn, **{**kw, "backend": backend}))
+    for heads in (2, 3, 4):  # a new shape in every region each time
+        before = len(graphs)
+        train("smoke", f"arch{heads}", num_iterations=1, progress=False, compile=True, n_head=heads, n_kv_head=heads,
+              model_dim=32 * heads, **TINY)
+        assert len(graphs) > before, f"the model with {heads} heads ran eagerly"
+    torch._dynamo.reset()
+
+
 def test_data_errors_of_the_second_thread_reach_the_caller_and_write_nothing(monkeypatch):
     import tinylab.train as tr
     from tinylab.loader import LoaderError

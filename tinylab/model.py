@@ -305,14 +305,26 @@ class CompiledRegions(nn.Module):
         return self.net.no_sync
 
 
-def compile_model(net: nn.Module, regions: bool = True) -> nn.Module:
-    """What training runs: `net` compiled by region (CompiledRegions) or as one whole graph.
+_compiled = False  # whether compile_model ran in this process since the last forget_compiled
 
-    Dynamo's caches are emptied first. Every model's regions run the same functions (GPT.forward for a whole graph),
-    so each architecture trained in one process would add to their caches, and past Dynamo's recompile limit (8)
-    a notebook's ninth architecture would train eagerly, at a fraction of the speed. Graphs compiled for an earlier
-    model are recompiled if that model is run again (Inductor's caches on disk make that quick)."""
-    torch._dynamo.reset()
+
+def forget_compiled() -> None:
+    """Empty Dynamo's caches if a model was compiled: call it before compiling another. Every model's regions run
+    the same functions (GPT.forward for a whole graph), so each architecture compiled in one process adds to their
+    caches, and past Dynamo's recompile limit (8) a notebook's ninth architecture would train eagerly, at a fraction
+    of the speed. Graphs of an earlier model are recompiled if it runs again (Inductor's caches on disk make that
+    quick). With nothing compiled it does nothing: on CUDA, reset() imports much of Inductor, which a command's
+    start-up does later, alongside the thread that compiles tinylab's kernels."""
+    global _compiled
+    if _compiled:
+        torch._dynamo.reset()
+        _compiled = False
+
+
+def compile_model(net: nn.Module, regions: bool = True) -> nn.Module:
+    """What training runs: `net` compiled by region (CompiledRegions) or as one whole graph."""
+    global _compiled
+    _compiled = True
     return CompiledRegions(net) if regions else torch.compile(net, dynamic=False)
 
 

@@ -493,11 +493,12 @@ def calibration_rate(run: Run) -> float:
 
 
 def release_compiled() -> None:
-    """Forget the last point's compiled graphs and cached GPU memory. Every point compiles its own model:
-    dynamo would keep them all alive and, past its recompile limit (8 shapes), run the rest eagerly."""
+    """Forget the last point's compiled graphs (model.forget_compiled) and cached GPU memory."""
     import torch
 
-    torch._dynamo.reset()
+    from .model import forget_compiled
+
+    forget_compiled()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 

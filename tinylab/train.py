@@ -54,7 +54,7 @@ from .eval import cost, measure
 from .data import ReadStopped, stop_requested, stoppable
 from .evaluate import evaluate_bpb
 from .loss import fp8_supported
-from .model import build_model, compile_model
+from .model import build_model, compile_model, forget_compiled
 from .optim import apply_schedule, setup_optimizers
 from .prepare import adopt_early, has_early, start_data_child, stop_child, stop_early
 from .presets import resolve
@@ -570,6 +570,7 @@ class Trainer:
             try:
                 self.build_model()
                 if compiles:
+                    forget_compiled()  # before the kernels' thread, whose launches may use the table reset() empties
                     if self.d.device.type == "cuda":  # tinylab's kernels compiled alongside the imports
                         gpu = torch.device("cuda", torch.cuda.current_device())  # the model's: "cuda" means this one
                         ahead = Background(precompile_kernels, self.model, self.cfg, gpu, name="tinylab-precompile")
@@ -588,6 +589,8 @@ class Trainer:
         else:
             s.tokenizer, self.loader, self.val = load_data(s, clock, progress)
             self.build_model()
+            if self.compiles():
+                forget_compiled()
             self.build()
         self.token_bytes = torch.as_tensor(s.tokenizer.token_bytes, dtype=torch.int64, device=self.d.device)
         self.peak = peak_flops(self.d.device)

@@ -13,6 +13,14 @@ if os.environ.get("EARLY"):  # what `python -m tinylab.train` does before its im
     print(f"TL {time.time():.3f} start_data_early", flush=True)
 import tinylab.train as tt
 print(f"TL {time.time():.3f} imported tinylab.train", flush=True)
+if os.environ.get("RESET_ALWAYS"):  # session 8: compile_model emptying Dynamo's caches on every call, the first too
+    _cm = tt.compile_model
+    def _reset_then_compile(*a, **k):
+        import torch._dynamo
+        t = time.time(); torch._dynamo.reset()
+        print(f"TL {t:.3f} {time.time():.3f} {threading.current_thread().name} dynamo-reset", flush=True)
+        return _cm(*a, **k)
+    tt.compile_model = _reset_then_compile
 from tinylab import checkpoint, evaluate
 
 def wrap(owner, name, label=None):
