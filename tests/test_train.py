@@ -374,14 +374,14 @@ def test_each_train_compiles_its_model_past_dynamos_recompile_limit(monkeypatch)
         return gm.forward
 
     torch._dynamo.reset()
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
     compile_ = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile_(fn, **{**kw, "backend": backend}))
-    for heads in (2, 3, 4):  # a new shape in every region each time
-        before = len(graphs)
-        train("smoke", f"arch{heads}", num_iterations=1, progress=False, compile=True, n_head=heads, n_kv_head=heads,
-              model_dim=32 * heads, **TINY)
-        assert len(graphs) > before, f"the model with {heads} heads ran eagerly"
+    with torch._dynamo.config.patch(recompile_limit=2):
+        for heads in (2, 3, 4):  # a new shape in every region each time
+            before = len(graphs)
+            train("smoke", f"arch{heads}", num_iterations=1, progress=False, compile=True, n_head=heads,
+                  n_kv_head=heads, model_dim=32 * heads, **TINY)
+            assert len(graphs) > before, f"the model with {heads} heads ran eagerly"
     torch._dynamo.reset()
 
 

@@ -42,7 +42,7 @@ def names(a: argparse.Namespace) -> tuple[TrainConfig | str, str]:
     preset = a.preset or preset_from_env().name
     run = preset if a.run is None else a.run  # an empty --run is refused by Run.at, not read as "not given"
     if a.resume and a.preset is None and Run.at(run).config_path.exists():
-        saved = Run.at(run).read_config()
+        saved = Run.at(run).read_config()  # (Run.at refuses a bad name with its own message)
         return TrainConfig.from_dict(saved, name=saved.get("preset", "custom")), run
     return preset, run
 

@@ -560,6 +560,8 @@ class Trainer:
         # builds the model and compiles it on a dummy batch; for a fresh run that compiles (or whose command started
         # one), its heavy part in a child process (load_data_aside). Under DDP it comes first: both sides run
         # collectives.
+        if self.compiles():  # an earlier model's graphs, before any thread starts: its kernel launches may use
+            forget_compiled()  # what the reset empties
         if self.d.world == 1:
             compiles = self.compiles()
             aside = (compiles or has_early()) and not s.meta and bool(sys.executable)
@@ -570,7 +572,6 @@ class Trainer:
             try:
                 self.build_model()
                 if compiles:
-                    forget_compiled()  # before the kernels' thread, whose launches may use the table reset() empties
                     if self.d.device.type == "cuda":  # tinylab's kernels compiled alongside the imports
                         gpu = torch.device("cuda", torch.cuda.current_device())  # the model's: "cuda" means this one
                         ahead = Background(precompile_kernels, self.model, self.cfg, gpu, name="tinylab-precompile")
@@ -589,8 +590,6 @@ class Trainer:
         else:
             s.tokenizer, self.loader, self.val = load_data(s, clock, progress)
             self.build_model()
-            if self.compiles():
-                forget_compiled()
             self.build()
         self.token_bytes = torch.as_tensor(s.tokenizer.token_bytes, dtype=torch.int64, device=self.d.device)
         self.peak = peak_flops(self.d.device)
