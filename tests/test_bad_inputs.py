@@ -735,6 +735,20 @@ def test_resume_without_preset_continues_the_run_as_it_was_configured(shared, ca
     shutil.rmtree(run)
 
 
+def test_resume_without_preset_of_a_config_this_version_cannot_read_says_what_to_pass(shared, capsys, monkeypatch):
+    monkeypatch.setenv("TINYLAB_HOME", str(shared.home))
+    run = copy_run(shared, "old-knobs")
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["loop"]["retired_knob"] = 1
+    (run / "config.json").write_text(json.dumps(cfg))
+    rc, _, err = invoke("train", ["--no-progress", "--run", "old-knobs", "--resume"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "retired_knob" in err and "pass --preset" in err, err
+    rc, _, err = invoke("train", ["--preset", "smoke", "--no-progress", "--run", "old-knobs", "--resume",
+                                  "--num-iterations", "6"], capsys)
+    assert rc == 0, err  # the advice works
+    shutil.rmtree(run)
+
+
 def test_a_swapped_tokenizer_copy_stops_resume_and_the_advice_given_works(shared, capsys, monkeypatch):
     # 8. train --resume notices a run's own tokenizer copy that was replaced, as complete does
     monkeypatch.setenv("TINYLAB_HOME", str(shared.home))

@@ -11,7 +11,7 @@ import io
 import os
 
 from . import prepare
-from .config import TrainConfig, add_knob_arguments, knob_arguments
+from .config import ConfigError, TrainConfig, add_knob_arguments, knob_arguments
 from .errors import ArgumentParser
 from .presets import DEFAULT, PRESETS, preset_from_env, resolve
 from .run import Run
@@ -43,7 +43,11 @@ def names(a: argparse.Namespace) -> tuple[TrainConfig | str, str]:
     run = preset if a.run is None else a.run  # an empty --run is refused by Run.at, not read as "not given"
     if a.resume and a.preset is None and Run.at(run).config_path.exists():
         saved = Run.at(run).read_config()  # (Run.at refuses a bad name with its own message)
-        return TrainConfig.from_dict(saved, name=saved.get("preset", "custom")), run
+        try:
+            return TrainConfig.from_dict(saved, name=saved.get("preset", "custom")), run
+        except ConfigError as e:  # e.g. a knob this version no longer has
+            raise ConfigError(f"run {run!r} cannot be resumed from its config.json ({e}); pass --preset and the knobs "
+                              f"it was trained with") from None
     return preset, run
 
 
