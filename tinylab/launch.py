@@ -41,8 +41,9 @@ def names(a: argparse.Namespace) -> tuple[TrainConfig | str, str]:
     or the default preset would have it."""
     preset = a.preset or preset_from_env().name
     run = preset if a.run is None else a.run  # an empty --run is refused by Run.at, not read as "not given"
-    if a.resume and a.preset is None and Run.at(run).config_path.exists():
-        saved = Run.at(run).read_config()  # (Run.at refuses a bad name with its own message)
+    target = Run.at(run) if a.resume and a.preset is None else None  # (Run.at refuses a bad name with its own message)
+    if target is not None and target.config_path.exists():
+        saved = target.read_config()
         try:
             return TrainConfig.from_dict(saved, name=saved.get("preset", "custom")), run
         except ConfigError as e:  # e.g. a knob this version no longer has
@@ -61,8 +62,10 @@ def start_data_early(argv: list[str]) -> None:
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # --help, errors
             a = parse(argv)
+            if a.resume:  # (before names(), which reads a resumed run's config.json)
+                return
             preset, run = names(a)
-            if a.resume or Run.at(run).refuses_fresh_start(a.resume, a.overwrite) is not None:
+            if Run.at(run).refuses_fresh_start(a.resume, a.overwrite) is not None:
                 return
             cfg = resolve(preset, knob_arguments(a))
     except (Exception, SystemExit):  # noqa: BLE001 - see the docstring

@@ -560,10 +560,10 @@ class Trainer:
         # builds the model and compiles it on a dummy batch; for a fresh run that compiles (or whose command started
         # one), its heavy part in a child process (load_data_aside). Under DDP it comes first: both sides run
         # collectives.
-        if self.compiles():  # an earlier model's graphs, before any thread starts: its kernel launches may use
-            forget_compiled()  # what the reset empties
+        compiles = self.compiles()
+        if compiles:  # an earlier model's graphs, before any thread starts: its kernel launches may use what the
+            forget_compiled()  # reset empties
         if self.d.world == 1:
-            compiles = self.compiles()
             aside = (compiles or has_early()) and not s.meta and bool(sys.executable)
             data = Background(load_data_aside, s, clock, progress) if aside else None
             if data is None and not compiles:  # no torch.compile imports for it to slow down
