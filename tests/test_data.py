@@ -4,6 +4,7 @@ import http.server
 import re
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -255,3 +256,44 @@ def test_prepare_corpus_downloads_or_says_why_not_in_one_line(hub, tmp_path, mon
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     line = data.prepare_corpus(preset.override(num_shards=4), progress=False)
     assert "FineWeb-Edu is not available" in line and "python -m tinylab.data download -n 4" in line
+
+
+def test_read_ahead_keeps_order_and_raises_where_the_error_was():
+    def items():
+        yield from range(5)
+        raise CorpusError("row group 5 is corrupt")
+
+    got = []
+    with pytest.raises(CorpusError, match="row group 5"):
+        for item in data.read_ahead(items()):
+            got.append(item)
+    assert got == list(range(5))
+
+
+def test_read_ahead_passes_the_callers_stop_to_its_reader(tmp_path):
+    path = tmp_path / "shard_00000.parquet"
+    write_shard(path, [f"doc {j}" for j in range(1000)], row_group_size=10)
+    stop, got = threading.Event(), []
+    with pytest.raises(data.ReadStopped), data.stoppable(stop):
+        for texts in data.read_ahead(data.iter_row_groups(path)):
+            got.append(texts)
+            stop.set()
+    assert 1 <= len(got) <= 1 + data.READ_AHEAD + 1  # what was read ahead, then the stop
+
+
+def test_read_ahead_closed_early_ends_its_reader():
+    produced = []
+
+    def items():
+        for i in range(10_000):
+            produced.append(i)
+            yield i
+
+    stream = data.read_ahead(items(), depth=2)
+    assert next(stream) == 0
+    stream.close()
+    deadline = time.monotonic() + 5
+    while any(t.name == "tinylab-read-ahead" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name == "tinylab-read-ahead" for t in threading.enumerate())
+    assert len(produced) <= 5

@@ -74,6 +74,26 @@ def test_encode_concat_equals_the_flattened_batch(tok, docs):
     assert tok.encode_concat([]).tolist() == []
 
 
+# pieces that meet the BOS string where runs join documents: its prefixes, suffixes, other brackets, whitespace
+EDGES = ["<|bos|>", "<|bos|", "<|bos", "<|", "<", "|>", "s|>", ">", "bos", " ", "\n", "  \n", "é", "😀", "a\udcffb",
+         "x", "12", "'s", ""]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(EDGES), max_size=5).map("".join), max_size=12), st.integers(1, 4))
+def test_encode_concat_in_runs_equals_one_call_per_document(tok, docs, threads):
+    """Runs of documents joined by the BOS string give each document's ids alone, whatever meets at the joins."""
+    per_document = [i for d in docs for i in [tok.bos_id] + tok._encode_array(d).tolist()]
+    assert tok.encode_concat(docs, num_threads=threads).tolist() == per_document
+
+
+@given(st.lists(st.integers(0, 50), max_size=30), st.integers(1, 9))
+def test_runs_keep_every_document_in_order(lengths, count):
+    docs = ["x" * n for n in lengths]
+    runs = T._runs(docs, count)
+    assert [d for run in runs for d in run] == docs and all(runs) and len(runs) <= count
+
+
 def test_numbers_split_in_pairs(tok):
     pieces = [tok.decode([i]) for i in tok.encode("2024 12345")]
     assert max(len(p.strip()) for p in pieces if p.strip().isdigit()) <= 2

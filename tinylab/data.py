@@ -9,12 +9,13 @@ the rest are training, so the same code reads the offline sample and the real da
 """
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
 REPO_ID = "karpathy/fineweb-edu-100b-shuffle"
 MAX_SHARD = 1822  # the dataset's last shard index (shard_01822.parquet)
+READ_AHEAD = 2  # row groups read_ahead decodes before they are asked for (~1k documents each)
+Item = TypeVar("Item")
 
 
 class CorpusError(TinylabError):
@@ -113,20 +116,59 @@ def iter_row_groups(path: Path) -> Iterator[list[str]]:
         yield texts
 
 
+def read_ahead(items: Iterator[Item], depth: int = READ_AHEAD) -> Iterator[Item]:
+    """`items`, produced on a thread of their own up to `depth` ahead: the next row group is read and decoded (pyarrow
+    releases the GIL) while the caller's native code (BPE training, encoding) works on this one. An exception reaches
+    the caller in its place in the stream, the caller's stop signal (stoppable) is the reader's too, and closing the
+    generator ends the reader at its next item."""
+    stop, done, ready = getattr(_reader, "stop", None), threading.Event(), queue.Queue(depth)
+
+    def put(entry) -> bool:
+        while not done.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce():
+        with stoppable(stop) if stop is not None else nullcontext():
+            try:
+                for item in items:
+                    if not put((True, item)):
+                        return
+                put((False, None))
+            except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+                put((False, e))
+
+    threading.Thread(target=produce, name="tinylab-read-ahead", daemon=True).start()
+    try:
+        while True:
+            more, item = ready.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        done.set()
+
+
 def iter_texts(corpus: str, split: str = "train", max_chars: int | None = None) -> Iterator[str]:
-    """Documents of a corpus split, shard by shard, row group by row group.
+    """Documents of a corpus split, shard by shard, row group by row group (read ahead on a thread).
 
     Stops after `max_chars` characters (the last document is cut) when given.
     """
     seen = 0
-    for path in list_shards(corpus, split):
-        for texts in iter_row_groups(path):
-            for text in texts:
-                if max_chars is not None and seen + len(text) >= max_chars:
-                    yield text[: max_chars - seen]
-                    return
-                seen += len(text)
-                yield text
+    row_groups = (texts for path in list_shards(corpus, split) for texts in iter_row_groups(path))
+    for texts in read_ahead(row_groups):
+        for text in texts:
+            if max_chars is not None and seen + len(text) >= max_chars:
+                yield text[: max_chars - seen]
+                return
+            seen += len(text)
+            yield text
 
 
 def info(corpus: str) -> list[dict]:

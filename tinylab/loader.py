@@ -4,9 +4,9 @@ Design, and why:
 - Tokenize once, not on the fly. Training reads the same tokens for every run of every
   preset that shares a tokenizer, and reading a memory map costs nothing next to BPE
   encoding, so the loader can never starve the GPU. Measured on an H100 host (16 cores):
-  BPE encoding runs at ~4.5M tok/s using every core, barely 2× ittybitty's ~2M tok/s
-  consumption (the 3× target is out of reach on the fly, and it would steal the cores the
-  training process needs), while the memory-mapped loader delivers ~600M tok/s to the GPU.
+  pre-tokenization runs at ~13M tok/s using every core (docs/benchmarks.md §3), ~6× ittybitty's
+  ~2.3M tok/s consumption, but on the fly it would take those cores from the training process
+  in every run, while the memory-mapped loader delivers ~600M tok/s to the GPU.
   Exact resume is also simpler when batches are a pure function of a position.
   `pretokenize` writes $TINYLAB_HOME/tokens/<corpus>-<tokenizer.hash[:12]>/shard_NNNNN.bin
   (raw uint16, one per parquet shard; vocab ≤ 65,536 so ids fit in 2 bytes, half of int32)

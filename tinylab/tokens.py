@@ -45,7 +45,7 @@ def tokenize_shard(src: Path, tokenizer, dst: Path, bar: tqdm | None = None) -> 
     n_tok = n_doc = 0
     try:
         with open(tmp, "wb") as f:
-            for texts in data.iter_row_groups(src):
+            for texts in data.read_ahead(data.iter_row_groups(src)):
                 arr = tokenizer.encode_concat(texts)
                 count = len(arr)
                 if count and (arr.min() < 0 or arr.max() >= MAX_VOCAB):
