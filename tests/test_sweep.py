@@ -8,7 +8,7 @@ import time
 import pandas as pd
 import pytest
 
-from tinylab import calc, paths, run as run_mod, sweep as S, sweeps as SS
+from tinylab import calc, gpuqueue as Q, paths, run as run_mod, sweep as S, sweeps as SS, sweepspec as SP
 from tinylab import train as train_mod
 from tinylab.config import ConfigError
 from tinylab.errors import cli
@@ -40,13 +40,13 @@ def spec(points=None, grid=None, budget=None, **knobs):
 # ------------------------------------------------------------------------------- the spec
 
 def test_grid_values_parse_by_the_knobs_declared_type():
-    grid = S.parse_grid(["tie_embeddings=false,True", "head_dim=64,128", "vocab_size=8192,24_576", "seq_len=256",
+    grid = SP.parse_grid(["tie_embeddings=false,True", "head_dim=64,128", "vocab_size=8192,24_576", "seq_len=256",
                          "n_kv_head=4,2", "matrix_lr=0.02,3e-2", "target_tokens=5e7", "preset=smoke,seed15m"])
     assert grid == dict(tie_embeddings=[False, True], head_dim=[64, 128], vocab_size=[8192, 24576],
                         sequence_len=[256], n_kv_head=[4, 2], matrix_lr=[0.02, 0.03], target_tokens=[50_000_000],
                         preset=["smoke", "seed15m"])
     assert [type(v) for v in grid["matrix_lr"] + grid["target_tokens"]] == [float, float, int]
-    assert S.parse_point(["depth=6", "model_dim=448"]) == dict(depth=6, model_dim=448)
+    assert SP.parse_point(["depth=6", "model_dim=448"]) == dict(depth=6, model_dim=448)
 
 
 @pytest.mark.parametrize("items, match", [
@@ -64,7 +64,7 @@ def test_grid_values_parse_by_the_knobs_declared_type():
 ])
 def test_bad_grid_input_is_named(items, match):
     with pytest.raises(ConfigError, match=match):  # SweepError and the knobs' ConfigError share this root
-        S.parse_grid(items)
+        SP.parse_grid(items)
 
 
 @pytest.mark.parametrize("d, match", [
@@ -79,26 +79,26 @@ def test_bad_grid_input_is_named(items, match):
     (dict(preset="smoke", grid=dict(depth=[])), "non-empty list"),
 ])
 def test_bad_specs_are_refused_with_what_to_change(d, match):
-    with pytest.raises(S.SweepError, match=match):
-        S.Spec.from_dict(d)
+    with pytest.raises(SP.SweepError, match=match):
+        SP.Spec.from_dict(d)
 
 
 def test_probes_run_once_at_each_points_last_step():
-    spec = S.Spec.from_dict(dict(preset="smoke", points=[{}, dict(depth=3)], budget=dict(flops=3e10), probes=True))
-    for knobs in S.point_knobs(spec):
-        cfg = S.with_budget(spec, get_preset("smoke").override(**knobs))
+    spec = SP.Spec.from_dict(dict(preset="smoke", points=[{}, dict(depth=3)], budget=dict(flops=3e10), probes=True))
+    for knobs in SP.point_knobs(spec):
+        cfg = SP.with_budget(spec, get_preset("smoke").override(**knobs))
         assert cfg.eval.probes_every == cfg.loop.num_iterations > 0
-    plain = S.Spec.from_dict(dict(preset="smoke", budget=dict(flops=3e10)))
-    assert S.with_budget(plain, get_preset("smoke")).eval.probes_every == 0
+    plain = SP.Spec.from_dict(dict(preset="smoke", budget=dict(flops=3e10)))
+    assert SP.with_budget(plain, get_preset("smoke")).eval.probes_every == 0
 
 
 def test_point_names_are_the_knobs_each_point_sets():
-    s = S.Spec.from_dict(dict(preset="ittybitty", grid=dict(tie_embeddings=[False, True], head_dim=[64, 128]),
+    s = SP.Spec.from_dict(dict(preset="ittybitty", grid=dict(tie_embeddings=[False, True], head_dim=[64, 128]),
                               points=[{}, dict(matrix_lr=0.03, seed=43), dict(preset="seed15m")]))
-    assert [S.point_name(k) for k in S.point_knobs(s)] == [
+    assert [SP.point_name(k) for k in SP.point_knobs(s)] == [
         "tie_embeddings-false_head_dim-64", "tie_embeddings-false_head_dim-128", "tie_embeddings-true_head_dim-64",
         "tie_embeddings-true_head_dim-128", "base", "matrix_lr-0.03_seed-43", "preset-seed15m"]
-    with pytest.raises(S.SweepError, match="'base' and 'head_dim-64' are the same configuration"):
+    with pytest.raises(SP.SweepError, match="'base' and 'head_dim-64' are the same configuration"):
         S.plan_sweep("dup", dict(preset="ittybitty", points=[{}, dict(head_dim=64)]))
 
 
@@ -108,8 +108,8 @@ def test_point_names_are_the_knobs_each_point_sets():
                                    dict(preset="seed15m"), dict(head_dim=128, device_batch_size=40)])
 def test_compute_matched_budgets_give_equal_flops_within_one_step(knobs):
     flops = 1.00663296e16  # ittybitty at 50M tokens
-    s = S.Spec.from_dict(dict(preset="ittybitty", budget=dict(flops=flops)))
-    cfg = S.with_budget(s, S.resolve_point(s, knobs))
+    s = SP.Spec.from_dict(dict(preset="ittybitty", budget=dict(flops=flops)))
+    cfg = SP.with_budget(s, SP.resolve_point(s, knobs))
     p = RunPlan.of(cfg)
     step_flops = p.batch.total_batch_size * p.flops_per_token
     assert abs(p.tokens_at(p.num_iterations) * p.flops_per_token - flops) <= step_flops / 2
@@ -118,11 +118,11 @@ def test_compute_matched_budgets_give_equal_flops_within_one_step(knobs):
 
 def test_token_and_time_budgets():
     cfg = get_preset("ittybitty")  # 491,520 tokens per step at device batch 48
-    tokens = S.Spec.from_dict(dict(preset="ittybitty", budget=dict(tokens=50_000_000)))
-    assert S.budget_steps(tokens, cfg) == round(50_000_000 / 491_520) == 102
-    seconds = S.Spec.from_dict(dict(preset="ittybitty", budget=dict(seconds=60)))
-    assert S.budget_steps(seconds, cfg, tok_per_s=2.0e6) == round(60 * 2.0e6 / 491_520) == 244
-    assert S.budget_steps(S.Spec("ittybitty"), cfg) is None  # no budget: the config's own steps
+    tokens = SP.Spec.from_dict(dict(preset="ittybitty", budget=dict(tokens=50_000_000)))
+    assert SP.budget_steps(tokens, cfg) == round(50_000_000 / 491_520) == 102
+    seconds = SP.Spec.from_dict(dict(preset="ittybitty", budget=dict(seconds=60)))
+    assert SP.budget_steps(seconds, cfg, tok_per_s=2.0e6) == round(60 * 2.0e6 / 491_520) == 244
+    assert SP.budget_steps(SP.Spec("ittybitty"), cfg) is None  # no budget: the config's own steps
 
 
 def test_equal_time_calibrates_each_point_once_and_keeps_the_rate(capsys):
@@ -143,7 +143,7 @@ def test_equal_time_calibrates_each_point_once_and_keeps_the_rate(capsys):
 
 def test_a_sweep_of_only_invalid_points_writes_nothing_so_the_corrected_one_runs(capsys):
     name = fresh("allbad")
-    with pytest.raises(S.SweepError, match="every point of sweep 'allbad' is invalid"):
+    with pytest.raises(SP.SweepError, match="every point of sweep 'allbad' is invalid"):
         S.run_sweep(name, spec(grid=dict(head_dim=[30])), progress=False)
     assert not Run.at("allbad").dir.exists()
     assert S.plan_sweep(name, spec(grid=dict(head_dim=[16]))).todo()  # not refused as "a different spec"
@@ -189,7 +189,7 @@ def test_a_killed_sweep_resumes_skipping_finished_points():
     assert [r["step"] for r in again if r["kind"] == "train"] == [3, 4, 5, 6]    # seed-43 resumed at step 2
     assert Run.at("killed/base").metrics.path.read_bytes() == base
     assert [r["status"] for r in rows] == ["done", "done"]
-    with pytest.raises(S.SweepError, match="was started with a different spec"):
+    with pytest.raises(SP.SweepError, match="was started with a different spec"):
         S.run_sweep("killed", spec(points=[{}]), progress=False)
 
 
@@ -217,10 +217,10 @@ if sys.argv[2] == "fail":
 
 def test_the_queue_runs_one_process_per_gpu_and_starts_the_next_when_one_ends(tmp_path):
     trace = tmp_path / "trace"
-    jobs = [S.Job(f"p{i}", [sys.executable, "-c", STUB, str(trace), "fail" if i == 2 else "ok"], tmp_path / f"p{i}.log")
+    jobs = [Q.Job(f"p{i}", [sys.executable, "-c", STUB, str(trace), "fail" if i == 2 else "ok"], tmp_path / f"p{i}.log")
             for i in range(5)]
     t0 = time.time()
-    results = {job.name: (code, err) for job, code, err in S.run_queue(jobs, ["3", "7"])}
+    results = {job.name: (code, err) for job, code, err in Q.run_queue(jobs, ["3", "7"])}
     assert results == {f"p{i}": (1, "boom") if i == 2 else (0, "") for i in range(5)}
     events = sorted((float(t), kind, slot) for slot, t, kind in (ln.split() for ln in trace.read_text().splitlines()))
     running = peak = 0
@@ -232,15 +232,15 @@ def test_the_queue_runs_one_process_per_gpu_and_starts_the_next_when_one_ends(tm
 
 
 def test_each_point_becomes_a_train_command_for_exactly_its_config(monkeypatch):
-    s = S.Spec.from_dict(dict(preset="ittybitty", knobs=dict(eval_every=25, matrix_lr=0.025),
+    s = SP.Spec.from_dict(dict(preset="ittybitty", knobs=dict(eval_every=25, matrix_lr=0.025),
                               budget=dict(flops=1e16)))
     seen = {}
     monkeypatch.setattr(train_mod, "train", lambda preset, run, **kw: seen.update(preset=preset, run=run, **kw) or
                         dict(step=1, tokens=1, val_bpb=None, run_dir="", time=dict(total=0.0)))
     for knobs in [{}, dict(head_dim=128), dict(depth=8, model_dim=384), dict(tie_embeddings=True),
                   dict(preset="seed15m"), dict(vocab_size=8192, n_kv_head=2)]:
-        cfg = S.with_budget(s, S.resolve_point(s, knobs))
-        argv = S.train_argv(cfg, "sw/p", "cuda", "--resume")
+        cfg = SP.with_budget(s, SP.resolve_point(s, knobs))
+        argv = Q.train_argv(cfg, "sw/p", "cuda", "--resume")
         assert argv[:3] == [sys.executable, "-m", "tinylab.train"]
         train_mod.main(argv[3:])
         knob_args = {k: v for k, v in seen.items() if k not in ("preset", "run", "device", "resume", "overwrite",
@@ -254,11 +254,11 @@ def test_gpu_slots(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.delenv("TINYLAB_DEVICE")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-    assert S.gpu_slots() == S.gpu_slots("cuda") == ["3", "5"]
-    assert S.gpu_slots("cuda:1") == S.gpu_slots("cpu") == []
-    assert S.gpu_slots("cpu", ["0", "1"]) == ["0", "1"]  # explicit slots: parallel even on the CPU (a dry run)
+    assert Q.gpu_slots() == Q.gpu_slots("cuda") == ["3", "5"]
+    assert Q.gpu_slots("cuda:1") == Q.gpu_slots("cpu") == []
+    assert Q.gpu_slots("cpu", ["0", "1"]) == ["0", "1"]  # explicit slots: parallel even on the CPU (a dry run)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert S.gpu_slots() == []
+    assert Q.gpu_slots() == []
 
 
 def test_failed_children_are_recorded(tmp_path, monkeypatch):

@@ -46,404 +46,34 @@ point; tinylab.sweeps loads it into pandas and draws notebook 07's figures and a
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
-import itertools
 import json
-import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
-import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from queue import Queue
 
 from tqdm.auto import tqdm
 
 from . import calc, paths
-from .config import (ALIASES, ConfigError, TrainConfig, add_knob_arguments, check_knob, knob_arguments, knob_names,
-                     parse_knob, unknown_knob)
-from .devices import ENV_VAR as DEVICE_VAR
+from .config import TrainConfig, add_knob_arguments, knob_arguments, knob_names
 from .errors import ArgumentParser, RunFailedError, TinylabError, cli
-from .presets import PRESETS, get_preset, preset_from_env
+from .gpuqueue import Job, gpu_ids, gpu_slots, run_queue, subprocess_device, train_argv
+from .presets import PRESETS, preset_from_env
 from .run import SWEEP_SPEC, Run, RunError
-from .schedule import RunPlan, num_iterations_for
+from .schedule import RunPlan
+from .sweepspec import BUDGETS, Point, Spec, SweepError, parse_grid, parse_point, resolve_points, with_budget
 
-SPEC_KEYS = ("preset", "description", "knobs", "grid", "points", "budget", "probes")
-BUDGETS = {"tokens": "equal tokens", "flops": "equal training FLOPs", "seconds": "equal training time"}
-BUDGET_KNOBS = ("target_tokens", "num_iterations")  # what a budget decides, so a spec may not set them too
 CALIBRATION_STEPS = 8  # step 1 compiles; the median of the other 7 is the steady rate
 CALIBRATION_KNOBS = dict(num_iterations=CALIBRATION_STEPS, log_every=1, eval_every=CALIBRATION_STEPS, eval_tokens=1,
                          save_every=0, sample_every=0)
 RESULTS, CALIBRATION, LOGS = "results.csv", "calibration.json", "logs"
-MAX_NAME = 160  # characters of a point name (a directory name; filesystems stop at 255 bytes)
 PARAM_COLUMNS = ["params_wte", "params_blocks", "params_lm_head", "params_total"]
 METRIC_COLUMNS = ["seconds", "tok_per_s", "mfu", "peak_mem_gb", "val_bpb", "probe_accuracy", "core"]
 RESULT_COLUMNS = ["point", "status", "error", "run", "preset", *knob_names(), *PARAM_COLUMNS, "flops_per_token",
                   "tokens_per_step", "steps", "tokens", "flops", *METRIC_COLUMNS]
-
-
-class SweepError(ConfigError):
-    """A sweep that cannot start: a bad spec, a knob value, a name; the message says what to change."""
-
-
-# ------------------------------------------------------------------------------- the spec
-
-@dataclass(frozen=True)
-class Spec:
-    """What a sweep trains (the module docstring describes each key); every value already checked."""
-    preset: str
-    description: str = ""
-    knobs: dict = field(default_factory=dict)
-    grid: dict = field(default_factory=dict)
-    points: list = field(default_factory=list)
-    budget: dict = field(default_factory=dict)
-    probes: bool = False
-
-    @classmethod
-    def from_dict(cls, d) -> "Spec":
-        """A spec checked key by key, and each value against its knob's declared type and range."""
-        if not isinstance(d, dict):
-            raise SweepError(f"a sweep spec is a JSON object with the keys {', '.join(SPEC_KEYS)}; got {d!r}")
-        unknown = sorted(set(d) - set(SPEC_KEYS))
-        if unknown:
-            raise SweepError(f"unknown spec key(s) {unknown}; a spec has {', '.join(SPEC_KEYS)}")
-        if "preset" not in d:
-            raise SweepError(f"the spec names no preset: add \"preset\": one of {', '.join(PRESETS)}")
-        grid, points = d.get("grid") or {}, d.get("points") or []
-        if not isinstance(grid, dict) or not isinstance(points, list):
-            raise SweepError("the spec's grid is an object (knob -> list of values), its points a list of objects")
-        budget = checked_budget(d.get("budget") or {})
-        spec = cls(checked_preset(d["preset"], "preset"), str(d.get("description", "")),
-                   checked_knobs(d.get("knobs") or {}, "knobs", budget, False),
-                   {knob_name(k): checked_values(k, v, budget) for k, v in grid.items()},
-                   [checked_knobs(p, f"points[{i}]", budget) for i, p in enumerate(points)], budget,
-                   bool(d.get("probes", False)))
-        return spec
-
-    @classmethod
-    def load(cls, path) -> "Spec":
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-        except FileNotFoundError:
-            raise SweepError(f"no spec file {path}: pass the path of a JSON spec (see `python -m tinylab.sweep "
-                             f"--help`)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise SweepError(f"{path} is not valid JSON ({e}); fix the spec file") from None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        """spec.json: one line per key, and per point."""
-        d = self.to_dict()
-        lines = [f" {json.dumps(k)}: {json.dumps(v)}" for k, v in d.items() if k != "points"]
-        points = ",\n".join(f"  {json.dumps(p)}" for p in d["points"])
-        lines.insert(list(d).index("points"), f' "points": [\n{points}\n ]' if points else ' "points": []')
-        return "{\n" + ",\n".join(lines) + "\n}\n"
-
-    def same_sweep(self, other: "Spec") -> bool:
-        """Whether two specs train the same points the same way (the description may change)."""
-        return {**self.to_dict(), "description": ""} == {**other.to_dict(), "description": ""}
-
-    @property
-    def budget_text(self) -> str:
-        if not self.budget:
-            return "each point's own steps"
-        (kind, amount), = self.budget.items()
-        unit = {"tokens": f"{amount:,} tokens", "flops": f"{amount:.4g} FLOPs", "seconds": f"{amount:g} s"}[kind]
-        return f"{BUDGETS[kind]} ({unit} per point)"
-
-
-def knob_name(name: str) -> str:
-    """A knob's canonical name ("seq_len" is sequence_len); "preset" picks a point's preset."""
-    name = ALIASES.get(name, name)
-    if name != "preset" and name not in knob_names():
-        raise unknown_knob(name)
-    return name
-
-
-def checked_preset(name, where: str) -> str:
-    if name not in PRESETS:
-        raise SweepError(f"{where}: unknown preset {name!r}; valid presets are: {', '.join(PRESETS)}")
-    return name
-
-
-def checked_knobs(knobs, where: str, budget: dict, preset_ok: bool = True) -> dict:
-    """{knob: value} with each value checked on its own (combinations are checked per point, later)."""
-    if not isinstance(knobs, dict):
-        raise SweepError(f"{where} must be an object of knob values, e.g. {{\"tie_embeddings\": true}}; got {knobs!r}")
-    out = {}
-    for name, value in knobs.items():
-        name = knob_name(name)
-        if name == "preset" and not preset_ok:
-            raise SweepError(f"{where} sets preset: the spec's own \"preset\" key is the base of every point")
-        if budget and name in BUDGET_KNOBS:
-            raise SweepError(f"{where} sets {name}, but the budget decides the steps: drop one of the two")
-        if value is None:  # override() reads None as "not given", so the point would silently keep the preset's
-            raise SweepError(f"{where} sets {name} to none, which would leave the preset's value in place: leave "
-                             f"{name} out, or give it a value")
-        try:
-            out[name] = checked_preset(value, where) if name == "preset" else check_knob(name, value)
-        except ConfigError as e:
-            raise SweepError(f"{where}: {e}") from None
-    return out
-
-
-def checked_values(name: str, values, budget: dict) -> list:
-    if not isinstance(values, list) or not values:
-        raise SweepError(f"grid {name}: give a non-empty list of values, e.g. [64, 128]; got {values!r}")
-    out = [checked_knobs({name: v}, f"grid {name}", budget)[knob_name(name)] for v in values]
-    if len({json.dumps(v) for v in out}) < len(out):
-        raise SweepError(f"grid {name} lists a value twice ({values}): each value once")
-    return out
-
-
-def checked_budget(budget) -> dict:
-    if not isinstance(budget, dict) or len(budget) > 1 or not set(budget) <= set(BUDGETS):
-        raise SweepError(f"budget must be one of {{\"tokens\": N}}, {{\"flops\": F}}, {{\"seconds\": S}} or none; "
-                         f"got {budget!r}")
-    if not budget:
-        return {}
-    (kind, amount), = budget.items()
-    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 < amount < float("inf"):
-        raise SweepError(f"budget {kind} must be a positive number, got {amount!r}")
-    return {kind: int(amount) if kind == "tokens" else float(amount)}
-
-
-def parse_grid(items: list[str]) -> dict:
-    """Command-line grid axes ["head_dim=64,128", ...] as {knob: [values]}, each value parsed by its knob's type."""
-    grid: dict = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep or not text:
-            raise SweepError(f"grid axis {item!r} is not KNOB=VALUE,VALUE: write it like head_dim=64,128")
-        name = knob_name(name.strip())
-        if name in grid:
-            raise SweepError(f"the grid lists {name} twice: give all its values in one KNOB=A,B")
-        values = [checked_preset(v, "grid preset") if name == "preset" else parse_knob(name, v)
-                  for v in text.split(",")]
-        grid[name] = checked_values(name, values, {})
-    return grid
-
-
-def parse_point(items: list[str]) -> dict:
-    """One command-line point ["depth=6", "model_dim=448"] as {knob: value}."""
-    point = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep:
-            raise SweepError(f"point setting {item!r} is not KNOB=VALUE: write it like depth=6")
-        name = knob_name(name.strip())
-        point[name] = checked_preset(text, "point preset") if name == "preset" else parse_knob(name, text)
-    return point
-
-
-# ------------------------------------------------------------------------------- points
-
-@dataclass
-class Point:
-    """One point of a sweep: the knobs it sets (its name), its config, and what is wrong with it."""
-    name: str
-    knobs: dict
-    base: TrainConfig | None = None      # preset + spec knobs + point knobs; None when illegal
-    config: TrainConfig | None = None    # base with the budget's steps; None until a rate is calibrated
-    error: str = ""
-    failed: str = ""                     # "invalid" (illegal config) or "failed" (a TinylabError), else ""
-
-
-def point_knobs(spec: Spec) -> list[dict]:
-    """Every point's own knobs, in order: the grid's combinations, then the explicit points (none: one base point)."""
-    combos = [dict(zip(spec.grid, values)) for values in itertools.product(*spec.grid.values())] if spec.grid else []
-    return combos + list(spec.points) or [{}]
-
-
-def value_word(value) -> str:
-    """A knob value as it appears in a point name: true, none, 128, 0.02, 1e-05, sample."""
-    if isinstance(value, bool) or value is None:
-        word = str(value).lower()
-    else:
-        word = repr(value) if isinstance(value, float) else str(value)
-    return re.sub(r"[^A-Za-z0-9.+-]", "-", word)  # path-safe: a point name is a directory name
-
-
-def point_name(knobs: dict) -> str:
-    return "_".join(f"{k}-{value_word(v)}" for k, v in knobs.items()) or "base"
-
-
-def resolve_point(spec: Spec, knobs: dict) -> TrainConfig:
-    """The point's preset (its own, else the spec's) + the spec's knobs + its own; ConfigError if illegal."""
-    own = dict(knobs)
-    return get_preset(own.pop("preset", spec.preset)).override(**{**spec.knobs, **own})
-
-
-def budget_steps(spec: Spec, cfg: TrainConfig, tok_per_s: float | None = None) -> int | None:
-    """Optimizer steps of the spec's budget for cfg (None: no budget); a seconds budget needs cfg's tokens/s."""
-    if not spec.budget:
-        return None
-    (kind, amount), = spec.budget.items()
-    plan = RunPlan.of(cfg)
-    if kind == "flops":  # compute-matched: tokens = FLOPs / FLOPs per token
-        tokens = amount / plan.flops_per_token
-    elif kind == "seconds":
-        tokens = amount * tok_per_s
-    else:
-        tokens = amount
-    return num_iterations_for(tokens, plan.batch.total_batch_size)  # round(tokens / tokens per step)
-
-
-def with_budget(spec: Spec, cfg: TrainConfig, tok_per_s: float | None = None) -> TrainConfig:
-    """cfg with the budget's steps (and tokens), and the probe suite at its last step if the spec asks."""
-    steps, plan = budget_steps(spec, cfg, tok_per_s), RunPlan.of(cfg)
-    knobs = {} if steps is None else dict(num_iterations=steps, target_tokens=plan.tokens_at(steps))
-    if spec.probes:  # the grammar probes once, at the point's last step
-        knobs["probes_every"] = steps or plan.num_iterations
-    return cfg.override(**knobs) if knobs else cfg
-
-
-def resolve_points(spec: Spec, rates: dict) -> list[Point]:
-    """Every point resolved before anything trains: illegal ones are kept, named and marked invalid."""
-    points, configs = [], {}
-    for knobs in point_knobs(spec):
-        p = Point(point_name(knobs), knobs)
-        if len(p.name) > MAX_NAME:
-            raise SweepError(f"point name {p.name[:60]}... is {len(p.name)} characters long: vary at most a few "
-                             f"knobs per point (put the common ones in the spec's knobs)")
-        if any(q.name == p.name for q in points):
-            raise SweepError(f"two points are both named {p.name!r}: each point must set different knob values")
-        try:
-            p.base = resolve_point(spec, knobs)
-        except ConfigError as e:
-            p.error, p.failed = str(e), "invalid"
-            points.append(p)
-            continue
-        same = configs.setdefault(json.dumps(p.base.to_dict(), sort_keys=True), p.name)
-        if same != p.name:
-            raise SweepError(f"points {same!r} and {p.name!r} are the same configuration: drop one of them")
-        if "seconds" not in spec.budget or p.name in rates:
-            p.config = with_budget(spec, p.base, rates.get(p.name))
-        points.append(p)
-    return points
-
-
-# ------------------------------------------------------------------------------- subprocesses
-
-@dataclass(frozen=True)
-class Job:
-    name: str
-    argv: list
-    log: Path
-
-
-def run_queue(jobs: list[Job], slots: list[str]):
-    """Run jobs as subprocesses, one per slot at a time (a GPU id, passed as CUDA_VISIBLE_DEVICES), in order:
-    when one ends, the next starts on its slot. Yields (job, exit status, error line) as each one ends.
-
-    Each job's stdout and stderr go to its log file; the error line is the `error: ...` line that
-    tinylab's cli() prints, else the log's last line. Leaving early (an exception, Ctrl-C) stops the
-    running jobs and starts no more."""
-    free: Queue = Queue()
-    for slot in slots:
-        free.put(slot)
-    running: set = set()
-    lock, stop = threading.Lock(), threading.Event()
-
-    def work(job: Job):
-        slot = free.get()
-        try:
-            return (job, *launch(job, slot, running, lock, stop))
-        finally:
-            free.put(slot)
-
-    pool = ThreadPoolExecutor(max_workers=len(slots))
-    try:
-        for fut in as_completed([pool.submit(work, job) for job in jobs]):
-            yield fut.result()
-    finally:
-        stop.set()
-        pool.shutdown(wait=False, cancel_futures=True)
-        with lock:
-            for proc in running:
-                proc.terminate()
-        pool.shutdown(wait=True)
-
-
-def launch(job: Job, slot: str, running: set, lock: threading.Lock, stop: threading.Event) -> tuple[int, str]:
-    job.log.parent.mkdir(parents=True, exist_ok=True)
-    with open(job.log, "w") as log:
-        with lock:  # never start a process once the queue is being stopped
-            if stop.is_set():
-                return -1, "not started: the sweep was stopped"
-            proc = subprocess.Popen(job.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=dict(os.environ, CUDA_VISIBLE_DEVICES=str(slot)))
-            running.add(proc)
-        code = proc.wait()
-        with lock:
-            running.discard(proc)
-    return code, "" if code == 0 else error_line(job.log, code)
-
-
-def error_line(log: Path, code: int) -> str:
-    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    errors = [ln[len("error: "):] for ln in lines if ln.startswith("error: ")]
-    return errors[-1] if errors else f"exit status {code}: {lines[-1] if lines else 'no output'} (log: {log})"
-
-
-def knob_flags(cfg: TrainConfig) -> list[str]:
-    """Flags that turn preset cfg.name into cfg on tinylab.train's command line: every architecture knob
-    (the head layout knobs derive from one another, so all of them are given) and every other knob that
-    differs from the preset."""
-    preset, model, flags = get_preset(cfg.name).flat(), set(cfg.model.to_dict()), []
-    for name, value in cfg.flat().items():
-        if value is None or (name not in model and value == preset[name]):
-            continue
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            flags.append(flag if value else "--no-" + flag[2:])
-        else:
-            flags += [flag, repr(value) if isinstance(value, float) else str(value)]
-    parser = ArgumentParser(prog="tinylab.train")
-    add_knob_arguments(parser)
-    again = get_preset(cfg.name).override(**knob_arguments(parser.parse_args(flags)))
-    if again.to_dict() != cfg.to_dict():  # a knob left unset (None) where the preset sets it cannot be a flag
-        raise SweepError(f"cannot express this config as tinylab.train flags ({' '.join(flags)}); run the sweep on "
-                         f"one device (--device cuda:0), which trains in-process")
-    return flags
-
-
-def train_argv(cfg: TrainConfig, run: str, device: str, *flags: str) -> list[str]:
-    """`python -m tinylab.train` for cfg as run `run` on `device`, with extra flags (--resume, --overwrite)."""
-    return [sys.executable, "-m", "tinylab.train", "--preset", cfg.name, "--run", run, *flags, "--no-progress",
-            "--device", device, *knob_flags(cfg)]
-
-
-def gpu_ids(text: str) -> list[str]:
-    """--devices: GPU indices separated by commas (what CUDA_VISIBLE_DEVICES takes), e.g. 0,1."""
-    ids = [d.strip() for d in text.split(",") if d.strip()]
-    if not ids or not all(d.isdigit() for d in ids) or len(set(ids)) < len(ids):
-        raise argparse.ArgumentTypeError(f"must be distinct GPU indices separated by commas, e.g. 0,1; got {text!r}")
-    return ids
-
-
-def gpu_slots(device=None, devices=None) -> list[str]:
-    """The GPUs to train on in parallel, one point each: `devices` when given, else every visible GPU when
-    there are two or more and no single device was asked for; [] means in order, in this process."""
-    if devices is not None:
-        return [str(d) for d in devices]
-    device = device or os.environ.get(DEVICE_VAR) or None
-    if device not in (None, "cuda"):
-        return []
-    import torch
-
-    count = torch.cuda.device_count()
-    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-    slots = visible[:count] if visible else [str(i) for i in range(count)]
-    return slots if len(slots) > 1 else []
 
 
 # ------------------------------------------------------------------------------- one run's outcome
@@ -591,7 +221,7 @@ class Sweep:
         paths.atomic_write(self.dir / SWEEP_SPEC, self.spec.to_json())
         self.prepare(valid, progress)
         slots = gpu_slots(device, devices)
-        child_device = device or os.environ.get(DEVICE_VAR) or "cuda"
+        child_device = subprocess_device(device)
         if any(p.config is None and not p.failed for p in self.points):
             self.calibrate(slots, child_device if slots else device, progress)
         try:

@@ -25,7 +25,8 @@ from .config import ConfigError, DataConfig, GPTConfig, OptimConfig
 from .plots import PlotError, human
 from .run import SWEEP_SPEC, RunError, all_sweeps, find_sweep
 from .runs import load_runs
-from .sweep import PARAM_COLUMNS, RESULT_COLUMNS, RESULTS, Spec, resolve_point
+from .sweep import PARAM_COLUMNS, RESULT_COLUMNS, RESULTS
+from .sweepspec import Spec, resolve_point
 
 # knobs two points must share to be the same experiment but for the question; the seed, the step count
 # and the device batch (speed and memory only) may differ
