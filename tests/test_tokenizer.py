@@ -87,6 +87,14 @@ def test_encode_concat_in_runs_equals_one_call_per_document(tok, docs, threads):
     assert tok.encode_concat(docs, num_threads=threads).tolist() == per_document
 
 
+def test_encode_concat_with_more_special_tokens_still_encodes_each_document_alone(tok):
+    """A special token that begins with BOS's text would swallow a join: such a tokenizer encodes per document."""
+    wider = T.Tokenizer(tok.ranks, special_tokens=(T.BOS, T.BOS + "x"))
+    docs = ["x", "xa", "", "b"]
+    assert wider.encode_concat(docs, num_threads=1).tolist() == [
+        i for d in docs for i in [wider.bos_id] + wider._encode_array(d).tolist()]
+
+
 @given(st.lists(st.integers(0, 50), max_size=30), st.integers(1, 9))
 def test_runs_keep_every_document_in_order(lengths, count):
     docs = ["x" * n for n in lengths]

@@ -9,7 +9,9 @@ the rest are training, so the same code reads the offline sample and the real da
 """
 from __future__ import annotations
 
+import atexit
 import queue
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 
 REPO_ID = "karpathy/fineweb-edu-100b-shuffle"
 MAX_SHARD = 1822  # the dataset's last shard index (shard_01822.parquet)
-READ_AHEAD = 2  # row groups read_ahead decodes before they are asked for (~1k documents each)
+READ_AHEAD = 2  # row groups read_ahead queues before they are asked for (~1k documents each; one more may wait)
 Item = TypeVar("Item")
 
 
@@ -119,8 +121,10 @@ def iter_row_groups(path: Path) -> Iterator[list[str]]:
 def read_ahead(items: Iterator[Item], depth: int = READ_AHEAD) -> Iterator[Item]:
     """`items`, produced on a thread of their own up to `depth` ahead: the next row group is read and decoded (pyarrow
     releases the GIL) while the caller's native code (BPE training, encoding) works on this one. An exception reaches
-    the caller in its place in the stream, the caller's stop signal (stoppable) is the reader's too, and closing the
-    generator ends the reader at its next item."""
+    the caller in its place in the stream; the caller's stop signal (stoppable) is the reader's too, and is looked at
+    before each item; closing the generator stops the reader and waits for it."""
+    if depth < 1:
+        raise ValueError(f"read_ahead's depth must be at least 1, got {depth}")
     stop, done, ready = getattr(_reader, "stop", None), threading.Event(), queue.Queue(depth)
 
     def put(entry) -> bool:
@@ -142,7 +146,9 @@ def read_ahead(items: Iterator[Item], depth: int = READ_AHEAD) -> Iterator[Item]
             except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
                 put((False, e))
 
-    threading.Thread(target=produce, name="tinylab-read-ahead", daemon=True).start()
+    reader = done, threading.Thread(target=produce, name="tinylab-read-ahead", daemon=True)
+    _readers.add(reader)
+    reader[1].start()
     try:
         while True:
             more, item = ready.get()
@@ -150,9 +156,27 @@ def read_ahead(items: Iterator[Item], depth: int = READ_AHEAD) -> Iterator[Item]
                 if item is not None:
                     raise item
                 return
+            if stop is not None and stop.is_set():
+                raise ReadStopped("reading was stopped")
             yield item
     finally:
-        done.set()
+        _end_reader(reader)
+
+
+_readers: set = set()  # (done, thread) of every read_ahead not yet ended
+
+
+def _end_reader(reader: tuple[threading.Event, threading.Thread], timeout: float | None = None) -> None:
+    """Stop a reader and wait for it. It must not outlive the interpreter: a daemon thread still inside pyarrow
+    when Python shuts down aborts the process (its thread exit unwinds pyarrow's C++ frames)."""
+    done, thread = reader
+    done.set()
+    if thread is not threading.current_thread() and not sys.is_finalizing():
+        thread.join(timeout)
+    _readers.discard(reader)
+
+
+atexit.register(lambda: [_end_reader(r, timeout=5.0) for r in list(_readers)])  # readers nobody closed
 
 
 def iter_texts(corpus: str, split: str = "train", max_chars: int | None = None) -> Iterator[str]:
