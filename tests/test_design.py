@@ -111,6 +111,32 @@ def test_every_knob_reaches_the_cli_config_json_and_the_run_table():
     assert {n: row[n] for n in names} == defaults
 
 
+def test_a_knobs_kind_comes_from_its_annotation_and_nothing_else():
+    from dataclasses import dataclass, field
+
+    from tinylab.config import ConfigError, Knobs, knob_type
+
+    @dataclass(frozen=True)
+    class Group(Knobs):
+        steps: int = 1
+        lr: float | None = None
+        tied: bool = False
+        corpus: str = "sample"
+
+    assert [knob_type(Group, n) for n in ("steps", "lr", "tied", "corpus")] == [
+        (int, False), (float, True), (bool, False), (str, False)]
+    assert Group(lr=1).lr == 1.0 and isinstance(Group(lr=1).lr, float)  # an int passes as a float
+    with pytest.raises(ConfigError, match="steps must be an integer"):
+        Group(steps=True)
+
+    @dataclass(frozen=True)
+    class Bad(Knobs):
+        sizes: list = field(default_factory=list)
+
+    with pytest.raises(TypeError, match="sizes is annotated"):
+        Bad()
+
+
 @pytest.mark.parametrize("notebook", sorted((REPO / "notebooks").glob("*.ipynb")), ids=lambda p: p.name)
 def test_notebooks_show_each_figure_once(notebook):
     """A widget and its headless twin would draw the same figure twice in JupyterLab: the twin is a

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import get_type_hints
+from functools import cache
+from typing import get_args, get_type_hints
 
 from .errors import TinylabError
 
@@ -47,9 +48,8 @@ class Knobs:
     """Base of the knob groups: checks every field's type and range after construction."""
 
     def __post_init__(self):
-        hints = get_type_hints(type(self))
         for f in fields(self):
-            value = _coerce(f.name, hints[f.name], getattr(self, f.name))
+            value = _coerce(f.name, *knob_type(type(self), f.name), getattr(self, f.name))
             object.__setattr__(self, f.name, value)
             _check_range(f, value)
 
@@ -68,10 +68,18 @@ class Knobs:
 KIND_WORDS = {bool: "True or False", int: "an integer", float: "a number", str: "a string"}
 
 
-def _coerce(name: str, hint, value):
-    """value checked against the annotation (int, float, bool, str, optionally None); ints pass as floats."""
-    optional = "None" in str(hint)
-    kind = hint if isinstance(hint, type) else next(t for t in (bool, int, float, str) if t.__name__ in str(hint))
+@cache
+def knob_type(group, name: str) -> tuple[type, bool]:
+    """A knob's kind (bool, int, float or str) and whether it may be None, from its field's annotation."""
+    hint = get_type_hints(group)[name]
+    kinds = [t for t in get_args(hint) or (hint,) if t is not type(None)]
+    if len(kinds) != 1 or kinds[0] not in KIND_WORDS:
+        raise TypeError(f"knob {name} is annotated {hint}: a knob is one of bool, int, float, str, optionally | None")
+    return kinds[0], hint is not kinds[0]
+
+
+def _coerce(name: str, kind: type, optional: bool, value):
+    """value checked against its knob's kind (optionally None); ints pass as floats."""
     if value is None:
         if optional:
             return None
@@ -290,7 +298,7 @@ def check_knob(name: str, value):
     if name not in knob_fields():
         raise unknown_knob(name)
     group, f = knob_fields()[name]
-    value = _coerce(name, get_type_hints(group)[name], value)
+    value = _coerce(name, *knob_type(group, name), value)
     _check_range(f, value)
     return value
 
@@ -305,10 +313,9 @@ def parse_knob(name: str, text: str):
     if name not in knob_fields():
         raise unknown_knob(name)
     group, _ = knob_fields()[name]
-    hint, word = str(get_type_hints(group)[name]), text.strip()
-    if word.lower() in NONE_WORDS and "None" in hint:
+    (kind, optional), word = knob_type(group, name), text.strip()
+    if word.lower() in NONE_WORDS and optional:
         return None
-    kind = next(t for t in (bool, int, float, str) if t.__name__ in hint)
     try:
         if kind is bool:
             if word.lower() not in TRUE_WORDS + FALSE_WORDS:
@@ -322,7 +329,7 @@ def parse_knob(name: str, text: str):
         else:
             value = kind(word)
     except (ValueError, OverflowError):
-        unset = " or none" if "None" in hint else ""
+        unset = " or none" if optional else ""
         raise ConfigError(f"{name}={text!r}: give {name} {KIND_WORDS[kind]}{unset}") from None
     return check_knob(name, value)
 
@@ -389,17 +396,15 @@ def add_knob_arguments(parser, groups=GROUPS, only=None) -> None:
     so the preset's value stays and an explicit 0 is a value like any other."""
     import argparse
 
-    hints = {g: get_type_hints(g) for g in groups}
     for g in groups:
         section = parser.add_argument_group(f"{g.group} knobs (default: the preset's)")
         for f in (f for f in fields(g) if only is None or f.name in only):
-            m, hint = f.metadata, str(hints[g][f.name])
+            (kind, _), m = knob_type(g, f.name), f.metadata
             names = [f"--{f.name.replace('_', '-')}"] + ([f"--{m['flag']}"] if m["flag"] else [])
-            if "bool" in hint:
+            if kind is bool:
                 section.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                      help=m["help"])
                 continue
-            kind = next(t for t in (int, float, str) if t.__name__ in hint)
             section.add_argument(*names, dest=f.name, type=kind, default=None, choices=m["choices"],
                                  metavar=None if m["choices"] else kind.__name__.upper(), help=m["help"])
 
