@@ -12,7 +12,7 @@ checks:
 
 argv placeholders: {run} is the case's own copy of one shared smoke run (trained once, 4 steps,
 checkpoint step_000004) that its setup may damage first; {new} is a run name not used before; {tmp}
-is a fresh directory. Section comments name the group of the reliability issue a case covers.
+is a fresh directory; {home} is $TINYLAB_HOME. Section comments name the group of the reliability issue a case covers.
 The behaviours a table cannot show (two processes, kill -9, disk full, orphans, resuming at another
 batch, locale and stdin bytes) have their own tests at the end.
 """
@@ -445,6 +445,25 @@ CASES = [
     Case("sweep-bad-name", "sweep", "../x --preset smoke --grid depth=2", "not a usable sweep name"),
     Case("sweep-negative-budget", "sweep", "s --preset smoke --grid depth=2 --tokens -5", "must be a positive"),
     Case("sweep-bad-devices", "sweep", "s --preset smoke --grid depth=2 --devices 0,x", "distinct GPU indices"),
+    Case("sweep-named-after-a-run", "sweep", "{run} --preset smoke --grid depth=1,2 --no-progress",
+         "is a run, not a sweep"),
+    Case("sweep-probes-not-a-bool", "sweep", "s --spec {tmp}/spec.json --no-progress", "probes must be true or false",
+         setup=lambda ctx: (ctx.tmp / "spec.json").write_text('{"preset": "smoke", "probes": "false"}')),
+    Case("sweep-tokens-not-whole", "sweep", "s --spec {tmp}/spec.json --no-progress", "whole number",
+         setup=lambda ctx: (ctx.tmp / "spec.json").write_text('{"preset": "smoke", "budget": {"tokens": 1500.7}}')),
+    # names that would mix a run and a sweep, and outputs that --force would make delete them
+    Case("train-into-a-sweep", "train", f"{TRAIN} --run {{new}} --overwrite --num-iterations 1", "is a sweep",
+         setup=lambda ctx: (ctx.home / "runs" / ctx.new).mkdir() or (ctx.home / "runs" / ctx.new / "spec.json")
+         .write_text("{}")),
+    Case("train-inside-a-run", "train", f"{TRAIN} --run {{run}}/x --num-iterations 1", "is a run, so"),
+    Case("export-into-its-run", "export", "--run {run} --out {home}/runs/{run} --force", "is a tinylab run"),
+    Case("export-over-home", "export", "--run {run} --out {home} --force", "holds \\$TINYLAB_HOME"),
+    Case("resume-at-another-step-size", "train", f"{RESUME} --device-batch-size 3",
+         "steps 1,024 tokens at a time, but device_batch_size 3 makes a step of 1,152: pass --resume with "
+         "--total-batch-size 1024"),
+    Case("train-seed-too-big", "train", f"{TRAIN} --run {{new}} --seed 99999999999999999999", "seed must be <="),
+    Case("complete-seed-too-big", "complete", "--run {run} -s 99999999999999999999 -p hi", "--seed must be an integer"),
+    Case("runs-plot-into-a-directory", "runs", "plot {run} -o {tmp}", "is a directory: give a file name"),
 ]
 
 
@@ -513,7 +532,7 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(case, shared, capsys, m
             case.setup(ctx)
         runs = paths.home() / "runs"
         before = digest(runs)
-        argv = shlex.split(case.argv.format(run=case.id, new=ctx.new, tmp=tmp_path))
+        argv = shlex.split(case.argv.format(run=case.id, new=ctx.new, tmp=tmp_path, home=shared.home))
         rc, out, err = invoke(case.cli, argv, capsys)
         check_one_error_line(err, out, case.match)
         assert rc == case.code
@@ -680,7 +699,8 @@ def test_out_of_memory_then_resume_at_half_the_batch_continues_the_same_token_st
     assert train_cli(capsys, "--run", "b8", *knobs)[0] == 0
     cut = record_steps(monkeypatch, fail_at=5)
     rc, err = train_cli(capsys, "--run", "b8-4", *knobs)
-    line = check_one_error_line(err, "", r"out of memory at device batch 8 × 128 .*Lower --device-batch-size")
+    line = check_one_error_line(err, "", r"out of memory at device batch 8 × 128 .*--resume with --total-batch-size 1024 and a "
+                                r"--device-batch-size that divides its 8 rows per step \(e.g. 4, 2, 1\)")
     assert rc == 1 and "--resume" in line and line.endswith("step_000003")
     resumed = record_steps(monkeypatch)
     rc, err = train_cli(capsys, "--run", "b8-4", "--resume", "--device-batch-size", "4", *knobs)

@@ -211,6 +211,45 @@ def test_later_nanochat_is_refused_by_name(nanochat, change, named):
         imp.convert(ckpt)
 
 
+def nan_in_wte(sd):
+    next(v for k, v in sd.items() if k.endswith("transformer.wte.weight"))[3, 5] = float("nan")
+
+
+def write_pat_str(ckpt, pat_str):
+    """tokenizer.pkl as nanochat would pickle an Encoding of `pat_str` (built without tiktoken's check of it)."""
+    pkl = ckpt.parent.parent / "tokenizer" / "tokenizer.pkl"
+    good, enc = pickle.loads(pkl.read_bytes()), tiktoken.Encoding.__new__(tiktoken.Encoding)
+    enc.name, enc._pat_str, enc._mergeable_ranks, enc._special_tokens = (
+        "rustbpe", pat_str, good._mergeable_ranks, good._special_tokens)
+    pkl.write_bytes(pickle.dumps(enc))
+
+
+@pytest.mark.parametrize("change,named", [
+    (lambda ckpt: torch.save([torch.zeros(2)], ckpt / f"model_{STEP:06d}.pt"), "holds a list, not nanochat's dict"),
+    (lambda ckpt: (ckpt / f"meta_{STEP:06d}.json").write_text(json.dumps(dict(model_config=[1, 2]))),
+     "model_config is a list"),
+    (lambda ckpt: write_pat_str(ckpt, "(" * 300 + "a" + ")" * 300), "not a pattern tiktoken can use"),
+])
+def test_damaged_nanochat_files_are_named_not_a_traceback(nanochat, change, named):
+    change(nanochat[0])
+    with pytest.raises(imp.NanochatImportError, match=named):
+        imp.convert(nanochat[0])
+
+
+def test_nan_weights_are_refused_and_user_config_need_not_be_an_object(nanochat, tmp_path, monkeypatch):
+    ckpt = nanochat[0]
+    sd = torch.load(ckpt / f"model_{STEP:06d}.pt", weights_only=True)
+    meta = json.loads((ckpt / f"meta_{STEP:06d}.json").read_text())
+    meta["user_config"] = ["not", "an", "object"]
+    (ckpt / f"meta_{STEP:06d}.json").write_text(json.dumps(meta))
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path / "home"))
+    assert imp.write_run("ok", *imp.convert(ckpt)).is_dir()  # a user_config that is not an object is ignored
+    nan_in_wte(sd)
+    torch.save(sd, ckpt / f"model_{STEP:06d}.pt")
+    with pytest.raises(imp.NanochatImportError, match="NaN or inf"):
+        imp.convert(ckpt)
+
+
 def test_cli_errors_are_one_line(nanochat, tmp_path, capsys):
     ckpt = nanochat[0]
     assert cli(imp.main, [str(ckpt.parent), "--run", "a"]) == 2            # the base_checkpoints dir, not d2

@@ -190,6 +190,16 @@ def test_chinchilla_marker_position(home):
         20 * params / 2048 * 0.5)  # 0.5 s per 2048-token step
 
 
+def test_a_run_with_no_train_line_yet_plots_on_log_axes(home):
+    write_run(home, "young")
+    metrics = home / "young" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().splitlines()[0] + "\n")  # only the step-0 evaluation so far
+    fig = plot_runs(R.load_run("young"), logy=True)
+    assert fig.axes[0].get_yscale() == "linear"  # no loss to log-scale yet
+    assert not any(len(ln.get_ydata()) for ln in fig.axes[0].lines)
+    fig.canvas.draw()  # matplotlib refuses a log axis with nothing positive on it
+
+
 def test_plot_options_and_bad_input(home, tmp_path):
     write_run(home, "a")
     df = R.load_run("a")

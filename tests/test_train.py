@@ -187,7 +187,7 @@ def test_summary_says_where_the_time_went(monkeypatch):
 
     monkeypatch.setattr(tr, "evaluate_bpb", slow_eval)
     t0 = clock.perf_counter()
-    t = train("smoke", "timed", num_iterations=4, progress=False, **TINY)["time"]
+    t = train("smoke", "time-split", num_iterations=4, progress=False, **TINY)["time"]
     wall = clock.perf_counter() - t0
     alongside = t.pop("alongside")  # the data, prepared on a second thread while the model is built
     assert set(alongside) == {"tokenizer", "tokens"} and all(v >= 0 for v in alongside.values())
@@ -197,7 +197,7 @@ def test_summary_says_where_the_time_went(monkeypatch):
     assert sum(v for k, v in t.items() if k != "total") == pytest.approx(t["total"], rel=1e-9)
     assert sum(alongside.values()) <= t["build"] + t["data"] + 0.05  # over before training starts (no warm-up: CPU)
     assert t["total"] <= wall
-    assert [r["tok_per_s"] > 0 for r in metrics("timed") if r["kind"] == "train"] == [True] * 4
+    assert [r["tok_per_s"] > 0 for r in metrics("time-split") if r["kind"] == "train"] == [True] * 4
 
 
 def test_warm_up_compiles_alongside_the_data_and_changes_no_number(monkeypatch):
@@ -398,6 +398,15 @@ def test_data_errors_of_the_second_thread_reach_the_caller_and_write_nothing(mon
     assert not (paths.runs_dir() / "nodata" / "config.json").exists()
 
 
+def test_a_context_shorter_than_the_sample_prompts_still_saves_its_last_step(tmp_path, monkeypatch):
+    """The built-in sample prompts that do not fit are left out; the run is not lost to them."""
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    train("smoke", "short", num_iterations=2, progress=False, **{**TINY, "sample_every": 1, "sequence_len": 8})
+    run = Run.at("short")
+    assert checkpoint.read_meta(run.latest_checkpoint())["finished"]
+    assert not [r for r in run.metrics.read() if r["kind"] == "sample"]  # every prompt is longer than 8 tokens
+
+
 def test_fp8_lm_head_knob_reaches_the_loss():
     from tinylab.loss import fp8_supported
 
@@ -573,7 +582,7 @@ def test_out_of_memory_says_which_batch_to_use_and_keeps_the_checkpoint(monkeypa
     with pytest.raises(OutOfMemoryError) as err:
         T.train("smoke", "oom", num_iterations=3, progress=False, **TINY)
     msg = str(err.value)
-    assert "out of memory at device batch 2 × 128" in msg and "Lower --device-batch-size" in msg
+    assert "out of memory at device batch 2 × 128" in msg and "--device-batch-size that divides" in msg
     assert "Last good checkpoint: none" in msg
 
 

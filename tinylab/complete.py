@@ -16,7 +16,8 @@ import sys
 from typing import Callable, TextIO
 
 from .engine import GenerationError, check_prompt, check_settings, complete
-from .errors import ArgumentParser, cli
+from .config import MAX_SEED
+from .errors import ArgumentParser, between, cli
 
 TRIGGER = "###"
 GRAY, RESET = "\033[90m", "\033[0m"
@@ -87,7 +88,8 @@ def parse_args(argv=None):
     p.add_argument("-k", "--top-k", type=int, default=50, help="sample among the k likeliest tokens (0 = all)")
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold, e.g. 0.9")
     p.add_argument("-m", "--max-tokens", type=int, default=200, help="new tokens per completion (default 200)")
-    p.add_argument("-s", "--seed", type=int, default=None, help="fix the sampling seed (default: random)")
+    p.add_argument("-s", "--seed", type=between(int, "--seed", 0, MAX_SEED), default=None,
+                   help="fix the sampling seed (default: random)")
     p.add_argument("-p", "--prompt", help="complete this text once, print the completion and exit")
     return p.parse_args(argv)
 

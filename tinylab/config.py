@@ -65,6 +65,7 @@ class Knobs:
         return cls(**d)
 
 
+MAX_SEED = 2**64 - 1  # the largest seed torch's generators take
 KIND_WORDS = {bool: "True or False", int: "an integer", float: "a number", str: "a string"}
 
 
@@ -229,7 +230,7 @@ class LoopConfig(Knobs):
     group = "loop"
     target_tokens: int = knob(500_000_000, "training tokens; sets num_iterations when that is not given", minimum=1)
     num_iterations: int | None = knob(None, "optimizer steps (default: target_tokens / total_batch_size)", minimum=1)
-    seed: int = knob(42, "seed of the weight initialisation", minimum=0)
+    seed: int = knob(42, "seed of the weight initialisation", minimum=0, maximum=MAX_SEED)
     log_every: int = knob(10, "steps between loss read-backs and train lines in metrics.jsonl", minimum=1)
     save_every: int | None = knob(None, "steps between checkpoints (default: eval_every; 0: only the last)",
                                   minimum=0)

@@ -99,6 +99,11 @@ def positive(kind, what: str, maximum=None):
     return _number(kind, what, lambda v: v > 0 and (maximum is None or v <= maximum), rule)
 
 
+def between(kind, what: str, minimum, maximum):
+    """An argparse type: a finite number in [minimum, maximum]."""
+    return _number(kind, what, lambda v: minimum <= v <= maximum, f"from {minimum} to {maximum}")
+
+
 def at_least(kind, what: str, minimum):
     """An argparse type: a finite number >= minimum (e.g. 0 for a count that may be zero)."""
     return _number(kind, what, lambda v: v >= minimum, f">= {minimum}")

@@ -31,6 +31,7 @@ import torch
 
 from . import paths
 from .errors import ArgumentParser, RunFailedError, TinylabError, cli
+from .run import SWEEP_SPEC, Run
 
 # tinylab GPTConfig fields and what NanoChatConfig calls them (head_dim is written too: HF reads it if set)
 CONFIG_FIELDS = {"depth": "num_hidden_layers", "model_dim": "hidden_size", "n_head": "num_attention_heads",
@@ -236,9 +237,16 @@ def model_card(title: str, where: str, config, meta: dict, run: dict, evaluation
 # ------------------------------------------------------------------ export
 
 def check_target(out: Path, force: bool) -> None:
-    """Refuse a non-empty DIR (a file, or somebody's work) unless force."""
+    """Refuse a non-empty DIR (a file, or somebody's work) unless force, and always one that --force would make
+    delete a run, a sweep, $TINYLAB_HOME, the working directory or this repository."""
     if out.is_file() or out.is_symlink():
         raise ExportError(f"{out} is a file: give --out a directory path")
+    if out.is_dir() and (Run(out).exists() or (out / SWEEP_SPEC).is_file()):
+        raise ExportError(f"{out} is a tinylab run or sweep: give --out a directory of its own")
+    for what, path in (("$TINYLAB_HOME", paths.home()), ("the working directory", Path.cwd()),
+                       ("the tinylab repository", paths.REPO)):
+        if out == path.resolve() or out in path.resolve().parents:
+            raise ExportError(f"{out} holds {what} ({path}): give --out a directory of its own")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ExportError(f"{out} exists and is not empty: pick another --out, or pass --force to replace it")
 

@@ -96,6 +96,9 @@ def load_state_dict(path: Path, config) -> dict[str, torch.Tensor]:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - weights_only refuses code; truncation fails too
         raise NanochatImportError(f"{path} is not a readable weights-only torch file ({e})") from None
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in raw.items()):
+        raise NanochatImportError(f"{path} holds a {type(raw).__name__}, not nanochat's dict of named tensors: pass "
+                                  f"the model_<step>.pt that nanochat's base training saved")
     weights = {k.removeprefix(PREFIX): v for k, v in raw.items()}
     later = sorted({what for k in weights for name, what in LATER_FEATURES.items() if name in k})
     if later:
@@ -111,6 +114,10 @@ def load_state_dict(path: Path, config) -> dict[str, torch.Tensor]:
         if v.shape != want[k].shape:
             raise NanochatImportError(f"{path}: {k} has shape {tuple(v.shape)}, the meta's model_config "
                                       f"gives {tuple(want[k].shape)} (a padded vocabulary is later nanochat)")
+    bad = [k for k, v in weights.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise NanochatImportError(f"{path}: {', '.join(bad[:3])} hold NaN or inf values: the checkpoint is damaged "
+                                  f"or was saved after training diverged; import an earlier step (--step)")
     return {k: v.float() for k, v in weights.items()}  # CUDA runs keep wte in bf16
 
 
@@ -133,6 +140,9 @@ def load_tokenizer(tokenizer_dir: Path, vocab_size: int, name: str):
         tok = Tokenizer(ranks, state["pat_str"], order, name=name)
     except TokenizerError as e:
         raise NanochatImportError(f"{pkl}: {e}") from e
+    except ValueError as e:  # tiktoken refuses the split pattern
+        raise NanochatImportError(f"{pkl}: its pat_str is not a pattern tiktoken can use ({e}); use the "
+                                  f"tokenizer.pkl nanochat wrote") from e
     if tok.vocab_size != vocab_size:
         raise NanochatImportError(f"{pkl} has {tok.vocab_size} tokens but the model's vocab_size is {vocab_size}: "
                                   f"use the tokenizer this model was trained with (--tokenizer)")
@@ -147,6 +157,8 @@ def convert(checkpoint_dir, step: int | None = None, tokenizer_dir=None):
     try:
         meta = json.loads(meta_path.read_text())
         model_config = meta["model_config"]
+        if not isinstance(model_config, dict):
+            raise TypeError(f"model_config is a {type(model_config).__name__}, not an object")
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise NanochatImportError(f"{meta_path} is missing or has no model_config ({e!r}); nanochat writes it "
                                   f"next to model_{step:06d}.pt") from None
@@ -170,7 +182,7 @@ def write_run(run: str, config, state_dict, tokenizer, meta: dict, *, force: boo
         raise NanochatImportError(f"run {run!r} already exists ({target.dir}): pick another --run, or --force")
     model = build_model(config)
     model.load_state_dict(state_dict, strict=True)
-    user = meta.get("user_config", {})
+    user = meta.get("user_config") if isinstance(meta.get("user_config"), dict) else {}  # only read for hints
     source = {"nanochat": meta["checkpoint_dir"], "step": meta["step"], "val_bpb": meta.get("val_bpb"),
               "user_config": user}
     tok_info = dict(name=tokenizer.name, hash=tokenizer.hash)

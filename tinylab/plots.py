@@ -170,6 +170,8 @@ def label_axes(axes, drawn: list[dict], x: str, unit: str, logx: bool, logy: boo
             ax.xaxis.set_major_formatter(FuncFormatter(human))
     plain = FuncFormatter(lambda v, _pos: f"{v:.3g}")  # 4.5, not 4.5×10⁰
     for ax in (ax_loss, ax_bpb) if logy else ():
+        if not any(np.any(np.asarray(ln.get_ydata(), dtype=float) > 0) for ln in ax.lines):
+            continue  # nothing to log-scale yet (a run just started); matplotlib would refuse the empty axis
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(plain)
         ax.yaxis.set_minor_formatter(plain)
@@ -210,6 +212,8 @@ def plot_runs(frames, x: str = "step", logx: bool = False, logy: bool = False, s
 def save_figure(fig: plt.Figure, path, dpi: int = 120) -> Path:
     """Write the figure atomically (a reader never sees half a PNG); the format follows the suffix."""
     path = Path(path)
+    if path.is_dir():
+        raise PlotError(f"{path} is a directory: give a file name, e.g. {path / 'curves.png'}")
     fmt, known = path.suffix.lstrip(".").lower() or "png", fig.canvas.get_supported_filetypes()
     if fmt not in known:
         raise PlotError(f"cannot write a .{fmt} image ({path}): use a file name ending in one of "

@@ -171,7 +171,13 @@ class Run:
         if not name or Path(name).is_absolute() or len(parts) > 2 or any(p.startswith(".") for p in parts):
             raise RunError(f"{name!r} is not a usable run name: use letters, digits, '-', '_' and at most "
                            f"one '/' (for sweep points), e.g. itty-1 or mysweep/tied")
-        return cls(paths.home() / "runs" / name, name)
+        runs = paths.home() / "runs"
+        if (runs / name / SWEEP_SPEC).is_file():
+            raise RunError(f"runs/{name} is a sweep (its points are runs {name}/<point>): give the run another name")
+        if len(parts) == 2 and _is_run_dir(runs / parts[0]):
+            raise RunError(f"runs/{parts[0]} is a run, so {name!r} cannot live inside it: give the run a name of "
+                           f"its own (a name with '/' is a point of a sweep)")
+        return cls(runs / name, name)
 
     @staticmethod
     def published_roots() -> dict[str, Path]:

@@ -152,6 +152,8 @@ class Sweep:
     def __init__(self, name: str, spec: Spec):
         self.name, self.spec = check_name(name), spec
         self.dir = paths.home() / "runs" / name
+        if Run(self.dir).exists():
+            raise SweepError(f"runs/{name} is a run, not a sweep: give the sweep another name")
         self.points = resolve_points(spec, self.read_json(CALIBRATION) or {})
 
     @classmethod

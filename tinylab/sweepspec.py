@@ -51,12 +51,14 @@ class Spec:
         grid, points = d.get("grid") or {}, d.get("points") or []
         if not isinstance(grid, dict) or not isinstance(points, list):
             raise SweepError("the spec's grid is an object (knob -> list of values), its points a list of objects")
-        budget = checked_budget(d.get("budget") or {})
+        budget, probes = checked_budget(d.get("budget") or {}), d.get("probes", False)
+        if not isinstance(probes, bool):
+            raise SweepError(f"the spec's probes must be true or false (JSON, not a string), got {probes!r}")
         spec = cls(checked_preset(d["preset"], "preset"), str(d.get("description", "")),
                    checked_knobs(d.get("knobs") or {}, "knobs", budget, False),
                    {knob_name(k): checked_values(k, v, budget) for k, v in grid.items()},
                    [checked_knobs(p, f"points[{i}]", budget) for i, p in enumerate(points)], budget,
-                   bool(d.get("probes", False)))
+                   probes)
         return spec
 
     @classmethod
@@ -146,6 +148,8 @@ def checked_budget(budget) -> dict:
     (kind, amount), = budget.items()
     if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 < amount < float("inf"):
         raise SweepError(f"budget {kind} must be a positive number, got {amount!r}")
+    if kind == "tokens" and amount != int(amount):
+        raise SweepError(f"budget tokens must be a whole number, got {amount!r}")
     return {kind: int(amount) if kind == "tokens" else float(amount)}
 
 

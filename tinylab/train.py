@@ -58,7 +58,7 @@ from .model import build_model, compile_model, forget_compiled
 from .optim import apply_schedule, setup_optimizers
 from .prepare import adopt_early, has_early, start_data_child, stop_child, stop_early
 from .presets import resolve
-from .run import CHECKPOINT_MARKER, Run
+from .run import CHECKPOINT_MARKER, Run, RunError
 from .schedule import RunPlan, lr_multiplier, muon_momentum
 
 SAMPLE_PROMPTS = ("The capital of France is", "Once upon a time,", "The meaning of life is")
@@ -198,7 +198,29 @@ def check_resume(run: Run, ckpt: Path, cfg: TrainConfig, plan: RunPlan) -> dict:
     if plan.num_iterations < meta["step"]:
         raise TrainError(f"run {run.name!r} is already at step {meta['step']}; pass --num-iterations > "
                          f"{meta['step']} or start a new run")
+    check_step_tokens(run, plan)
     return meta
+
+
+def check_step_tokens(run: Run, plan: RunPlan) -> None:
+    """A resumed run keeps its tokens per step: the loader's position, the token counts and the schedule assume
+    them. A device batch that rounds the step to another size is refused, with the flags that keep it."""
+    try:
+        was = run.read_config()["derived"]["total_batch_size"]
+    except (RunError, KeyError, TypeError):  # an older or damaged config.json: nothing to compare with
+        return
+    if plan.batch.total_batch_size != was:
+        raise TrainError(f"run {run.name!r} steps {was:,} tokens at a time, but device_batch_size "
+                         f"{plan.batch.device_batch_size} makes a step of {plan.batch.total_batch_size:,}: "
+                         f"{same_step_advice(plan.batch, was)}")
+
+
+def same_step_advice(bp, total: int) -> str:
+    """How to resume at a smaller device batch with `total` tokens per step (bp: the batch plan asked for)."""
+    rows = total // (bp.seq_len * bp.world_size)
+    fits = [b for b in range(1, min(rows, bp.device_batch_size) + 1) if rows % b == 0 and b < bp.device_batch_size]
+    return (f"pass --resume with --total-batch-size {total} and a --device-batch-size that divides its {rows} rows "
+            f"per step (e.g. {', '.join(map(str, reversed(fits[-4:] or [1])))})")
 
 
 def core_bundle(cfg: TrainConfig) -> Path | None:
@@ -347,10 +369,13 @@ def peak_flops(device) -> float | None:
 
 
 def run_samples(model, tokenizer, max_tokens=32) -> list[str]:
+    """Completions of the SAMPLE_PROMPTS that fit the model's context (a model of a few positions may have none)."""
     from .engine import complete
 
-    return [p + complete(model, tokenizer, p, temperature=0.8, top_k=50, max_tokens=max_tokens, seed=42 + i).text
-            for i, p in enumerate(SAMPLE_PROMPTS)]
+    prompts = [(p, tokenizer.encode(p, prepend_bos=True)) for p in SAMPLE_PROMPTS]
+    return [p + complete(model, tokenizer, p, temperature=0.8, top_k=50, max_tokens=max_tokens, seed=42 + i,
+                         prompt_ids=ids).text
+            for i, (p, ids) in enumerate(prompts) if len(ids) <= model.config.sequence_len]
 
 
 def train_step(net, optimizers, batches, grad_accum: int, *, autocast, grad_clip: float, model) -> torch.Tensor:
@@ -467,9 +492,9 @@ def out_of_memory_message(cfg: TrainConfig, plan: RunPlan, device, last_checkpoi
     else:
         have = "see `python -m tinylab.calc --gpu-mem-gb N` for what fits"
     return (f"out of memory at device batch {bp.device_batch_size} × {c.sequence_len} (estimated {est:.1f} GiB; "
-            f"{have}). Lower --device-batch-size: gradient accumulation keeps the total batch of "
-            f"{bp.total_batch_size:,} tokens, and --resume continues on the same token stream. Last good "
-            f"checkpoint: {last_checkpoint or 'none'}")
+            f"{have}). To continue on the same token stream, {same_step_advice(bp, bp.total_batch_size)}: gradient "
+            f"accumulation keeps the step's {bp.total_batch_size:,} tokens. Last good checkpoint: "
+            f"{last_checkpoint or 'none'}")
 
 
 @dataclass
