@@ -461,6 +461,12 @@ CASES = [
     Case("resume-at-another-step-size", "train", f"{RESUME} --device-batch-size 3",
          "steps 1,024 tokens at a time, but device_batch_size 3 makes a step of 1,152: pass --resume with "
          "--total-batch-size 1024"),
+    Case("train-another-tokenizer-budget", "train", f"{TRAIN} --run {{new}} --max-chars 20000 --num-iterations 1",
+         "not on up to 20,000: pass --max-chars 2000000"),
+    Case("sweep-tokenizer-budgets-differ", "sweep", "s --preset smoke --grid tokenizer_max_chars=20000,2000000",
+         "share tokenizer sample-512 .* but set tokenizer_max_chars to \\[20000, 2000000\\]"),
+    Case("sweep-devices-not-visible", "sweep", "s --preset smoke --grid depth=2 --devices 97 --no-progress",
+         "names GPU\\(s\\) 97, but the GPUs visible here are", env={"TINYLAB_DEVICE": "cuda"}),
     Case("train-seed-too-big", "train", f"{TRAIN} --run {{new}} --seed 99999999999999999999", "seed must be <="),
     Case("complete-seed-too-big", "complete", "--run {run} -s 99999999999999999999 -p hi", "--seed must be an integer"),
     Case("runs-plot-into-a-directory", "runs", "plot {run} -o {tmp}", "is a directory: give a file name"),

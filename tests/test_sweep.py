@@ -257,6 +257,9 @@ def test_gpu_slots(monkeypatch):
     assert Q.gpu_slots() == Q.gpu_slots("cuda") == ["3", "5"]
     assert Q.gpu_slots("cuda:1") == Q.gpu_slots("cpu") == []
     assert Q.gpu_slots("cpu", ["0", "1"]) == ["0", "1"]  # explicit slots: parallel even on the CPU (a dry run)
+    assert Q.gpu_slots(None, ["5"]) == ["5"]
+    with pytest.raises(SP.SweepError, match="names GPU\\(s\\) 0, 7, but the GPUs visible here are 3, 5"):
+        Q.gpu_slots("cuda", ["0", "7"])
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert Q.gpu_slots() == []
 

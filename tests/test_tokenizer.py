@@ -181,6 +181,27 @@ def test_get_tokenizer_trains_once(tmp_path, monkeypatch):
     assert T.get_tokenizer(smoke).hash == tok.hash
 
 
+def test_a_stored_tokenizer_of_another_character_budget_is_refused_not_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    smoke = get_preset("smoke")  # 2,000,000 characters of a train split that holds more
+    tok = T.get_tokenizer(smoke, progress=False)
+    assert tok.stats["chars"] == smoke.data.tokenizer_max_chars
+    monkeypatch.setattr(T, "train_tokenizer", lambda *a, **k: pytest.fail("retrained"))
+    with pytest.raises(T.TokenizerError, match="not on up to 20,000: pass --max-chars 2000000"):
+        T.get_tokenizer(smoke.override(tokenizer_max_chars=20_000))
+    with pytest.raises(T.TokenizerError, match="not on up to 3,000,000"):
+        T.get_tokenizer(smoke.override(tokenizer_max_chars=3_000_000))
+
+
+def test_a_tokenizer_that_read_the_whole_corpus_serves_every_larger_budget(tok, texts, tmp_path):
+    whole = sum(map(len, texts))  # `tok` read all of `texts`: no budget cut it
+    assert tok.stats["chars"] == whole and tok.stats["max_chars"] is None
+    for budget in (whole, whole + 1, 10 ** 12):
+        assert T.checked_max_chars(tok, budget, tmp_path) is tok
+    with pytest.raises(T.TokenizerError, match=f"trained on {whole:,} characters"):
+        T.checked_max_chars(tok, whole - 1, tmp_path)
+
+
 # -- evaluation ----------------------------------------------------------------------------
 def test_references_in_sync_with_tiktoken():
     source = (Path(tiktoken.__file__).parents[1] / "tiktoken_ext" / "openai_public.py").read_text()

@@ -125,14 +125,18 @@ def subprocess_device(device=None) -> str:
 def gpu_slots(device=None, devices=None) -> list[str]:
     """The GPUs to train on in parallel, one point each: `devices` when given, else every visible GPU when
     there are two or more and no single device was asked for; [] means in order, in this process."""
-    if devices is not None:
-        return [str(d) for d in devices]
-    device = device or os.environ.get(DEVICE_VAR) or None
-    if device not in (None, "cuda"):
-        return []
     import torch
 
     count = torch.cuda.device_count()
     visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-    slots = visible[:count] if visible else [str(i) for i in range(count)]
-    return slots if len(slots) > 1 else []
+    gpus = visible[:count] if visible else [str(i) for i in range(count)]
+    if devices is not None:  # on a device other than cuda, parallel processes without GPUs (a dry run)
+        absent = [str(d) for d in devices if str(d) not in gpus]
+        if subprocess_device(device).startswith("cuda") and absent:
+            raise SweepError(f"--devices names GPU(s) {', '.join(absent)}, but the GPUs visible here are "
+                             f"{', '.join(gpus) or 'none'}: pass visible GPU indices")
+        return [str(d) for d in devices]
+    device = device or os.environ.get(DEVICE_VAR) or None
+    if device not in (None, "cuda"):
+        return []
+    return gpus if len(gpus) > 1 else []

@@ -219,10 +219,10 @@ class Sweep:
         valid = [p for p in self.points if not p.failed]
         if not valid:  # before anything is written, so the corrected spec is not refused as "a different spec"
             raise SweepError(f"every point of sweep {self.name!r} is invalid (see above): fix the grid or points")
+        slots = gpu_slots(device, devices)  # refuses GPUs that are not there before anything is written
         self.dir.mkdir(parents=True, exist_ok=True)
         paths.atomic_write(self.dir / SWEEP_SPEC, self.spec.to_json())
         self.prepare(valid, progress)
-        slots = gpu_slots(device, devices)
         child_device = subprocess_device(device)
         if any(p.config is None and not p.failed for p in self.points):
             self.calibrate(slots, child_device if slots else device, progress)
@@ -307,7 +307,8 @@ class Sweep:
         jobs = [Job(p.name, train_argv(p.config, self.run_of(p).name, device,
                                        *["--resume"] * (self.status(p) == "partial")),
                     self.dir / LOGS / f"{p.name}.log") for p in todo.values()]
-        tqdm.write(f"training {len(jobs)} point(s) on GPUs {', '.join(slots)}, one each; logs in {self.dir / LOGS}")
+        where = f"GPUs {', '.join(slots)}" if device.startswith("cuda") else f"{len(slots)} {device} processes"
+        tqdm.write(f"training {len(jobs)} point(s) on {where}, one each; logs in {self.dir / LOGS}")
         with tqdm(total=len(jobs), desc=f"sweep {self.name}", unit="point", disable=not progress) as bar:
             for i, (job, code, error) in enumerate(run_queue(jobs, slots)):
                 if code:

@@ -265,4 +265,18 @@ def resolve_points(spec: Spec, rates: dict) -> list[Point]:
         if "seconds" not in spec.budget or p.name in rates:
             p.config = with_budget(spec, p.base, rates.get(p.name))
         points.append(p)
+    check_shared_tokenizers(points)
     return points
+
+
+def check_shared_tokenizers(points: list[Point]) -> None:
+    """Points of one corpus and vocabulary share one tokenizer, so they must agree on its character budget."""
+    budgets: dict[str, set] = {}
+    for p in points:
+        if p.base is not None:
+            budgets.setdefault(p.base.tokenizer_name, set()).add(p.base.data.tokenizer_max_chars)
+    for name, chars in budgets.items():
+        if len(chars) > 1:
+            raise SweepError(f"points share tokenizer {name} (one per corpus and vocabulary) but set "
+                             f"tokenizer_max_chars to {sorted(chars)}: give them one budget, or run a sweep per "
+                             f"budget, each with its own TINYLAB_HOME")

@@ -305,11 +305,22 @@ def train_corpus_tokenizer(corpus: str, vocab_size: int, max_chars: int | None, 
     return tok
 
 
+def checked_max_chars(tok: Tokenizer, max_chars: int, directory: Path) -> Tokenizer:
+    """tok, if training on at most max_chars characters would have made it: its own budget, or the whole corpus
+    under both budgets. One tokenizer is kept per corpus and vocabulary, so another budget is refused, not ignored."""
+    chars, had = tok.stats.get("chars"), tok.stats.get("max_chars")
+    if chars is None or had == max_chars or (chars < (had or float("inf")) and chars <= max_chars):
+        return tok
+    raise TokenizerError(f"{directory} holds a tokenizer trained on {chars:,} characters (tokenizer_max_chars "
+                         f"{had if had is None else format(had, ',')}), not on up to {max_chars:,}: pass "
+                         f"--max-chars {had or chars} to use it, or delete {directory} to train one on the new budget")
+
+
 def get_tokenizer(preset, *, progress: bool = True) -> Tokenizer:
     """The preset's (a TrainConfig's) tokenizer: loaded from TINYLAB_HOME, trained on its corpus if missing."""
     directory = tokenizer_dir(preset.tokenizer_name)
     if (directory / META_FILE).is_file():
-        return Tokenizer.load(directory)
+        return checked_max_chars(Tokenizer.load(directory), preset.data.tokenizer_max_chars, directory)
     return train_corpus_tokenizer(preset.data.corpus, preset.model.vocab_size, preset.data.tokenizer_max_chars,
                                   progress=progress)
 
