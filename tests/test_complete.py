@@ -138,7 +138,7 @@ def test_completer_encodes_the_prompt_once(home):
 def test_bad_settings_exit_before_loading(home):
     err = io.StringIO()
     assert cli.main(["--run", "tiny", "-t", "-1", "-p", "x"], stdout=io.StringIO(), stderr=err) == 2
-    assert "temperature must be >= 0" in err.getvalue()
+    assert "temperature must be 0 (greedy) or at least" in err.getvalue()
 
 
 def test_widget_generate_is_the_plain_function(home):

@@ -231,6 +231,13 @@ def test_corrupt_row_group_names_the_file(tmp_path):
         list(data.iter_row_groups(path))
 
 
+def test_a_dictionary_encoded_text_column_reads_as_its_strings(tmp_path):
+    """What pandas writes for a category column."""
+    path = tmp_path / "shard_00000.parquet"
+    pq.write_table(pa.table({"text": pa.array(["b", "a", "b"]).dictionary_encode()}), path)
+    assert list(data.iter_row_groups(path)) == [["b", "a", "b"]]
+
+
 def test_empty_shard_has_no_documents(tmp_path):
     path = tmp_path / "shard_00000.parquet"
     pq.write_table(pa.table({"text": pa.array([], pa.string())}), path)

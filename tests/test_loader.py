@@ -95,12 +95,21 @@ def test_state_round_trip_gives_identical_next_batch(corpus):
         assert torch.equal(x, x2) and torch.equal(y, y2)
 
 
+def test_a_split_of_empty_documents_is_refused_before_training(corpus):
+    """Its tokens would be BOS alone, whose bytes are 0: bits per byte would be 0/0."""
+    val = data.list_shards(corpus, "val")[0]
+    pq.write_table(pa.table({"text": [""] * 50}), val)
+    pretokenize(corpus, ByteTokenizer(), "train", progress=False)
+    with pytest.raises(LoaderError, match="'val' split of corpus 'fineweb' .* holds no text"):
+        pretokenize(corpus, ByteTokenizer(), "val", progress=False)
+
+
 def test_mismatched_state_is_refused(corpus):
     tokens = pretokenize(corpus, ByteTokenizer(), "train", progress=False)
     state = TokenLoader(tokens, "train", 2, 32).state_dict()
     with pytest.raises(LoaderError, match="seq_len=32"):
         TokenLoader(tokens, "train", 2, 16, state=state)
-    with pytest.raises(LoaderError, match="split_tokens="):  # e.g. more shards downloaded since the checkpoint
+    with pytest.raises(LoaderError, match="held .* tokens when this position was saved .* its shards changed"):  # e.g. more shards downloaded since the checkpoint
         TokenLoader(tokens, "train", 2, 32, state={**state, "split_tokens": state["split_tokens"] + 1})
 
 

@@ -73,6 +73,8 @@ def open_shard(path: Path) -> pq.ParquetFile:
         raise CorpusError(f"{path} has no 'text' column (columns: {pf.schema_arrow.names}): write the documents "
                           f"into a 'text' column, or delete it and download it again")
     kind = pf.schema_arrow.field("text").type
+    if pa.types.is_dictionary(kind):  # what pandas writes for a category column: read back as its strings
+        kind = kind.value_type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         raise CorpusError(f"{path}: the 'text' column holds {kind}, not strings; write the documents as text")
     return pf

@@ -72,11 +72,14 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+MIN_TEMPERATURE = 1e-6  # below it, logits / temperature overflow to inf and sampling meets NaN: use 0 (greedy)
+
+
 def check_settings(temperature: float, top_k: int | None, top_p: float | None, max_tokens: int):
     if not math.isfinite(temperature) or (top_p is not None and not math.isfinite(top_p)):
         raise GenerationError(f"temperature and top_p must be finite numbers, got {temperature} and {top_p}")
-    if temperature < 0:
-        raise GenerationError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if temperature < 0 or 0 < temperature < MIN_TEMPERATURE:
+        raise GenerationError(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {temperature}")
     if top_k is not None and top_k < 1:
         raise GenerationError(f"top_k must be >= 1 (or None for no limit), got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:

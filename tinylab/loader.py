@@ -102,7 +102,11 @@ class TokenLoader:
 
     def load_state_dict(self, state: dict) -> None:
         mine = self.state_dict()
-        for key in ("seq_len", "split", "tokens", "split_tokens"):
+        if "split_tokens" in state and state["split_tokens"] != mine["split_tokens"]:
+            raise LoaderError(f"the {self.split!r} split held {state['split_tokens']:,} tokens when this position was "
+                              f"saved and holds {mine['split_tokens']:,} now: its shards changed (more were "
+                              f"downloaded, or some removed). Put them back as they were to resume, or train a new run")
+        for key in ("seq_len", "split", "tokens"):
             if key in state and state[key] != mine[key]:
                 raise LoaderError(f"loader state was saved with {key}={state[key]!r} but this loader has "
                                   f"{mine[key]!r}; resume with the same settings or start the data over")

@@ -92,6 +92,10 @@ def pretokenize(corpus: str, tokenizer, split: str, *, progress: bool = True) ->
     if todo or meta["splits"].get(split) != [p.stem for p in sources]:
         meta["splits"][split] = [p.stem for p in sources]
         paths.atomic_write(out / "meta.json", json.dumps(meta, indent=1).encode())
+    shards = [meta["shards"][p.stem] for p in sources]
+    if sum(s["tokens"] for s in shards) <= sum(s["docs"] for s in shards):  # nothing but each document's BOS
+        raise LoaderError(f"the {split!r} split of corpus {corpus!r} ({', '.join(p.name for p in sources)}) holds no "
+                          f"text (no documents, or only empty ones): write text into its 'text' column")
     return out
 
 
