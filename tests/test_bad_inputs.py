@@ -298,6 +298,9 @@ CASES = [
     Case("complete-temperature-inf", "complete", "--run {run} -t inf -p hi", "finite"),
     Case("complete-temperature-negative", "complete", "--run {run} -t=-1 -p hi",
          r"temperature must be 0 \(greedy\) or at least"),
+    Case("complete-checkpoint-marker-gone", "complete", "--run {run} -p hi",
+         "has no complete checkpoint: .*step_000004 has no checkpoint.json", setup=lambda ctx: (
+             ctx.run / CKPT / "checkpoint.json").unlink()),
     Case("complete-temperature-tiny", "complete", "--run {run} -t 1e-45 -p hi",
          r"temperature must be 0 \(greedy\) or at least 1e-06"),
     Case("complete-temperature-word", "complete", "--run {run} -t hot -p hi", "invalid float value"),

@@ -293,6 +293,10 @@ class Run:
     def checkpoint(self, step: int | None = None) -> Path:
         """The checkpoint of `step` (None: the newest); RunError says which steps exist."""
         ckpts = self.checkpoints()
+        if not ckpts and self.incomplete_checkpoints():
+            raise RunError(f"run {self.name!r} has no complete checkpoint: {self.incomplete_checkpoints()[-1]} has no "
+                           f"{CHECKPOINT_MARKER} (damaged); restore it, or delete it and train the run again with "
+                           f"`python -m tinylab.train --run {self.name} --overwrite`")
         if not ckpts:
             raise RunError(f"run {self.name!r} has no checkpoint yet (looked in {self.checkpoints_dir}): train it "
                            f"first with `python -m tinylab.train --run {self.name}`")
