@@ -151,3 +151,17 @@ def test_widget_generate_is_the_plain_function(home):
     assert "tok/s" in w.speed.value and not w.button.disabled
     w.prompt.value = "x" * 40  # longer than the context: reported in the label, nothing raised
     assert w.generate() is None and "context is 32" in w.speed.value
+
+
+def test_cpu_with_an_index_is_the_cpu_and_a_seed_out_of_range_is_one_clear_error():
+    """`--device cpu:0` loads checkpoints like `cpu` (safetensors refuses "cpu:0"); seeds reach torch in range."""
+    import numpy as np
+
+    from tinylab.devices import pick_device
+    from tinylab.engine import GenerationError, check_seed
+
+    assert pick_device("cpu:0") == pick_device("cpu") == torch.device("cpu")
+    assert check_seed(None) is None and check_seed(np.int64(3)) == 3 and check_seed(2**64 - 1) == 2**64 - 1
+    for bad in (2**64, -1, 1.5, "a", True):
+        with pytest.raises(GenerationError, match="seed must be an integer from 0 to"):
+            check_seed(bad)

@@ -126,6 +126,11 @@ def test_a_knobs_kind_comes_from_its_annotation_and_nothing_else():
     assert [knob_type(Group, n) for n in ("steps", "lr", "tied", "corpus")] == [
         (int, False), (float, True), (bool, False), (str, False)]
     assert Group(lr=1).lr == 1.0 and isinstance(Group(lr=1).lr, float)  # an int passes as a float
+    import numpy as np
+
+    numpy_values = Group(steps=np.int64(3), lr=np.float32(0.5), tied=np.True_)  # np.arange, a DataFrame's values
+    assert (numpy_values.steps, numpy_values.lr, numpy_values.tied) == (3, 0.5, True)
+    assert [type(v) for v in (numpy_values.steps, numpy_values.lr, numpy_values.tied)] == [int, float, bool]
     with pytest.raises(ConfigError, match="steps must be an integer"):
         Group(steps=True)
 

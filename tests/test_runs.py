@@ -200,6 +200,16 @@ def test_a_run_with_no_train_line_yet_plots_on_log_axes(home):
     fig.canvas.draw()  # matplotlib refuses a log axis with nothing positive on it
 
 
+def test_one_run_name_is_one_run_and_run_names_may_be_paths(home):
+    from pathlib import Path
+
+    write_run(home, "a")
+    assert R.load_runs("a")["run"].unique().tolist() == ["a"]  # not the runs 'a'... of its characters
+    assert run_mod.Run.at(Path("b")).name == "b"
+    with pytest.raises(run_mod.RunError, match="a run name is a string"):
+        run_mod.Run.at(5)
+
+
 def test_plot_options_and_bad_input(home, tmp_path):
     write_run(home, "a")
     df = R.load_run("a")

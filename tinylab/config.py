@@ -20,6 +20,7 @@ on any machine.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cache
 from typing import get_args, get_type_hints
@@ -85,8 +86,12 @@ def _coerce(name: str, kind: type, optional: bool, value):
         if optional:
             return None
         raise ConfigError(f"{name} must be set ({KIND_WORDS[kind]})")
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+    if kind is bool and getattr(getattr(value, "dtype", None), "kind", None) == "b":  # numpy's bool (a DataFrame's)
+        value = bool(value)
+    elif isinstance(value, numbers.Integral) and not isinstance(value, bool) and kind in (int, float):
+        value = kind(value)  # numpy's integers too (np.arange, a DataFrame column); an int passes as a float
+    elif isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)) and kind is float:
+        value = float(value)  # numpy's float32
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
         raise ConfigError(f"{name} must be {KIND_WORDS[kind]}, got {value!r}")
     if kind is float and not math.isfinite(value):

@@ -50,7 +50,7 @@ def pick_device(device=None) -> torch.device:
         raise DeviceError(f"device {str(device)!r} asked for, but MPS is not available here: use --device cpu")
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise DeviceError(f"device {str(device)!r} is not supported: use cpu, cuda, cuda:N or mps")
-    return dev
+    return torch.device(dev.type) if dev.type != "cuda" else dev  # cpu:0 is the cpu (safetensors refuses "cpu:0")
 
 
 def memory_bytes(device: torch.device) -> int | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import codecs
 import math
+import numbers
 import random
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from .config import MAX_SEED
 from .errors import TinylabError
 from .model import GPT, KVCache
 
@@ -88,6 +90,15 @@ def check_settings(temperature: float, top_k: int | None, top_p: float | None, m
         raise GenerationError(f"max_tokens must be >= 1, got {max_tokens}")
 
 
+def check_seed(seed) -> int | None:
+    """A sampling seed as torch's generators take it: None (random) or an integer from 0 to MAX_SEED."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        raise GenerationError(f"seed must be an integer from 0 to {MAX_SEED} (or None for a random one), got {seed!r}")
+    return int(seed)
+
+
 def check_prompt(model: GPT, num_tokens: int):
     ctx = model.config.sequence_len
     if num_tokens == 0:
@@ -109,6 +120,7 @@ def generate(model: GPT, prompt_ids: Sequence[int], *, max_tokens: int = 200, te
     forward each step: slow, but the reference the cached path must equal.
     """
     check_settings(temperature, top_k, top_p, max_tokens)
+    seed = check_seed(seed)
     check_prompt(model, len(prompt_ids))
     ctx, P = model.config.sequence_len, len(prompt_ids)
     steps = min(max_tokens, ctx - P + 1)  # the last sampled token never needs to be fed back

@@ -40,6 +40,7 @@ DOCS_SWEEPS = paths.REPO / "docs" / "sweeps"
 PUBLISHED_PREFIX = "docs/runs/"
 SWEEPS_PREFIX = "docs/sweeps/"
 SWEEP_SPEC = "spec.json"   # marks a directory of runs/ (or docs/sweeps/) as a sweep (tinylab.sweep)
+MAX_NAME_BYTES = 200       # of one part of a run name: a directory name (filesystems stop at 255 bytes)
 RECORDS = {  # kind -> fields of a metrics.jsonl record (besides "kind")
     "train": ("step", "tokens", "flops", "loss", "lr", "tok_per_s", "mfu", "mem_gb", "elapsed"),
     "eval": ("step", "tokens", "flops", "val_bpb", "elapsed"),
@@ -167,7 +168,13 @@ class Run:
     @classmethod
     def at(cls, name: str) -> "Run":
         """The writable run `name` under $TINYLAB_HOME/runs/ (it need not exist yet)."""
+        name = os.fspath(name) if isinstance(name, os.PathLike) else name
+        if not isinstance(name, str):
+            raise RunError(f"a run name is a string, e.g. 'itty-1'; got {name!r}")
         parts = Path(name).parts
+        if any(len(p.encode()) > MAX_NAME_BYTES for p in parts):
+            raise RunError(f"run name {name[:40]!r}... is too long for a directory name: use at most "
+                           f"{MAX_NAME_BYTES} bytes per part")
         if not name or Path(name).is_absolute() or len(parts) > 2 or any(p.startswith(".") for p in parts):
             raise RunError(f"{name!r} is not a usable run name: use letters, digits, '-', '_' and at most "
                            f"one '/' (for sweep points), e.g. itty-1 or mysweep/tied")
@@ -293,6 +300,9 @@ class Run:
     def checkpoint(self, step: int | None = None) -> Path:
         """The checkpoint of `step` (None: the newest); RunError says which steps exist."""
         ckpts = self.checkpoints()
+        if not ckpts and self.published:
+            raise RunError(f"run {self.name!r} is published in the repository with its config and metrics but no "
+                           f"weights: train your own (`python -m tinylab.train --run NAME`) to use a checkpoint")
         if not ckpts and self.incomplete_checkpoints():
             raise RunError(f"run {self.name!r} has no complete checkpoint: {self.incomplete_checkpoints()[-1]} has no "
                            f"{CHECKPOINT_MARKER} (damaged); restore it, or delete it and train the run again with "

@@ -11,6 +11,7 @@ damaged and a silent skip would hide lost data.
 """
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -101,6 +102,8 @@ def load_runs(runs=None) -> pd.DataFrame:
 
     df.attrs holds "labels" and "configs" (run -> legend label / full config.json), which also
     keeps runs that have no rows yet visible to plot_runs."""
+    if isinstance(runs, (str, os.PathLike, Run)):  # one run, not the characters of its name
+        runs = [runs]
     runs = list(Run.all()) if runs is None else list(runs)
     if not runs:
         raise RunError(f"no runs to load in {' or '.join(map(str, Run.roots()))}; "

@@ -64,7 +64,7 @@ def parser() -> ArgumentParser:
     ap.add_argument("--threads", type=positive(int, "threads"), help="decode: CPU threads for torch "
                                                                        "(default: torch's choice)")
     ap.add_argument("--no-cache-baseline", action="store_true", help="decode: also time 1 stream without the cache")
-    ap.add_argument("--seconds", type=positive(float, "seconds"), default=3.0, help="loader: seconds to time")
+    ap.add_argument("--seconds", type=positive(float, "seconds", maximum=3600), default=3.0, help="loader: seconds to time")
     return ap
 
 

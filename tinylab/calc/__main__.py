@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     ap.add_argument("--gpu", default="RTX 3090", choices=list(GPU_PEAK_FLOPS), help="peak FLOPs for the time estimate")
     ap.add_argument("--mfu", type=positive(float, "MFU", maximum=1), default=0.4,
                     help="assumed model-FLOPs utilisation, in (0, 1] (default 0.4)")
-    ap.add_argument("--ratio", type=positive(float, "ratio"), default=CHINCHILLA_RATIO,
+    ap.add_argument("--ratio", type=positive(float, "ratio", maximum=1e6), default=CHINCHILLA_RATIO,
                     help="tokens per parameter (default 20)")
     ap.add_argument("--no-compile", action="store_true", help="estimate VRAM for eager (uncompiled) training")
     ap.add_argument("--fp8-lm-head", action="store_true",
