@@ -165,3 +165,13 @@ def test_cpu_with_an_index_is_the_cpu_and_a_seed_out_of_range_is_one_clear_error
     for bad in (2**64, -1, 1.5, "a", True):
         with pytest.raises(GenerationError, match="seed must be an integer from 0 to"):
             check_seed(bad)
+
+
+@pytest.mark.parametrize("settings,named", [((0.8, 5.5, None, 10), "top_k must be an integer"),
+                                            ((0.8, 5, None, "5"), "max_tokens must be an integer"),
+                                            (("0.5", 5, None, 5), "temperature must be a number")])
+def test_settings_of_the_wrong_type_are_one_clear_error(settings, named):
+    from tinylab.engine import GenerationError, check_settings
+
+    with pytest.raises(GenerationError, match=named):
+        check_settings(*settings)

@@ -159,12 +159,12 @@ def without_tokenizer(tmp_path, monkeypatch, run):
     (["probes"], "one of the arguments --run --checkpoint is required"),
     (["probes", "--run", "{run}", "--max-per-task", "5"], "applies to core only"),
     (["probes", "--run", "{run}", "--bundle", "x"], "--bundle applies to core only"),
-    (["core", "--run", "{run}", "--max-per-task", "0"], "max_per_task must be at least 1"),
+    (["core", "--run", "{run}", "--max-per-task", "0"], "max_per_task must be an integer of at least 1"),
     (["core", "--run", "{run}", "--max-per-task", "1", "--bundle", str(FIXTURE)], "raise max_per_task"),
     (["core", "--run", "{run}"], "put it at .*eval_bundle.zip"),  # offline, no bundle
     (["core", "--run", "{run}", "--bundle", "{tmp}"], "is not a CORE eval bundle"),
     (["probes", "--run", "{run}", "--device", "abacus"], "unknown device 'abacus'"),
-    (["probes", "--run", "{run}", "--batch-size", "0"], "batch_size must be at least 1"),
+    (["probes", "--run", "{run}", "--batch-size", "0"], "batch_size must be an integer of at least 1"),
     (["probes", "--run", "notok"], "has no tokenizer: neither its own copy"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(run, tmp_path, monkeypatch, capsys, argv, message):
@@ -215,3 +215,12 @@ def test_eval_table_and_bars(tmp_path):
     with pytest.raises(PlotError, match="kind must be one of"):
         eval_table([a], "bpb")
 
+
+
+@pytest.mark.parametrize("kwargs", [dict(step="3"), dict(step=3.0), dict(batch_size="8"), dict(batch_size=8.5),
+                                    dict(batch_size=0), dict(step=-1), dict(batch_size=True)])
+def test_evaluate_refuses_arguments_that_are_not_whole_numbers_before_loading_anything(kwargs):
+    from tinylab.eval import EvalError, evaluate
+
+    with pytest.raises(EvalError, match="must be an integer of at least"):
+        evaluate("no-such-run", "probes", **kwargs)  # refused before the run is even looked up

@@ -78,6 +78,11 @@ MIN_TEMPERATURE = 1e-6  # below it, logits / temperature overflow to inf and sam
 
 
 def check_settings(temperature: float, top_k: int | None, top_p: float | None, max_tokens: int):
+    for name, value, kind in (("temperature", temperature, numbers.Real), ("top_p", top_p, numbers.Real),
+                              ("top_k", top_k, numbers.Integral), ("max_tokens", max_tokens, numbers.Integral)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+            raise GenerationError(f"{name} must be {'an integer' if kind is numbers.Integral else 'a number'}, "
+                                  f"got {value!r}")
     if not math.isfinite(temperature) or (top_p is not None and not math.isfinite(top_p)):
         raise GenerationError(f"temperature and top_p must be finite numbers, got {temperature} and {top_p}")
     if temperature < 0 or 0 < temperature < MIN_TEMPERATURE:

@@ -19,6 +19,7 @@ and each new shape would recompile it.
 """
 from __future__ import annotations
 
+import numbers
 import sys
 import time
 from dataclasses import dataclass
@@ -118,15 +119,15 @@ def record(run: Run, kind: str, result, at: dict) -> None:
         run.metrics.write(**result.record(step=at["step"], tokens=at["tokens"]))
 
 
-def check_request(kind: str, max_per_task, batch_size) -> None:
+def check_request(kind: str, max_per_task, batch_size, step=None) -> None:
     """Refuse what cannot work before anything is loaded."""
     if kind not in KINDS:
         raise EvalError(f"unknown evaluation {kind!r}; choose one of {', '.join(KINDS)}")
     if max_per_task is not None and kind != "core":
         raise EvalError(f"max_per_task (--max-per-task) applies to core only, not to {kind}: leave it out")
-    for name, value in (("max_per_task", max_per_task), ("batch_size", batch_size)):
-        if value is not None and value < 1:
-            raise EvalError(f"{name} must be at least 1, got {value}")
+    for name, value, least in (("max_per_task", max_per_task, 1), ("batch_size", batch_size, 1), ("step", step, 0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least):
+            raise EvalError(f"{name} must be an integer of at least {least} (or None), got {value!r}")
 
 
 def evaluate(run, kind: str, *, step: int | None = None, max_per_task: int | None = None,
@@ -139,8 +140,8 @@ def evaluate(run, kind: str, *, step: int | None = None, max_per_task: int | Non
     bundle_dir: CORE's eval bundle (None: the pinned one, downloaded once). write=False records nothing.
     Everything that can be refused is refused before the model is loaded or anything is written.
     """
-    check_request(kind, max_per_task, batch_size)
-    target, ckpt = locate(run, step)
+    check_request(kind, max_per_task, batch_size, step)
+    target, ckpt = locate(run, None if step is None else int(step))
     config = target.read_config()
     cfg = TrainConfig.from_dict(config) if kind == "bpb" else None  # the val split and eval_tokens
     device = pick_device(device)
