@@ -224,6 +224,8 @@ def test_architecture_report_and_widget(capsys):
     assert "not a valid architecture: model_dim=80" in capsys.readouterr().out
     sliders[2].value = 16  # legal again
     assert "not a valid architecture" not in capsys.readouterr().out
+    deep = architecture_view(get_preset("smoke").override(depth=30))  # beyond the slider's usual range
+    assert deep.children[0].children[0].children[0].value == 30 and "depth 30" in capsys.readouterr().out
 
 
 def test_show_report_sizes_memory_once_and_calibration_closes_its_file(capsys, monkeypatch, tmp_path):

@@ -126,7 +126,8 @@ def control(name: str, value):
         if name == "n_kv_head":  # 0 stands for "same as n_head": ipywidgets shows None as an empty selection
             options = [("= n_head", 0)] + options
         return w.Dropdown(options=options, value=value or 0, **common)
-    return w.IntSlider(value, min=spec["min"], max=spec["max"], step=spec.get("step", 1), **common)
+    return w.IntSlider(value, min=min(spec["min"], value), max=max(spec["max"], value), step=spec.get("step", 1),
+                       **common)  # the range widened to the preset's value, which a slider would silently clamp
 
 
 def slider_values(preset: TrainConfig) -> dict:

@@ -28,7 +28,8 @@ class CompletionWidget(W.VBox):
         self.model, self.tokenizer = model, tokenizer
         self.prompt = W.Textarea(value=prompt, placeholder="type a prompt", layout=W.Layout(width="100%", height="6em"))
         wide = dict(style={"description_width": "initial"})
-        self.temperature = W.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.05, description="temperature",
+        self.temperature = W.FloatSlider(value=temperature, min=0.0, max=max(2.0, temperature), step=0.05,
+                                         description="temperature",
                                          tooltip="0 = greedy", **wide)
         self.top_k = W.IntSlider(value=top_k, min=0, max=min(500, tokenizer.vocab_size), description="top-k",
                                  tooltip="0 = no limit", **wide)
