@@ -31,7 +31,7 @@ import torch
 
 from . import paths
 from .errors import ArgumentParser, RunFailedError, TinylabError, cli
-from .run import SWEEP_SPEC, Run
+from .run import Run, is_sweep_dir
 
 # tinylab GPTConfig fields and what NanoChatConfig calls them (head_dim is written too: HF reads it if set)
 CONFIG_FIELDS = {"depth": "num_hidden_layers", "model_dim": "hidden_size", "n_head": "num_attention_heads",
@@ -241,7 +241,7 @@ def check_target(out: Path, force: bool) -> None:
     delete a run, a sweep, $TINYLAB_HOME, the working directory or this repository."""
     if out.is_file() or out.is_symlink():
         raise ExportError(f"{out} is a file: give --out a directory path")
-    if out.is_dir() and (Run(out).exists() or (out / SWEEP_SPEC).is_file()):
+    if out.is_dir() and (Run(out).exists() or is_sweep_dir(out)):
         raise ExportError(f"{out} is a tinylab run or sweep: give --out a directory of its own")
     for what, path in (("$TINYLAB_HOME", paths.home()), ("the working directory", Path.cwd()),
                        ("the tinylab repository", paths.REPO)):

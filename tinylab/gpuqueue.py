@@ -122,21 +122,26 @@ def subprocess_device(device=None) -> str:
     return device or os.environ.get(DEVICE_VAR) or "cuda"
 
 
-def gpu_slots(device=None, devices=None) -> list[str]:
-    """The GPUs to train on in parallel, one point each: `devices` when given, else every visible GPU when
-    there are two or more and no single device was asked for; [] means in order, in this process."""
+def visible_gpus() -> list[str]:
+    """The ids of the GPUs this process sees, as CUDA_VISIBLE_DEVICES names them."""
     import torch
 
     count = torch.cuda.device_count()
     visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-    gpus = visible[:count] if visible else [str(i) for i in range(count)]
+    return visible[:count] if visible else [str(i) for i in range(count)]
+
+
+def gpu_slots(device=None, devices=None) -> list[str]:
+    """The GPUs to train on in parallel, one point each: `devices` when given, else every visible GPU when
+    there are two or more and no single device was asked for; [] means in order, in this process."""
+    child = subprocess_device(device)
     if devices is not None:  # on a device other than cuda, parallel processes without GPUs (a dry run)
-        absent = [str(d) for d in devices if str(d) not in gpus]
-        if subprocess_device(device).startswith("cuda") and absent:
+        devices = [str(d) for d in devices]
+        gpus = visible_gpus() if child.startswith("cuda") else devices
+        absent = [d for d in devices if d not in gpus]
+        if absent:
             raise SweepError(f"--devices names GPU(s) {', '.join(absent)}, but the GPUs visible here are "
                              f"{', '.join(gpus) or 'none'}: pass visible GPU indices")
-        return [str(d) for d in devices]
-    device = device or os.environ.get(DEVICE_VAR) or None
-    if device not in (None, "cuda"):
-        return []
+        return devices
+    gpus = visible_gpus() if child == "cuda" else []
     return gpus if len(gpus) > 1 else []

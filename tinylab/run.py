@@ -179,7 +179,7 @@ class Run:
             raise RunError(f"{name!r} is not a usable run name: use letters, digits, '-', '_' and at most "
                            f"one '/' (for sweep points), e.g. itty-1 or mysweep/tied")
         runs = paths.home() / "runs"
-        if (runs / name / SWEEP_SPEC).is_file():
+        if is_sweep_dir(runs / name):
             raise RunError(f"runs/{name} is a sweep (its points are runs {name}/<point>): give the run another name")
         if len(parts) == 2 and _is_run_dir(runs / parts[0]):
             raise RunError(f"runs/{parts[0]} is a run, so {name!r} cannot live inside it: give the run a name of "
@@ -361,6 +361,11 @@ def _is_run_dir(d: Path) -> bool:
     return any((d / name).exists() for name in ("config.json", "metrics.jsonl", "checkpoints"))
 
 
+def is_sweep_dir(d: Path) -> bool:
+    """A sweep's directory is marked by its spec (tinylab.sweep writes it before any point trains)."""
+    return (d / SWEEP_SPEC).is_file()
+
+
 def _run_dirs(root: Path) -> list[Path]:
     """Run directories under root, sorted; a directory that is not a run but holds runs is a sweep."""
     if not root.is_dir():
@@ -394,11 +399,11 @@ def find_sweep(name: "str | Path") -> Path:
     """The directory of sweep `name`: a path to one; else $TINYLAB_HOME/runs/<name>; else docs/sweeps/<name>
     ("docs/sweeps/<name>" picks the published one when a local sweep has the same name)."""
     text = str(name)
-    if text.startswith(SWEEPS_PREFIX) and (DOCS_SWEEPS / text[len(SWEEPS_PREFIX):] / SWEEP_SPEC).is_file():
+    if text.startswith(SWEEPS_PREFIX) and is_sweep_dir(DOCS_SWEEPS / text[len(SWEEPS_PREFIX):]):
         return DOCS_SWEEPS / text[len(SWEEPS_PREFIX):]
     candidates = [Path(text).expanduser()] + [root / text for root in sweep_roots().values()]
     for d in candidates:
-        if (d / SWEEP_SPEC).is_file():
+        if is_sweep_dir(d):
             return d
     known = ", ".join(all_sweeps()) or "none yet"
     raise RunError(f"no sweep {text!r} in {' or '.join(map(str, sweep_roots().values()))} (sweeps found: {known}); "

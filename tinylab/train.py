@@ -218,7 +218,7 @@ def check_step_tokens(run: Run, plan: RunPlan) -> None:
 def same_step_advice(bp, total: int) -> str:
     """How to resume at a smaller device batch with `total` tokens per step (bp: the batch plan asked for)."""
     rows = total // (bp.seq_len * bp.world_size)
-    fits = [b for b in range(1, min(rows, bp.device_batch_size) + 1) if rows % b == 0 and b < bp.device_batch_size]
+    fits = [b for b in range(1, min(rows + 1, bp.device_batch_size)) if rows % b == 0]  # smaller, and dividing
     return (f"pass --resume with --total-batch-size {total} and a --device-batch-size that divides its {rows} rows "
             f"per step (e.g. {', '.join(map(str, reversed(fits[-4:] or [1])))})")
 
