@@ -471,6 +471,8 @@ CASES = [
          "not on up to 20,000: pass --max-chars 2000000"),
     Case("sweep-tokenizer-budgets-differ", "sweep", "s --preset smoke --grid tokenizer_max_chars=20000,2000000",
          "share tokenizer sample-512 .* but set tokenizer_max_chars to \\[20000, 2000000\\]"),
+    Case("sweep-device-not-here", "sweep", "s --preset smoke --grid depth=2 --device cuda:97 --no-progress",
+         "cuda:97' asked for"),
     Case("sweep-devices-not-visible", "sweep", "s --preset smoke --grid depth=2 --devices 97 --no-progress",
          "names GPU\\(s\\) 97, but the GPUs visible here are", env={"TINYLAB_DEVICE": "cuda"}),
     Case("train-run-name-too-long", "train", f"{TRAIN} --run {'a' * 300} --num-iterations 1", "too long"),

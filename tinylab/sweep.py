@@ -59,6 +59,7 @@ from tqdm.auto import tqdm
 
 from . import calc, paths
 from .config import TrainConfig, add_knob_arguments, knob_arguments, knob_names
+from .devices import pick_device
 from .errors import ArgumentParser, RunFailedError, TinylabError, cli
 from .gpuqueue import Job, gpu_ids, gpu_slots, run_queue, subprocess_device, train_argv
 from .presets import PRESETS, preset_from_env
@@ -220,6 +221,8 @@ class Sweep:
         if not valid:  # before anything is written, so the corrected spec is not refused as "a different spec"
             raise SweepError(f"every point of sweep {self.name!r} is invalid (see above): fix the grid or points")
         slots = gpu_slots(device, devices)  # refuses GPUs that are not there before anything is written
+        if not slots:
+            pick_device(device)  # so does training in this process, on its device
         self.dir.mkdir(parents=True, exist_ok=True)
         paths.atomic_write(self.dir / SWEEP_SPEC, self.spec.to_json())
         self.prepare(valid, progress)
