@@ -249,6 +249,8 @@ CASES = [
     Case("run-name-hidden", "train", f"{TRAIN} --run .hidden", "not a usable run name"),
     Case("run-name-deep", "train", f"{TRAIN} --run a/b/c", "not a usable run name"),
     Case("run-name-empty", "train", f"{TRAIN} --run ''", "not a usable run name"),  # 8. "" is not "not given"
+    Case("run-name-space", "train", f"{TRAIN} --run 'my run'", "not a usable run name"),
+    Case("run-name-sign", "train", f"{TRAIN} --run 'itty;1'", "not a usable run name"),
     Case("run-is-a-file", "train", f"{TRAIN} --run {{new}}", "is a file, not a run directory",
          setup=new_run_is_a_file),
     Case("home-is-a-file", "train", f"{TRAIN} --run {{new}}", "not a directory", setup=home_is_a_file),
@@ -392,6 +394,7 @@ CASES = [
     # -- 7. pipeline
     Case("pipeline-preset-env", "pipeline", "", "unknown preset 'nope'", env={"TINYLAB_PRESET": "nope"}),
     Case("pipeline-no-match", "pipeline", "zz", "no notebooks matching"),
+    Case("pipeline-empty-selector", "pipeline", "''", "an empty notebook selector"),
     Case("pipeline-timeout-0", "pipeline", "--timeout 0", "timeout .seconds. must be an integer > 0"),
 
     # -- not in the audit: data, runs, export, import_nanochat

@@ -215,6 +215,9 @@ def test_architecture_report_and_widget(capsys):
     assert len(fig.axes) == 2
     show_report(get_preset("ittybitty"), model_dim=480)
     assert "not a valid architecture: model_dim=480 is not divisible by head_dim=64" in capsys.readouterr().out
+    for bad in (float("nan"), 0, -1, float("inf"), "24", True):
+        show_report(get_preset("ittybitty"), gpu_mem_gb=bad)
+        assert capsys.readouterr().out.startswith("not a GPU memory size")
     vt = vocab_table(ITTY)
     assert vt.loc[24576, "total"] == param_counts(ITTY)["total"]
     view = architecture_view(get_preset("smoke"))

@@ -210,6 +210,19 @@ def test_one_run_name_is_one_run_and_run_names_may_be_paths(home):
         run_mod.Run.at(5)
 
 
+def test_a_directory_inside_a_run_names_the_run_and_run_names_are_plain_words(home, tmp_path):
+    write_run(home, "a")
+    (home / "a" / "checkpoints").mkdir()
+    with pytest.raises(run_mod.RunError, match=f"is a directory but not a run.*pass its run, {home / 'a'}$"):
+        Run.find(home / "a" / "checkpoints" / ".")  # a path, so not looked up as the run name a/checkpoints
+    with pytest.raises(run_mod.RunError, match="is a directory but not a run[^:]*$"):
+        Run.find(tmp_path)
+    for bad in ("my run", "a;b", "-a", "a/b c", "ü"):
+        with pytest.raises(run_mod.RunError, match="not a usable run name"):
+            Run.at(bad)
+    assert Run.at("sweep/lr-1e+20_depth-4").name == "sweep/lr-1e+20_depth-4"  # a sweep point's name
+
+
 def test_plot_options_and_bad_input(home, tmp_path):
     write_run(home, "a")
     df = R.load_run("a")

@@ -164,6 +164,18 @@ def test_ensure_run_trains_once_and_load_model():
         assert key in rec
 
 
+def test_ensure_run_trains_a_finished_run_on_to_a_longer_plan_and_refuses_another_architecture():
+    run = ensure_run("smoke", "ens-plan", progress=False, num_iterations=2, **TINY)
+    assert checkpoint.finished(run.latest_checkpoint())
+    ensure_run("smoke", "ens-plan", progress=False, num_iterations=3, **TINY)  # was returned as it stood
+    assert run.latest_checkpoint().name == "step_000003"
+    with pytest.raises(TrainError, match="was trained as .*use a new --run name"):
+        ensure_run("smoke", "ens-plan", progress=False, num_iterations=3, model_dim=32, head_dim=16, **TINY)
+    with pytest.raises(TrainError, match="already at step 3"):
+        ensure_run("smoke", "ens-plan", progress=False, num_iterations=2, **TINY)
+    assert run.latest_checkpoint().name == "step_000003"  # neither refusal touched it
+
+
 def test_plan_rounds_batch_48_and_bad_options_are_named():
     p = plan("ittybitty")
     assert p["grad_accum"] == 5 and p["total_batch_size"] == 491_520 and "491,520" in p["batch_note"]

@@ -285,6 +285,16 @@ def read_meta(ckpt: Path) -> dict:
     return meta
 
 
+def finished(ckpt: Path | None, model: GPTConfig | None = None, steps: int | None = None) -> bool:
+    """Whether ckpt is the last checkpoint of a finished run, of `model` trained for `steps` when given: a run of
+    another architecture or length is not the run asked for (tinylab.train.ensure_run, a sweep's point status)."""
+    if ckpt is None:
+        return False
+    meta = read_meta(ckpt)
+    return (bool(meta.get("finished")) and steps in (None, meta["step"])
+            and (model is None or meta["model"] == model.to_dict()))
+
+
 def _load_tensors(what: str, fn, ckpt: Path):
     """Run a safetensors load, turning a damaged file into one CheckpointError that says what to do."""
     from safetensors import SafetensorError

@@ -26,6 +26,9 @@ NOTEBOOK_DIR = paths.REPO / "notebooks"
 def notebooks(selection: list[str] | None = None) -> list[Path]:
     """The numbered notebooks (NN_name.ipynb) in order, optionally only those whose name contains a selector."""
     found = sorted(p for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if selection and not all(s.strip() for s in selection):  # "" is in every name: it would select them all
+        raise TinylabError(f"an empty notebook selector in {selection}: give part of a name, e.g. 01, or none to run "
+                           f"every notebook")
     if selection:
         found = [p for p in found if any(s in p.name for s in selection)]
     return found

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 from contextlib import contextmanager
@@ -41,6 +42,8 @@ PUBLISHED_PREFIX = "docs/runs/"
 SWEEPS_PREFIX = "docs/sweeps/"
 SWEEP_SPEC = "spec.json"   # marks a directory of runs/ (or docs/sweeps/) as a sweep (tinylab.sweep)
 MAX_NAME_BYTES = 200       # of one part of a run name: a directory name (filesystems stop at 255 bytes)
+NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # a run's, a sweep's or a point's name: safe in a shell, a
+                                                       # CSV cell and a path, on every OS (a point's may hold 1e+20)
 RECORDS = {  # kind -> fields of a metrics.jsonl record (besides "kind")
     "train": ("step", "tokens", "flops", "loss", "lr", "tok_per_s", "mfu", "mem_gb", "elapsed"),
     "eval": ("step", "tokens", "flops", "val_bpb", "elapsed"),
@@ -175,9 +178,9 @@ class Run:
         if any(len(p.encode()) > MAX_NAME_BYTES for p in parts):
             raise RunError(f"run name {name[:40]!r}... is too long for a directory name: use at most "
                            f"{MAX_NAME_BYTES} bytes per part")
-        if not name or Path(name).is_absolute() or len(parts) > 2 or any(p.startswith(".") for p in parts):
-            raise RunError(f"{name!r} is not a usable run name: use letters, digits, '-', '_' and at most "
-                           f"one '/' (for sweep points), e.g. itty-1 or mysweep/tied")
+        if not name or Path(name).is_absolute() or len(parts) > 2 or not all(map(NAME_PART.fullmatch, parts)):
+            raise RunError(f"{name!r} is not a usable run name: use letters, digits, '.', '-' and '_' (not first), and "
+                           f"at most one '/' (for sweep points), e.g. itty-1 or mysweep/tied")
         runs = paths.home() / "runs"
         if is_sweep_dir(runs / name):
             raise RunError(f"runs/{name} is a sweep (its points are runs {name}/<point>): give the run another name")
@@ -225,6 +228,10 @@ class Run:
         for root in cls.roots():
             if (root / text).is_dir() and _is_run_dir(root / text):
                 return cls(root / text, text)
+        if text and p.is_dir():  # a directory, but not a run's (e.g. a run's checkpoints/ folder)
+            inside = next((d for d in p.resolve().parents if _is_run_dir(d)), None)
+            raise RunError(f"{text} is a directory but not a run (a run's holds config.json, metrics.jsonl or "
+                           f"checkpoints/){f': pass its run, {inside}' if inside else ''}")
         known = ", ".join(cls.all()) or "none yet"
         raise RunError(f"no run {text!r} in {' or '.join(map(str, cls.roots()))} (runs found: {known}); pass a run "
                        f"name or the path of a run directory, or train it with `python -m tinylab.train --run {text}`")

@@ -49,7 +49,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import shutil
 import statistics
 import sys
@@ -63,7 +62,7 @@ from .devices import pick_device
 from .errors import ArgumentParser, RunFailedError, TinylabError, cli
 from .gpuqueue import Job, gpu_ids, gpu_slots, run_queue, subprocess_device, train_argv
 from .presets import PRESETS, preset_from_env
-from .run import SWEEP_SPEC, Run, RunError
+from .run import NAME_PART, SWEEP_SPEC, Run, RunError
 from .schedule import RunPlan
 from .sweepspec import BUDGETS, Point, Spec, SweepError, parse_grid, parse_point, resolve_points, with_budget
 
@@ -80,15 +79,15 @@ RESULT_COLUMNS = ["point", "status", "error", "run", "preset", *knob_names(), *P
 # ------------------------------------------------------------------------------- one run's outcome
 
 def run_status(run: Run, cfg: TrainConfig | None) -> str:
-    """done (a finished checkpoint at the planned step), partial (an unfinished checkpoint) or pending."""
-    from .checkpoint import read_meta
+    """done (finished as cfg plans it: checkpoint.finished), partial (a checkpoint, unfinished or of another plan)
+    or pending (none)."""
+    from .checkpoint import finished
 
     ckpt = run.latest_checkpoint()
     if ckpt is None:
         return "pending"
-    meta = read_meta(ckpt)
-    planned = cfg.loop.num_iterations if cfg is not None else None
-    return "done" if meta.get("finished") and planned in (None, meta["step"]) else "partial"
+    plan = (cfg.model, RunPlan.of(cfg).num_iterations) if cfg is not None else (None, None)
+    return "done" if finished(ckpt, *plan) else "partial"
 
 
 def metrics_summary(run: Run) -> dict:
@@ -141,7 +140,7 @@ def fmt(value, spec: str) -> str:
 
 
 def check_name(name: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name or "") or len(name) > 100:
+    if not isinstance(name, str) or not NAME_PART.fullmatch(name) or len(name) > 100:
         raise SweepError(f"{name!r} is not a usable sweep name: use letters, digits, '.', '-' and '_' "
                          f"(it names the directory runs/<sweep>/), e.g. heads-vs-vocab")
     return name

@@ -882,12 +882,14 @@ def current_device(device: torch.device):
     return torch.cuda.device(device) if device.type == "cuda" and device.index is not None else nullcontext()
 
 
-def ensure_run(preset: TrainConfig | str, run: str, *, progress: bool = True, **overrides) -> Run:
-    """The run, training (or finishing) it only if it has no finished checkpoint."""
-    target = Run.at(run)
+def ensure_run(preset: TrainConfig | str, run: str, *, progress: bool = True, device=None, **overrides) -> Run:
+    """The run, training (or finishing) it unless it finished as asked: the same architecture and planned steps
+    (checkpoint.finished). A finished run of another architecture or more steps is refused by train's resume
+    checks, with what to change; one of fewer planned steps is trained on to the new end."""
+    target, cfg = Run.at(run), resolve(preset, overrides)
     ckpt = target.latest_checkpoint()
-    if ckpt is None or not checkpoint.read_meta(ckpt).get("finished"):
-        train(preset, run, resume=ckpt is not None, progress=progress, **overrides)
+    if not checkpoint.finished(ckpt, cfg.model, RunPlan.of(cfg).num_iterations):
+        train(cfg, run, resume=ckpt is not None, progress=progress, device=device)
     return target
 
 

@@ -7,6 +7,8 @@ shows its ConfigError message in place of the report.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import replace
 
 import pandas as pd
@@ -171,6 +173,9 @@ def show_report(preset: TrainConfig, gpu_mem_gb: float = 24, compile: bool = Tru
         cfg = preset.override(**knobs)
     except ConfigError as e:
         print(f"not a valid architecture: {e}")
+        return
+    if isinstance(gpu_mem_gb, bool) or not isinstance(gpu_mem_gb, numbers.Real) or not 0 < gpu_mem_gb < math.inf:
+        print(f"not a GPU memory size: gpu_mem_gb={gpu_mem_gb!r}; give GiB as a number > 0, e.g. 24")
         return
     c, batch = cfg.model, cfg.batch.device_batch_size
     fit = memory_fit(c, batch, gpu_mem_gb, compile)  # shared by the summary and the figure
