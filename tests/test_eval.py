@@ -8,6 +8,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pytest
+import torch
 
 from tinylab import core, probes
 from tinylab.errors import cli
@@ -63,6 +64,18 @@ def test_evaluate_from_a_notebook_returns_the_result_and_can_write_nothing(run):
     before = snapshot(Run.at(run))
     result = evaluate(run, "core", bundle_dir=FIXTURE, max_per_task=2, write=False, progress=False)
     assert result.n == 8 and [t.n for t in result.tasks] == [2, 2, 2, 2] and snapshot(Run.at(run)) == before
+
+
+def test_bpb_counts_the_tokens_it_scored_not_the_padding(run):
+    """A pass of 5 rows at batch 2 ends in a batch padded with an ignored row: 5 × T tokens scored, not 6 × T."""
+    from tinylab.checkpoint import load_model
+    from tinylab.eval import val_bpb
+    from tinylab.presets import get_preset
+
+    model, tok, _ = load_model(run)
+    cfg = get_preset("smoke").override(eval_tokens=5 * 128)
+    padded, whole = (val_bpb(model, tok, cfg, device=torch.device("cpu"), batch_size=b, progress=False) for b in (2, 5))
+    assert padded.n == whole.n == 5 * 128 and padded.val_bpb == pytest.approx(whole.val_bpb, rel=1e-5)
 
 
 def crash_after(step: int):

@@ -115,6 +115,15 @@ def test_imported_run_gives_nanochat_logits(nanochat, capsys):
     assert (ours - nanochat_logits(sd, mc, idx, torch.bfloat16)).abs().max() < 0.02
 
 
+def test_an_imported_run_is_not_resumed(nanochat):
+    from tinylab.train import TrainError, train
+
+    assert cli(imp.main, [str(nanochat[0]), "--run", "nc-resume"]) == 0
+    with pytest.raises(TrainError, match="imported from nanochat without its optimizer state.*not resumed"):
+        train("smoke", "nc-resume", resume=True, num_iterations=200, progress=False)
+    assert load_model("nc-resume")[2]["step"] == STEP  # the import is left as it was
+
+
 def test_imported_tokenizer_keeps_nanochat_ids(nanochat):
     ckpt, mc, _, enc = nanochat
     config, _, tok, meta = imp.convert(ckpt)

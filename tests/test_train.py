@@ -164,6 +164,16 @@ def test_ensure_run_trains_once_and_load_model():
         assert key in rec
 
 
+def test_probes_that_do_not_fit_the_context_are_refused_before_anything_is_written():
+    from tinylab.probes import ProbeError
+
+    with pytest.raises(ProbeError, match="the probes need sequence_len >= .*probes_every=0"):
+        train("smoke", "short-ctx", progress=False, num_iterations=4, probes_every=2, sequence_len=8,
+              **dict(TINY, total_batch_size=64, eval_tokens=64))
+    run = Run.at("short-ctx")
+    assert not run.config_path.exists() and not run.metrics.path.exists()
+
+
 def test_ensure_run_trains_a_finished_run_on_to_a_longer_plan_and_refuses_another_architecture():
     run = ensure_run("smoke", "ens-plan", progress=False, num_iterations=2, **TINY)
     assert checkpoint.finished(run.latest_checkpoint())

@@ -67,15 +67,15 @@ def val_bpb(model, tokenizer, cfg: TrainConfig, *, device, batch_size: int | Non
 
     t0, scored = time.perf_counter(), []
 
-    def counted(batches):  # the pass may hold fewer than eval_tokens when the split is small
-        for x, y in batches:
-            scored.append(y.numel())
+    def counted(batches):  # the pass may hold fewer than eval_tokens when the split is small, and a last batch
+        for x, y in batches:  # padded with ignored (-1) targets; counted on the device, read once at the end
+            scored.append((y >= 0).sum())
             yield x, y
 
     batches = val_batches(cfg, tokenizer, batch_size=batch_size, device=device, progress=progress)
     token_bytes = torch.as_tensor(tokenizer.token_bytes, dtype=torch.int64, device=device)
     bpb = evaluate_bpb(model, counted(batches), token_bytes, autocast(device))
-    return BpbResult(bpb, sum(scored), time.perf_counter() - t0)
+    return BpbResult(bpb, int(torch.stack(scored).sum()) if scored else 0, time.perf_counter() - t0)
 
 
 def measure(kind: str, model, tokenizer, *, device, cfg: TrainConfig | None = None, batch_size: int | None = None,

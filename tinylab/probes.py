@@ -192,16 +192,28 @@ def make_pairs(per_phenomenon: int = PAIRS_PER_PHENOMENON, seed: int = 0) -> lis
 
 
 # -- scoring -------------------------------------------------------------------------------
+def check_context(longest: int, sequence_len: int) -> None:
+    """A model scores a sentence only if BOS + the sentence fits its context."""
+    if longest > sequence_len:
+        raise ProbeError(f"a probe sentence takes {longest} tokens (BOS included) with this tokenizer, more than the "
+                         f"model's context of {sequence_len}: the probes need sequence_len >= {longest}; leave them "
+                         f"out of training with probes_every=0")
+
+
+def longest_sentence(tokenizer, pairs: list[Pair] | None = None) -> int:
+    """Tokens of the longest probe sentence, BOS included: the context the probes need under this tokenizer."""
+    ids = tokenizer.encode_batch([s for p in pairs or make_pairs() for s in (p.good, p.bad)], prepend_bos=True)
+    return max(map(len, ids), default=0)
+
+
+
 @torch.no_grad()
 def sentence_logprobs(model, tokenizer, sentences: list[str], *, batch_size: int = 256, device=None,
                       progress: bool = False) -> list[float]:
     """log P(sentence | BOS) under the model: the sum over the sentence's tokens, in nats."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     ids = tokenizer.encode_batch(list(sentences), prepend_bos=True)
-    longest = max(map(len, ids), default=0)
-    if longest > model.config.sequence_len:
-        raise ProbeError(f"a sentence has {longest} tokens, more than the model's context of "
-                         f"{model.config.sequence_len}")
+    check_context(max(map(len, ids), default=0), model.config.sequence_len)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch
     out = [0.0] * len(ids)
     autocast = device_autocast(device)

@@ -191,6 +191,9 @@ def load_tokenizer(cfg: TrainConfig, run: Run, resume_meta: dict, d: Dist, progr
 def check_resume(run: Run, ckpt: Path, cfg: TrainConfig, plan: RunPlan) -> dict:
     """The checkpoint's meta, once it is known to fit this config (architecture, step count)."""
     meta = checkpoint.read_meta(ckpt)
+    if meta.get("imported"):  # its checkpoint holds weights only (import_nanochat): no optimizer state to go on from
+        raise TrainError(f"run {run.name!r} was imported from nanochat without its optimizer state: it can be "
+                         f"evaluated, sampled and exported, not resumed; train a new run (another --run name)")
     if meta["model"] != cfg.model.to_dict():
         from .config import GPTConfig
         raise TrainError(f"run {run.name!r} was trained as {GPTConfig.from_dict(meta['model']).describe()}, "
@@ -616,6 +619,9 @@ class Trainer:
             s.tokenizer, self.loader, self.val = load_data(s, clock, progress)
             self.build_model()
             self.build()
+        if self.cfg.eval.probes_every:  # refused before anything of the run is written, not at the first probe
+            from .probes import check_context, longest_sentence
+            check_context(longest_sentence(s.tokenizer), self.cfg.model.sequence_len)
         self.token_bytes = torch.as_tensor(s.tokenizer.token_bytes, dtype=torch.int64, device=self.d.device)
         self.peak = peak_flops(self.d.device)
         self.log = Logger(s.run, self.d.master, callback, self.write_run_files())
@@ -822,9 +828,9 @@ class Trainer:
         st.elapsed += seconds
         if not math.isfinite(st.loss):
             raise NonFiniteLossError(f"loss is {st.loss} at step {st.step} of run {run.name!r}; training stopped. "
-                                     f"Last good checkpoint: {self.last_checkpoint() or 'none'}. Lower "
-                                     f"matrix_lr/embedding_lr, set grad_clip=1.0, or add warmup_ratio, then --resume "
-                                     f"or start over")
+                                     f"Last good checkpoint: {self.last_checkpoint() or 'none'}. Lower matrix_lr/"
+                                     f"{'tied_lr' if self.cfg.model.tie_embeddings else 'embedding_lr'}, set "
+                                     f"grad_clip=1.0, or add warmup_ratio, then --resume or start over")
         o, device = self.cfg.optim, self.d.device
         self.log("train", step=st.step, tokens=tokens, flops=self.plan.flops_per_token * tokens, loss=st.loss,
                  lr=lr_multiplier(st.step - 1, self.plan.num_iterations, o.warmup_ratio, o.warmdown_ratio,
