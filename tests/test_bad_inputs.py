@@ -460,6 +460,18 @@ CASES = [
          setup=lambda ctx: (ctx.tmp / "spec.json").write_text('{"preset": "smoke", "probes": "false"}')),
     Case("sweep-tokens-not-whole", "sweep", "s --spec {tmp}/spec.json --no-progress", "whole number",
          setup=lambda ctx: (ctx.tmp / "spec.json").write_text('{"preset": "smoke", "budget": {"tokens": 1500.7}}')),
+    Case("sweep-knob-twice-under-its-alias", "sweep",
+         "s --preset smoke --point seq_len=64 sequence_len=128 --point depth=1 --no-progress",
+         "sets sequence_len twice \\(seq_len and sequence_len\\): give it once"),
+    Case("sweep-knob-flag-and-grid", "sweep", "s --preset smoke --seq-len 64 --grid sequence_len=128,256 --no-progress",
+         "sequence_len is set by the spec's knobs .* and by the grid: drop one"),
+    Case("sweep-spec-key-twice", "sweep", "s --spec {tmp}/spec.json --no-progress", "gives 'grid' twice: give it once",
+         setup=lambda ctx: (ctx.tmp / "spec.json").write_text('{"preset": "smoke", "grid": {"depth": [1, 2]}, '
+                                                               '"grid": {"head_dim": [16, 32]}}')),
+    Case("sweep-same-effective-batch", "sweep", "s --preset smoke --grid total_batch_size=100,1 --no-progress",
+         "are the same configuration once the batch is rounded to whole micro-batches .1,024 tokens per step."),
+    Case("sweep-every-point-over-budget", "sweep", "s --preset smoke --grid vocab_size=60000,50000 --flops 4e9",
+         "every point of sweep 's' is invalid"),
     # names that would mix a run and a sweep, and outputs that --force would make delete them
     Case("train-into-a-sweep", "train", f"{TRAIN} --run {{new}} --overwrite --num-iterations 1", "is a sweep",
          setup=lambda ctx: (ctx.home / "runs" / ctx.new).mkdir() or (ctx.home / "runs" / ctx.new / "spec.json")

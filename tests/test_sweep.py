@@ -50,6 +50,15 @@ def test_grid_values_parse_by_the_knobs_declared_type():
 
 
 @pytest.mark.parametrize("items, match", [
+    (["seq_len=64", "sequence_len=128"], r"sets sequence_len twice \(seq_len and sequence_len\): give it once"),
+    (["depth=1", "depth=2"], "sets depth twice: give it once"),
+])
+def test_a_point_that_sets_a_knob_twice_is_refused(items, match):
+    with pytest.raises(SP.SweepError, match=match):  # it kept the last value: 64 vanished
+        SP.parse_point(items)
+
+
+@pytest.mark.parametrize("items, match", [
     (["head_dimm=64,128"], "unknown knob 'head_dimm' .did you mean head_dim"),
     (["head_dim=abc"], r"head_dim='abc': give head_dim an integer"),
     (["head_dim=1.5"], "give head_dim an integer"),
@@ -60,7 +69,8 @@ def test_grid_values_parse_by_the_knobs_declared_type():
     (["head_dim=-4"], "head_dim must be >= 1"),
     (["corpus=web"], "corpus must be one of sample, fineweb"),
     (["preset=smok"], "unknown preset 'smok'"),
-    (["depth=2", "depth=3"], "lists depth twice"),
+    (["depth=2", "depth=3"], "the grid sets depth twice: give all its values in one"),
+    (["seq_len=64", "sequence_len=128,256"], r"the grid sets sequence_len twice \(seq_len and sequence_len\)"),
 ])
 def test_bad_grid_input_is_named(items, match):
     with pytest.raises(ConfigError, match=match):  # SweepError and the knobs' ConfigError share this root
@@ -77,10 +87,30 @@ def test_bad_grid_input_is_named(items, match):
     (dict(preset="smoke", knobs=dict(preset="seed15m")), "the spec's own \"preset\""),
     (dict(preset="smoke", points=[dict(head_dim="64")]), r"points\[0\]: head_dim must be an integer"),
     (dict(preset="smoke", grid=dict(depth=[])), "non-empty list"),
+    # a knob given twice, under its alias or in two places: no value may silently win over the other
+    (dict(preset="smoke", grid={"seq_len": [64], "sequence_len": [128]}),
+     r"^grid sets sequence_len twice \(seq_len and sequence_len\): give it once$"),
+    (dict(preset="smoke", knobs={"seq_len": 64, "sequence_len": 128}), r"knobs sets sequence_len twice"),
+    (dict(preset="smoke", points=[{}, {"sequence_len": 64, "seq_len": 128}]),
+     r"points\[1\] sets sequence_len twice \(sequence_len and seq_len\)"),
+    (dict(preset="smoke", knobs=dict(depth=3), grid=dict(depth=[1, 2])),
+     r"^depth is set by the spec's knobs .* and by the grid: drop one$"),
+    (dict(preset="smoke", knobs=dict(seq_len=64), points=[{}, dict(sequence_len=128)]),
+     r"sequence_len is set by the spec's knobs .* and by points\[1\]: drop one"),
 ])
 def test_bad_specs_are_refused_with_what_to_change(d, match):
     with pytest.raises(SP.SweepError, match=match):
         SP.Spec.from_dict(d)
+
+
+def test_a_spec_file_that_gives_a_key_twice_is_refused(tmp_path):
+    path = tmp_path / "spec.json"  # json.loads keeps the last "grid": the depth axis would vanish
+    path.write_text('{"preset": "smoke", "grid": {"depth": [1, 2]}, "grid": {"head_dim": [16, 32]}}')
+    with pytest.raises(SP.SweepError, match=f"{path}: an object gives 'grid' twice: give it once"):
+        SP.Spec.load(path)
+    path.write_text('{"preset": "smoke", "grid": {"depth": [1, 2], "depth": [3]}}')
+    with pytest.raises(SP.SweepError, match="an object gives 'depth' twice"):
+        SP.Spec.load(path)
 
 
 def test_probes_run_once_at_each_points_last_step():
@@ -98,8 +128,23 @@ def test_point_names_are_the_knobs_each_point_sets():
     assert [SP.point_name(k) for k in SP.point_knobs(s)] == [
         "tie_embeddings-false_head_dim-64", "tie_embeddings-false_head_dim-128", "tie_embeddings-true_head_dim-64",
         "tie_embeddings-true_head_dim-128", "base", "matrix_lr-0.03_seed-43", "preset-seed15m"]
-    with pytest.raises(SP.SweepError, match="'base' and 'head_dim-64' are the same configuration"):
+    with pytest.raises(SP.SweepError, match="'base' and 'head_dim-64' are the same configuration: drop one"):
         S.plan_sweep("dup", dict(preset="ittybitty", points=[{}, dict(head_dim=64)]))
+
+
+@pytest.mark.parametrize("d, same", [
+    (dict(grid=dict(total_batch_size=[100, 1])), ("total_batch_size-100", "total_batch_size-1")),  # both 1,024
+    (dict(points=[dict(total_batch_size=1500), dict(total_batch_size=1024)]),
+     ("total_batch_size-1500", "total_batch_size-1024")),
+    (dict(points=[{}, dict(num_iterations=120)]), ("base", "num_iterations-120")),  # smoke: 120 steps of 1,024
+    (dict(grid=dict(total_batch_size=[100, 1]), budget=dict(flops=1e10)), ("total_batch_size-100",
+                                                                          "total_batch_size-1")),
+])
+def test_points_that_train_the_same_run_are_refused(d, same):
+    with pytest.raises(SP.SweepError, match=f"points '{same[0]}' and '{same[1]}' are the same configuration once "
+                                            f"the batch is rounded to whole micro-batches .1,024 tokens per step."):
+        S.plan_sweep("dup", dict(preset="smoke", **d))
+    assert len(S.plan_sweep("dup", dict(preset="smoke", grid=dict(total_batch_size=[1024, 2048]))).points) == 2
 
 
 # ------------------------------------------------------------------------------- budgets
@@ -114,6 +159,36 @@ def test_compute_matched_budgets_give_equal_flops_within_one_step(knobs):
     step_flops = p.batch.total_batch_size * p.flops_per_token
     assert abs(p.tokens_at(p.num_iterations) * p.flops_per_token - flops) <= step_flops / 2
     assert cfg.loop.target_tokens == p.tokens_at(p.num_iterations)
+
+
+def test_a_point_whose_steps_miss_the_budget_is_invalid():
+    s = dict(preset="smoke", grid=dict(vocab_size=[300, 60000], depth=[1, 2]), budget=dict(flops=4e9))
+    sweep = S.plan_sweep("overshoot", s)
+    rows = {r["point"]: r for r in sweep.plan_rows()}
+    assert [r["status"] for r in rows.values()] == ["pending", "pending", "invalid", "invalid"]
+    assert rows["vocab_size-300_depth-2"]["flops"] == pytest.approx(0.92 * 4e9, rel=0.01)  # 8% under: kept
+    big = rows["vocab_size-60000_depth-1"]  # one step of 1,024 tokens is already 6x the FLOPs
+    assert big["steps"] == 1 and big["flops"] > 5 * 4e9
+    assert big["error"] == ("1 step of 1,024 tokens = 2.4e+10 FLOPs, 6x the budget of 4e+09 FLOPs (more than "
+                            "10% off, so not an equal budget): give a budget of at least 1.2e+11 FLOPs (5 steps), "
+                            "or fewer tokens per step (total_batch_size, device_batch_size)")
+    assert "invalid vocab_size-60000_depth-1: 1 step of 1,024 tokens" in sweep.describe()
+    assert [p.name for p in sweep.todo()] == ["vocab_size-300_depth-1", "vocab_size-300_depth-2"]
+    small_steps = dict(device_batch_size=4, total_batch_size=512)
+    tokens = S.plan_sweep("few-tokens", dict(preset="smoke", points=[{}, small_steps],
+                                             budget=dict(tokens=1500)))  # 1 step of 1,024 tokens; 3 of 512
+    assert [(p.failed, p.config.loop.num_iterations) for p in tokens.points] == [("invalid", 1), ("", 3)]
+    assert tokens.points[0].error.startswith("1 step of 1,024 tokens = 1,024 tokens, 0.68x the budget of 1,500")
+
+
+def test_a_point_over_the_budget_is_kept_in_the_results_with_why_and_not_trained(capsys):
+    s = spec(points=[{}, dict(sequence_len=4096)])  # 2 sequences of 4,096: one step is 4x the 2,048 tokens
+    rows = {r["point"]: r for r in S.run_sweep(fresh("over"), s, progress=False)}
+    assert [r["status"] for r in rows.values()] == ["done", "invalid"]
+    df = SS.load_sweep("over")
+    over = df.loc["sequence_len-4096"]
+    assert over.status == "invalid" and over.error.startswith("1 step of 8,192 tokens = 8,192 tokens, 4x the budget")
+    assert (over.steps, over.tokens) == (1, 8192) and not Run.at("over/sequence_len-4096").exists()
 
 
 def test_token_and_time_budgets():
@@ -150,7 +225,11 @@ def test_a_sweep_of_only_invalid_points_writes_nothing_so_the_corrected_one_runs
 
 
 def test_invalid_and_failing_points_are_recorded_and_the_sweep_goes_on(capsys):
-    s = spec(points=[dict(device_batch_size=4096), dict(model_dim=48), dict(model_dim=32)])  # 4096: val is too small
+    # 4096 sequences a batch: more than val holds. The point sets device_batch_size, so the spec's knobs may not,
+    # and it has no budget: one step of 524,288 tokens would miss any small one (invalid, not failed).
+    knobs = {k: v for k, v in TINY.items() if k != "device_batch_size"}
+    s = dict(preset="smoke", knobs=dict(knobs, total_batch_size=1024, num_iterations=2),
+             points=[dict(device_batch_size=4096), dict(model_dim=48), dict(model_dim=32)])
     rows = {r["point"]: r for r in S.run_sweep(fresh("mixed"), s, progress=False)}
     out = capsys.readouterr().out
     assert out.index("invalid model_dim-48: model_dim=48 is not divisible by head_dim=32") < \
@@ -163,7 +242,7 @@ def test_invalid_and_failing_points_are_recorded_and_the_sweep_goes_on(capsys):
     done = df.loc["model_dim-32"]
     counts = calc.param_counts(resolve("smoke", dict(model_dim=32)).model)
     assert [done[c] for c in S.PARAM_COLUMNS] == [counts[k] for k in ("wte", "blocks", "lm_head", "total")]
-    assert (done.steps, done.tokens, done.flops) == (4, 2048, 2048 * done.flops_per_token)
+    assert (done.steps, done.tokens, done.flops) == (2, 2048, 2048 * done.flops_per_token)
     assert 0 < done.val_bpb < 10 and done.tok_per_s > 0 and done.seconds > 0 and pd.isna(done.core)
     fig = SS.plot_sweep(df)
     assert {ln.get_gid() for ax in fig.axes for ln in ax.lines} == {"point:model_dim-32"}
@@ -331,6 +410,14 @@ def test_answer_table_pools_seeds_and_weighs_margins_against_their_range():
     (["x"], "sweep 'x' has not been started"),
     (["../x", "--preset", "smoke"], "not a usable sweep name"),
     (["x", "--preset", "smoke", "--tokens", "1.5"], "--tokens must be a whole number"),
+    (["x", "--preset", "smoke", "--point", "seq_len=64", "sequence_len=128", "--point", "depth=1", "--plan"],
+     r"--point seq_len=64 sequence_len=128 sets sequence_len twice \(seq_len and sequence_len\): give it once"),
+    (["x", "--preset", "smoke", "--seq-len", "64", "--grid", "sequence_len=128,256", "--plan"],
+     "sequence_len is set by the spec's knobs .on the command line: its knob flag. and by the grid: drop one"),
+    (["x", "--preset", "smoke", "--grid", "depth=1,2", "--grid", "depth=3", "--plan"],  # the first --grid was lost
+     "the grid sets depth twice: give all its values in one KNOB=A,B"),
+    (["x", "--preset", "smoke", "--grid", "total_batch_size=100,1", "--plan"],
+     "'total_batch_size-100' and 'total_batch_size-1' are the same configuration once the batch is rounded"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(argv, match, capsys):
     assert cli(S.main, argv) == 2
@@ -345,3 +432,5 @@ def test_cli_plan_trains_and_writes_nothing(capsys):
     out = capsys.readouterr().out
     assert "equal training FLOPs" in out and "model_dim-32" in out and "invalid model_dim-48" in out
     assert not Run.at("planned/model_dim-32").dir.parent.exists()
+    assert cli(S.main, ["planned", "--preset", "smoke", "--grid", "depth=1,2", "--grid", "head_dim=16,32", "--plan"]) == 0
+    assert "sweep planned: 4 points" in capsys.readouterr().out  # a second --grid adds its axes

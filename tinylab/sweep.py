@@ -7,7 +7,9 @@
 
     run_sweep("my-sweep", dict(preset="smoke", grid={"tie_embeddings": [False, True]}))   # from a notebook
 
-A spec (a JSON object, or the flags above) has these keys:
+A spec (a JSON object, or the flags above) has these keys, each knob set in one place (a knob that the
+spec's knobs and the grid or a point both set, or that one of them sets twice, under its alias or not,
+is refused rather than one value silently winning):
     preset       the base of every point
     knobs        knob values for every point, on top of the preset (on the command line: the knob flags)
     grid         knob -> list of values; every combination is a point
@@ -27,7 +29,10 @@ model_dim) is named up front and recorded as `invalid`, and the other points go 
 while training (out of memory, a NaN loss: any TinylabError) is recorded as `failed` with its message,
 and the sweep goes on. Running the sweep again skips finished points and resumes an interrupted one.
 
-Budgets. Steps = round(tokens / total_batch_size), so equal FLOPs holds to within one optimizer step.
+Budgets. Steps = round(tokens / total_batch_size), so equal FLOPs holds to within one optimizer step. A
+point whose whole steps miss a tokens or FLOPs budget by more than BUDGET_TOLERANCE (10%, only when the
+budget is under 5 of its steps, e.g. when one step already overshoots it) is recorded as `invalid`: it
+would not be compared at an equal budget.
 Equal wall time calibrates rather than changing the trainer: each point first trains CALIBRATION_STEPS
 steps as a throwaway run; its median tokens/s (the first step, which compiles, left out) turns seconds
 into tokens, and from there it is a token budget. The LR schedule stays a function of the step, so a
@@ -399,7 +404,7 @@ def main(argv=None) -> int:
     p.add_argument("name", help="the sweep's name: its runs go to $TINYLAB_HOME/runs/<name>/<point>/")
     p.add_argument("--spec", help="a JSON spec file (instead of --preset/--grid/--point/budget/knob flags)")
     p.add_argument("--preset", help=f"base preset of every point: {', '.join(PRESETS)}")
-    p.add_argument("--grid", nargs="+", metavar="KNOB=A,B",
+    p.add_argument("--grid", nargs="+", action="extend", metavar="KNOB=A,B",  # a second --grid adds axes
                    help="grid axes, e.g. tie_embeddings=false,true head_dim=64,128")
     p.add_argument("--point", nargs="+", action="append", metavar="KNOB=V", help="one explicit point (repeatable)")
     budget = p.add_mutually_exclusive_group()

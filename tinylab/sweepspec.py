@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +20,10 @@ SPEC_KEYS = ("preset", "description", "knobs", "grid", "points", "budget", "prob
 BUDGETS = {"tokens": "equal tokens", "flops": "equal training FLOPs", "seconds": "equal training time"}
 BUDGET_KNOBS = ("target_tokens", "num_iterations")  # what a budget decides, so a spec may not set them too
 MAX_NAME = 160  # characters of a point name (a directory name; filesystems stop at 255 bytes)
+# How far a point's whole steps may miss a tokens or FLOPs budget. Rounding to whole steps misses by at most half a
+# step, under 10% from 5 steps up; a point that misses by more (one step already over the budget) would not be
+# compared at an equal budget, so it is invalid.
+BUDGET_TOLERANCE = 0.10
 
 
 class SweepError(ConfigError):
@@ -56,20 +61,24 @@ class Spec:
             raise SweepError(f"the spec's probes must be true or false (JSON, not a string), got {probes!r}")
         spec = cls(checked_preset(d["preset"], "preset"), str(d.get("description", "")),
                    checked_knobs(d.get("knobs") or {}, "knobs", budget, False),
-                   {knob_name(k): checked_values(k, v, budget) for k, v in grid.items()},
+                   {k: checked_values(k, v, budget) for k, v in once(grid.items(), "grid").items()},
                    [checked_knobs(p, f"points[{i}]", budget) for i, p in enumerate(points)], budget,
                    probes)
+        check_set_once(spec)
         return spec
 
     @classmethod
     def load(cls, path) -> "Spec":
         try:
-            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+            d = json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
         except FileNotFoundError:
             raise SweepError(f"no spec file {path}: pass the path of a JSON spec (see `python -m tinylab.sweep "
                              f"--help`)") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise SweepError(f"{path} is not valid JSON ({e}); fix the spec file") from None
+        except SweepError as e:
+            raise SweepError(f"{path}: {e}") from None
+        return cls.from_dict(d)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,6 +112,43 @@ def knob_name(name: str) -> str:
     return name
 
 
+def once(items, where: str) -> dict:
+    """{knob: value} from (name, value) pairs; a knob given twice, under one name or two (seq_len and sequence_len),
+    is refused: a dict would silently keep the last value and drop the other."""
+    out, given = {}, {}
+    for name, value in items:
+        knob = knob_name(name)
+        if knob in out:
+            raise twice(where, knob, given[knob], name, "give it once")
+        out[knob], given[knob] = value, name
+    return out
+
+
+def twice(where: str, knob: str, first: str, second: str, fix: str) -> SweepError:
+    names = f" ({first} and {second})" if first != second else ""
+    return SweepError(f"{where} sets {knob} twice{names}: {fix}")
+
+
+def unique_keys(pairs) -> dict:
+    """json.loads' object hook: a key given twice in one object is refused (json keeps the last one silently)."""
+    keys = [k for k, _ in pairs]
+    dup = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+    if dup is not None:
+        raise SweepError(f"an object gives {dup!r} twice: give it once")
+    return dict(pairs)
+
+
+def check_set_once(spec: "Spec") -> None:
+    """A knob is set for every point (the spec's knobs) or varied (the grid, a point), not both: the grid's or the
+    point's value would silently win over the spec's."""
+    places = [("the grid", spec.grid)] + [(f"points[{i}]", p) for i, p in enumerate(spec.points)]
+    for name in spec.knobs:
+        for where, knobs in places:
+            if name in knobs:
+                raise SweepError(f"{name} is set by the spec's knobs (on the command line: its knob flag) and by "
+                                 f"{where}: drop one")
+
+
 def checked_preset(name, where: str) -> str:
     if name not in PRESETS:
         raise SweepError(f"{where}: unknown preset {name!r}; valid presets are: {', '.join(PRESETS)}")
@@ -114,8 +160,7 @@ def checked_knobs(knobs, where: str, budget: dict, preset_ok: bool = True) -> di
     if not isinstance(knobs, dict):
         raise SweepError(f"{where} must be an object of knob values, e.g. {{\"tie_embeddings\": true}}; got {knobs!r}")
     out = {}
-    for name, value in knobs.items():
-        name = knob_name(name)
+    for name, value in once(knobs.items(), where).items():
         if name == "preset" and not preset_ok:
             raise SweepError(f"{where} sets preset: the spec's own \"preset\" key is the base of every point")
         if budget and name in BUDGET_KNOBS:
@@ -155,14 +200,15 @@ def checked_budget(budget) -> dict:
 
 def parse_grid(items: list[str]) -> dict:
     """Command-line grid axes ["head_dim=64,128", ...] as {knob: [values]}, each value parsed by its knob's type."""
-    grid: dict = {}
+    grid, given = {}, {}
     for item in items:
-        name, sep, text = item.partition("=")
+        text_name, sep, text = item.partition("=")
         if not sep or not text:
             raise SweepError(f"grid axis {item!r} is not KNOB=VALUE,VALUE: write it like head_dim=64,128")
-        name = knob_name(name.strip())
+        name = knob_name(text_name.strip())
         if name in grid:
-            raise SweepError(f"the grid lists {name} twice: give all its values in one KNOB=A,B")
+            raise twice("the grid", name, given[name], text_name.strip(), "give all its values in one KNOB=A,B")
+        given[name] = text_name.strip()
         values = [checked_preset(v, "grid preset") if name == "preset" else parse_knob(name, v)
                   for v in text.split(",")]
         grid[name] = checked_values(name, values, {})
@@ -171,14 +217,15 @@ def parse_grid(items: list[str]) -> dict:
 
 def parse_point(items: list[str]) -> dict:
     """One command-line point ["depth=6", "model_dim=448"] as {knob: value}."""
-    point = {}
+    pairs = []
     for item in items:
         name, sep, text = item.partition("=")
         if not sep:
             raise SweepError(f"point setting {item!r} is not KNOB=VALUE: write it like depth=6")
-        name = knob_name(name.strip())
-        point[name] = checked_preset(text, "point preset") if name == "preset" else parse_knob(name, text)
-    return point
+        name = name.strip()
+        pairs.append((name, checked_preset(text, "point preset") if knob_name(name) == "preset"
+                      else parse_knob(name, text)))
+    return once(pairs, f"--point {' '.join(items)}")
 
 
 # ------------------------------------------------------------------------------- points
@@ -191,7 +238,7 @@ class Point:
     base: TrainConfig | None = None      # preset + spec knobs + point knobs; None when illegal
     config: TrainConfig | None = None    # base with the budget's steps; None until a rate is calibrated
     error: str = ""
-    failed: str = ""                     # "invalid" (illegal config) or "failed" (a TinylabError), else ""
+    failed: str = ""                     # "invalid" (illegal, or misses the budget) or "failed" (a TinylabError)
 
 
 def point_knobs(spec: Spec) -> list[dict]:
@@ -243,8 +290,36 @@ def with_budget(spec: Spec, cfg: TrainConfig, tok_per_s: float | None = None) ->
     return cfg.override(**knobs) if knobs else cfg
 
 
+def trained_as(cfg: TrainConfig) -> TrainConfig:
+    """What cfg trains: its total_batch_size rounded to whole micro-batches and its steps worked out, as the trainer
+    does (RunPlan), so two configs that ask differently for the same run compare equal."""
+    plan = RunPlan.of(cfg)
+    return cfg.override(total_batch_size=plan.batch.total_batch_size, num_iterations=plan.num_iterations,
+                        target_tokens=plan.tokens_at(plan.num_iterations))
+
+
+def budget_miss(spec: Spec, cfg: TrainConfig) -> str:
+    """Why cfg's whole steps miss the spec's tokens or FLOPs budget by more than BUDGET_TOLERANCE ("" if they don't).
+    A seconds budget is not checked: its steps come from a rate measured only when the sweep runs."""
+    if not spec.budget or "seconds" in spec.budget:
+        return ""
+    (kind, amount), = spec.budget.items()
+    plan = RunPlan.of(cfg)
+    steps, per_token = plan.num_iterations, plan.flops_per_token if kind == "flops" else 1
+    planned, step = plan.tokens_at(steps) * per_token, plan.batch.total_batch_size * per_token
+    if abs(planned - amount) <= BUDGET_TOLERANCE * amount:
+        return ""
+    enough = math.ceil(0.5 / BUDGET_TOLERANCE)  # steps from which rounding stays within the tolerance
+    words = (lambda x: f"{x:.3g} FLOPs") if kind == "flops" else (lambda x: f"{x:,} tokens")
+    return (f"{steps} step{'s' * (steps > 1)} of {plan.batch.total_batch_size:,} tokens = {words(planned)}, "
+            f"{planned / amount:.2g}x the budget of {words(amount)} (more than {BUDGET_TOLERANCE:.0%} off, so not "
+            f"an equal budget): give a budget of at least {words(enough * step)} ({enough} steps), or fewer tokens "
+            f"per step (total_batch_size, device_batch_size)")
+
+
 def resolve_points(spec: Spec, rates: dict) -> list[Point]:
-    """Every point resolved before anything trains: illegal ones are kept, named and marked invalid."""
+    """Every point resolved before anything trains: illegal ones, and ones whose steps miss the budget, are kept,
+    named and marked invalid."""
     points, configs = [], {}
     for knobs in point_knobs(spec):
         p = Point(point_name(knobs), knobs)
@@ -259,14 +334,26 @@ def resolve_points(spec: Spec, rates: dict) -> list[Point]:
             p.error, p.failed = str(e), "invalid"
             points.append(p)
             continue
-        same = configs.setdefault(json.dumps(p.base.to_dict(), sort_keys=True), p.name)
-        if same != p.name:
-            raise SweepError(f"points {same!r} and {p.name!r} are the same configuration: drop one of them")
+        check_new_config(p, configs)
         if "seconds" not in spec.budget or p.name in rates:
             p.config = with_budget(spec, p.base, rates.get(p.name))
+            p.error = budget_miss(spec, p.config)
+            p.failed = "invalid" if p.error else ""
         points.append(p)
     check_shared_tokenizers(points)
     return points
+
+
+def check_new_config(p: Point, seen: dict) -> None:
+    """Refuse a point that trains what an earlier one does (seen: what each trains -> that point)."""
+    same = seen.setdefault(json.dumps(trained_as(p.base).to_dict(), sort_keys=True), p)
+    if same is p:
+        return
+    why = ""
+    if same.base.to_dict() != p.base.to_dict():  # they ask differently: say what makes them one run
+        why = (f" once the batch is rounded to whole micro-batches ({RunPlan.of(p.base).batch.total_batch_size:,} "
+               f"tokens per step) and the steps worked out")
+    raise SweepError(f"points {same.name!r} and {p.name!r} are the same configuration{why}: drop one of them")
 
 
 def check_shared_tokenizers(points: list[Point]) -> None:
