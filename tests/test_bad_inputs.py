@@ -404,6 +404,11 @@ CASES = [
     Case("data-download-too-many", "data", "download -n 99999", "between 2"),
     Case("data-download-workers-0", "data", "download -n 2 --workers 0", "workers must be a positive"),
     Case("data-download-offline", "data", "download -n 2", "HF_HUB_OFFLINE|offline", env={"HF_HUB_OFFLINE": "1"}),
+    # a shard there that fails validation is kept (it may be the user's own), and the line says why it is not used
+    *[Case(f"data-download-offline-over-{kind}", "data", "download -n 2",
+           f"shard_00001.parquet.*{SHARD_MATCH[kind]}.*failed validation and is kept.*HF_HUB_OFFLINE is set",
+           setup=bad_shard(kind, "train"), env={"HF_HUB_OFFLINE": "1"})
+      for kind in ("truncated", "garbage", "empty-file", "no-text-column", "int64-text")],
     Case("runs-no-command", "runs", "", "required: cmd"),
     Case("runs-plot-missing", "runs", "plot nope -o {tmp}/c.png", "no run 'nope'"),
     Case("runs-plot-x-unknown", "runs", "plot {run} --x speed -o {tmp}/c.png", "invalid choice"),

@@ -2,8 +2,10 @@
 import hashlib
 import http.server
 import re
+import signal
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,7 +14,7 @@ import pytest
 
 from tinylab import data
 from tinylab.data import CorpusError, download_shards
-from tinylab.download import DownloadError
+from tinylab.download import DownloadError, DownloadStopped
 from tinylab.errors import cli
 
 
@@ -154,6 +156,130 @@ def test_corrupt_download_is_retried_then_reported(hub, tmp_path):
     assert not list(out.iterdir())  # nothing that looks complete
 
 
+def dead_endpoint() -> str:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def users_own_shard(out: Path) -> bytes:
+    """What a user may keep under a shard's name: their own corpus with another column (fails validation)."""
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"body": ["my own document"] * 5}), out / data.shard_name(0))
+    write_shard(out / data.shard_name(1), ["a good shard"])
+    return (out / data.shard_name(0)).read_bytes()
+
+
+@pytest.mark.parametrize("why", ["HF_HUB_OFFLINE", "unreachable", "bad-download"])
+def test_a_shard_that_fails_validation_is_kept_when_no_replacement_comes(hub, tmp_path, monkeypatch, why):
+    """It used to be deleted before the download was even tried: offline, the user's file was simply gone."""
+    import huggingface_hub.constants
+
+    out = tmp_path / "fineweb"
+    mine = users_own_shard(out)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", why == "HF_HUB_OFFLINE")
+    hub.files[data.shard_name(0)] = b"PAR1 this is not parquet PAR1"
+    endpoint = dead_endpoint() if why == "unreachable" else hub.endpoint
+    with pytest.raises(DownloadError) as e:
+        download_shards(2, out_dir=out, endpoint=endpoint, retries=2, backoff=0, progress=False)
+    assert (out / data.shard_name(0)).read_bytes() == mine and not list(out.glob("*.part"))
+    assert re.match(rf"{re.escape(str(out / data.shard_name(0)))} has no 'text' column .*failed validation and is "
+                    rf"kept as it is.*move it elsewhere.*none could be made: "
+                    rf"({'cannot reach' if why != 'bad-download' else 'shard_00000.parquet: download failed'})",
+                    str(e.value)), str(e.value)
+
+
+def test_the_cli_offline_keeps_a_shard_that_fails_validation_and_says_so(tmp_path, monkeypatch, capsys):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    mine = users_own_shard(data.corpus_dir("fineweb"))
+    assert cli(data.main, ["download", "-n", "2", "--workers", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.match(r"error: .*shard_00000\.parquet has no 'text' column.*failed validation and is "
+                                      r"kept.*HF_HUB_OFFLINE is set", err[0]), err
+    assert (data.corpus_dir("fineweb") / data.shard_name(0)).read_bytes() == mine
+
+
+def test_a_shard_that_fails_validation_is_replaced_by_a_good_download(hub, tmp_path):
+    out = tmp_path / "fineweb"
+    users_own_shard(out)
+    paths = download_shards(2, out_dir=out, endpoint=hub.endpoint, progress=False)
+    assert paths[0].read_bytes() == hub.files[paths[0].name] and not list(out.glob("*.part"))
+    assert ("GET", paths[0].name, None) in hub.log and ("GET", paths[1].name, None) not in hub.log
+
+
+def test_a_stopped_transfer_ends_at_its_next_chunk_and_the_next_call_resumes(hub, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    class StopAtThirdLook(threading.Event):  # fetch looks before it starts, then before writing each chunk
+        looks = 0
+
+        def is_set(self):
+            self.looks += 1
+            return self.looks >= 3
+
+    monkeypatch.setattr(huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", 1024)
+    name, out = data.shard_name(0), tmp_path / "fineweb"
+    with pytest.raises(DownloadStopped, match="stopped; run the command again to resume"):
+        data.download_shard(0, out, endpoint=hub.endpoint, stop=StopAtThirdLook())
+    assert [(p.name.endswith(".part"), p.stat().st_size) for p in out.iterdir()] == [(True, 1024)]  # one chunk
+    assert sum(verb == "GET" for verb, *_ in hub.log) == 1  # a stop is not retried
+    data.download_shard(0, out, endpoint=hub.endpoint)
+    assert ("GET", name, "bytes=1024-") in hub.log and (out / name).read_bytes() == hub.files[name]
+
+
+def test_a_stop_cuts_the_backoff_short(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    stop, start = threading.Event(), time.monotonic()
+    threading.Timer(0.3, stop.set).start()
+    with pytest.raises(DownloadStopped):
+        data.download_shard(0, tmp_path, endpoint=dead_endpoint(), retries=3, backoff=60, stop=stop)
+    assert time.monotonic() - start < 10
+
+
+def test_ctrl_c_stops_the_pool_at_once_and_starts_no_queued_shard(tmp_path, monkeypatch):
+    """Ctrl-C used to wait for every queued shard to download (the pool's `with` exit), then exit."""
+    import huggingface_hub.constants
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("a signal reaches only the main thread")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    started, stopped, workers, waiting = [], [], set(), threading.Event()
+
+    def transfer(index, out_dir, *, stop=None, **kw):  # a shard in flight until it is told to stop
+        started.append(index)
+        workers.add(threading.current_thread())
+        if len(started) == 2 and waiting.wait(3):  # both workers busy, all shards queued: the user presses Ctrl-C
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        if (stop or threading.Event()).wait(3):
+            stopped.append(index)
+            raise DownloadStopped("stopped")
+        return out_dir / data.shard_name(index)
+
+    def as_completed(futures, real=data.as_completed):  # the main thread's wait for the shards begins
+        waiting.set()
+        return real(futures)
+
+    monkeypatch.setattr(data, "download_shard", transfer)
+    monkeypatch.setattr(data, "as_completed", as_completed)
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            download_shards(8, out_dir=tmp_path, workers=2, progress=False)
+        elapsed = time.monotonic() - start
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    for worker in workers:  # the workers end too, without taking another shard
+        worker.join(5)
+    assert elapsed < 2 and sorted(started) == [0, 1] and sorted(stopped) == [0, 1]
+    assert not any(worker.is_alive() for worker in workers)
+
+
 def test_missing_shard_is_one_clear_error(hub, tmp_path):
     with pytest.raises(DownloadError, match="shard_00007.parquet does not exist"):
         data.download_shard(7, tmp_path, endpoint=hub.endpoint, backoff=0)
@@ -162,11 +288,8 @@ def test_missing_shard_is_one_clear_error(hub, tmp_path):
 def test_offline_is_one_clear_message(tmp_path, monkeypatch):
     import huggingface_hub.constants
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     with pytest.raises(DownloadError, match="cannot reach the Hugging Face Hub.*sample"):
-        download_shards(2, out_dir=tmp_path, endpoint=f"http://127.0.0.1:{port}", retries=2, backoff=0, progress=False)
+        download_shards(2, out_dir=tmp_path, endpoint=dead_endpoint(), retries=2, backoff=0, progress=False)
 
 
 def test_hf_hub_offline_env_is_one_clear_message(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 from tqdm.auto import tqdm
 
 from . import paths
-from .download import DownloadError, fetch, require_online
+from .download import DownloadError, fetch, offline, require_online
 from .errors import ArgumentParser, TinylabError, cli
 
 if TYPE_CHECKING:
@@ -216,14 +216,14 @@ OFFLINE_HINT = ("Or train offline on the bundled sample with a preset whose corp
 
 
 def download_shard(index: int, out_dir: Path, *, endpoint: str | None = None, retries: int = 5,
-                   backoff: float = 2.0, bar: tqdm | None = None) -> Path:
+                   backoff: float = 2.0, bar: tqdm | None = None, stop: threading.Event | None = None) -> Path:
     """Fetch one FineWeb-Edu shard into out_dir with tinylab.download.fetch (resumable, atomic, parquet-checked)."""
     from huggingface_hub import hf_hub_url
 
     name = shard_name(index)
     return fetch(hf_hub_url(REPO_ID, name, repo_type="dataset", endpoint=endpoint), Path(out_dir) / name,
                  validate=open_shard, source=HUB, retries=retries, backoff=backoff, bar=bar, offline_hint=OFFLINE_HINT,
-                 not_found=f"{name} does not exist in {REPO_ID} (valid shards: 0..{MAX_SHARD})")
+                 not_found=f"{name} does not exist in {REPO_ID} (valid shards: 0..{MAX_SHARD})", stop=stop)
 
 
 def download_shards(num_shards: int = 15, *, out_dir: Path | None = None, workers: int = 4,
@@ -232,7 +232,9 @@ def download_shards(num_shards: int = 15, *, out_dir: Path | None = None, worker
     """Download shards 0..num_shards-1 (the last is validation); returns their paths, in order.
 
     Idempotent: finished shards are skipped, partial ones resumed. Stops at the first shard
-    that fails for good (the others keep their progress) with one DownloadError.
+    that fails for good (the others keep their progress) with one DownloadError. On that error or
+    Ctrl-C, shards not started are never fetched and those under way stop at their next chunk,
+    keeping their .part files for the next call to resume.
     """
     if not isinstance(num_shards, int) or not 2 <= num_shards <= MAX_SHARD + 1:
         raise DownloadError(f"num_shards must be between 2 (train + val) and {MAX_SHARD + 1}, got {num_shards}")
@@ -242,18 +244,21 @@ def download_shards(num_shards: int = 15, *, out_dir: Path | None = None, worker
     out_dir.mkdir(parents=True, exist_ok=True)
     if not all((out_dir / shard_name(i)).exists() for i in range(num_shards)):
         require_online(HUB, "FineWeb-Edu shards", OFFLINE_HINT)
+    if offline():  # all there and nothing can be fetched: check them without a progress bar (one line if one fails)
+        return [download_shard(i, out_dir) for i in range(num_shards)]
     done: dict[int, Path] = {}
-    with tqdm(total=0, unit="B", unit_scale=True, desc=f"FineWeb-Edu ×{num_shards}", disable=not progress) as bar, \
-            ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(download_shard, i, out_dir, endpoint=endpoint, retries=retries,
-                               backoff=backoff, bar=bar): i for i in range(num_shards)}
-        for fut in as_completed(futures):
-            try:
+    stop = threading.Event()
+    with tqdm(total=0, unit="B", unit_scale=True, desc=f"FineWeb-Edu ×{num_shards}", disable=not progress) as bar:
+        # not `with ThreadPoolExecutor`: its exit waits for every queued shard, so Ctrl-C would download them all
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
+            futures = {pool.submit(download_shard, i, out_dir, endpoint=endpoint, retries=retries, backoff=backoff,
+                                   bar=bar, stop=stop): i for i in range(num_shards)}
+            for fut in as_completed(futures):
                 done[futures[fut]] = fut.result()
-            except BaseException:
-                for other in futures:
-                    other.cancel()
-                raise
+        finally:  # cancel the queued shards first: a worker freed by the stop must find nothing left to start
+            pool.shutdown(wait=False, cancel_futures=True)
+            stop.set()
     return [done[i] for i in range(num_shards)]
 
 

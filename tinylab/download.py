@@ -9,13 +9,18 @@ with `Range` resume on dropped connections, the size check) and own only the fil
 bytes go to `<dest>.<etag>.part`, which a later call resumes from with a Range request; a
 finished part must have the announced size, the pinned SHA-256 (if given) and pass `validate`
 before `os.replace` gives it its real name. A killed download therefore never leaves a file
-that looks complete, and the next call continues where it stopped. Failures are retried with
-exponential backoff. This module knows nothing about what it downloads.
+that looks complete, and the next call continues where it stopped. A file already under the real
+name that fails those checks (damaged, or a user's own file) is never deleted up front: only that
+`os.replace` of a checked replacement removes it, so a download that cannot happen loses nothing.
+Failures are retried with exponential backoff; a `stop` event set by the caller (Ctrl-C in a pool
+of downloads) ends a transfer at its next chunk, keeping its part file. This module knows nothing
+about what it downloads.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,6 +32,10 @@ from .errors import TinylabError
 
 class DownloadError(TinylabError):
     """A download that cannot complete; the message says why and what to do."""
+
+
+class DownloadStopped(DownloadError):
+    """The caller's stop event was set; the part file is kept for the next call to resume."""
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -54,24 +63,51 @@ def offline_message(source: str, name: str, reason: str, hint: str = "") -> str:
             f"(and HF_ENDPOINT / HF_HUB_OFFLINE). {hint}").strip()
 
 
-def require_online(source: str, name: str, hint: str = "") -> None:
-    """Raise the offline DownloadError now if huggingface_hub is in offline mode (before any progress bar)."""
+def offline() -> bool:
+    """Whether huggingface_hub is in offline mode (HF_HUB_OFFLINE): nothing can be downloaded."""
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE:
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def require_online(source: str, name: str, hint: str = "") -> None:
+    """Raise the offline DownloadError now if huggingface_hub is in offline mode (before any progress bar)."""
+    if offline():
         raise DownloadError(offline_message(source, name, "HF_HUB_OFFLINE is set", hint))
 
 
-def _is_ok(path: Path, sha256: str | None, validate: Callable[[Path], None] | None) -> bool:
-    """Does a file already under its final name pass the same checks as a fresh download?"""
+def _problem(path: Path, sha256: str | None, validate: Callable[[Path], None] | None) -> str | None:
+    """What is wrong with a file already under its final name, naming it (validate's messages do); None if it passes
+    the checks of a fresh download."""
     try:
-        if sha256 is not None and sha256_of(path) != sha256:
-            return False
+        if sha256 is not None and (got := sha256_of(path)) != sha256:
+            return f"{path} has SHA-256 {got[:16]}…, not the pinned {sha256[:16]}…"
         if validate is not None:
             validate(path)
-        return True
-    except (TinylabError, OSError):
-        return False
+        return None
+    except TinylabError as e:
+        return str(e)
+    except OSError as e:
+        return f"{path} cannot be read ({type(e).__name__}: {e})"
+
+
+class _Stoppable:
+    """The part file as http_get writes it, refusing the next chunk once `stop` is set (the rest is the file's)."""
+
+    def __init__(self, f, stop: threading.Event, name: str):
+        self._f, self._stop, self._name = f, stop, name
+
+    def write(self, chunk: bytes) -> int:
+        _stop_here(self._stop, self._name)
+        return self._f.write(chunk)
+
+    def __getattr__(self, attr):
+        return getattr(self._f, attr)
+
+
+def _stop_here(stop: threading.Event | None, name: str) -> None:
+    if stop is not None and stop.is_set():
+        raise DownloadStopped(f"{name}: the download was stopped; run the command again to resume it")
 
 
 def _check(part: Path, name: str, sha256: str | None, validate) -> None:
@@ -91,7 +127,7 @@ def _check(part: Path, name: str, sha256: str | None, validate) -> None:
             raise OSError(f"{name} downloaded but {e}") from e
 
 
-def _attempt(url: str, dest: Path, name: str, sha256, validate, bar) -> int:
+def _attempt(url: str, dest: Path, name: str, sha256, validate, bar, stop) -> int:
     """One try: HEAD, resume the part file with Range, check, rename. Returns the bytes counted on `bar`."""
     from huggingface_hub import constants, get_hf_file_metadata
     from huggingface_hub.file_download import http_get
@@ -115,43 +151,62 @@ def _attempt(url: str, dest: Path, name: str, sha256, validate, bar) -> int:
         counted = size
     try:
         with open(part, "ab") as f:
-            http_get(meta.location or url, f, resume_size=have, expected_size=size, displayed_filename=name,
-                     _tqdm_bar=bar)
+            http_get(meta.location or url, f if stop is None else _Stoppable(f, stop, name), resume_size=have,
+                     expected_size=size, displayed_filename=name, _tqdm_bar=bar)
         _check(part, name, sha256, validate)
     except BaseException:
         if bar is not None and counted:
             bar.total -= counted
             bar.update(-(part.stat().st_size if part.exists() else 0))
         raise
-    os.replace(part, dest)
+    os.replace(part, dest)  # replaces a file that failed its checks only now, with one that passed them
     return counted
 
 
 def fetch(url: str, dest: str | Path, *, sha256: str | None = None, validate: Callable[[Path], None] | None = None,
           source: str | None = None, offline_hint: str = "", not_found: str | None = None, retries: int = 5,
-          backoff: float = 2.0, bar: tqdm | None = None) -> Path:
+          backoff: float = 2.0, bar: tqdm | None = None, stop: threading.Event | None = None) -> Path:
     """Download url to dest (resuming a .part file), check it, rename it atomically; return dest.
 
-    A file already at dest that passes the checks is kept (no request is made). `validate(path)`
-    raises a TinylabError for a file that is not what it should be; `sha256` pins the exact bytes.
-    `source` names the server in messages (default: the URL's host); `offline_hint` ends the message when the network cannot be reached; `not_found` replaces the
-    message for an HTTP 404. Transient failures are retried `retries` times with backoff.
+    A file already at dest that passes the checks is kept (no request is made); one that fails them stays
+    until a checked replacement takes its name. `validate(path)` raises a TinylabError for a file that is not
+    what it should be; `sha256` pins the exact bytes. `source` names the server in messages (default: the
+    URL's host); `offline_hint` ends the message when the network cannot be reached; `not_found` replaces the
+    message for an HTTP 404. Transient failures are retried `retries` times with backoff. Once `stop` is set,
+    the download ends at its next chunk (or backoff) with DownloadStopped, keeping its .part file.
     """
+    dest = Path(dest)
+    problem = _problem(dest, sha256, validate) if dest.exists() else None
+    if dest.exists() and problem is None:
+        return dest
+    try:
+        return _download(url, dest, sha256=sha256, validate=validate, source=source, offline_hint=offline_hint,
+                         not_found=not_found, retries=retries, backoff=backoff, bar=bar, stop=stop)
+    except DownloadStopped:
+        raise
+    except DownloadError as e:
+        if problem is None:
+            raise
+        # say both: the file there is not usable as it is, and it was not touched (it may be the user's own)
+        raise DownloadError(f"{problem.rstrip('.')}. That existing file failed validation and is kept as it is: only "
+                            f"a download that passes validation replaces it (move it elsewhere first if it is yours), "
+                            f"and none could be made: {e}") from e
+
+
+def _download(url: str, dest: Path, *, sha256, validate, source, offline_hint, not_found, retries, backoff, bar,
+              stop) -> Path:
+    """fetch's network part: the offline check, then `retries` attempts with exponential backoff."""
     from huggingface_hub.errors import EntryNotFoundError, OfflineModeIsEnabled
 
-    dest = Path(dest)
     name = dest.name
-    if dest.exists():
-        if _is_ok(dest, sha256, validate):
-            return dest
-        dest.unlink()  # a foreign or corrupt file under the final name: fetch it again
+    _stop_here(stop, name)  # a download queued before the stop never starts
     source = source or (url.split("/")[2] if "//" in url else url)
     require_online(source, name, offline_hint)
     dest.parent.mkdir(parents=True, exist_ok=True)
     network = _network_errors() + (OfflineModeIsEnabled,)
     for attempt in range(retries):
         try:
-            _attempt(url, dest, name, sha256, validate, bar)
+            _attempt(url, dest, name, sha256, validate, bar, stop)
             return dest
         except DownloadError:
             raise
@@ -168,5 +223,13 @@ def fetch(url: str, dest: str | Path, *, sha256: str | None = None, validate: Ca
                     raise DownloadError(offline_message(source, name, f"{type(e).__name__}: {e}", offline_hint)) from e
                 raise DownloadError(f"{name}: download failed after {retries} attempts ({type(e).__name__}: "
                                     f"{e}); run the command again to resume") from e
-            time.sleep(backoff * 2 ** attempt)
+            _pause(backoff * 2 ** attempt, stop, name)
     raise AssertionError("unreachable")
+
+
+def _pause(seconds: float, stop: threading.Event | None, name: str) -> None:
+    """The backoff between attempts, cut short by the stop event (a backoff can be a minute long)."""
+    if stop is None:
+        time.sleep(seconds)
+    elif stop.wait(seconds):
+        _stop_here(stop, name)
