@@ -484,6 +484,13 @@ CASES = [
     Case("train-inside-a-run", "train", f"{TRAIN} --run {{run}}/x --num-iterations 1", "is a run, so"),
     Case("export-into-its-run", "export", "--run {run} --out {home}/runs/{run} --force", "is a tinylab run"),
     Case("export-over-home", "export", "--run {run} --out {home} --force", "holds \\$TINYLAB_HOME"),
+    Case("export-over-the-runs", "export", "--run {run} --out {home}/runs --force", "is \\$TINYLAB_HOME/runs"),
+    Case("export-into-the-runs", "export", "--run {run} --out {home}/runs/{new} --force",
+         "lies inside \\$TINYLAB_HOME/runs"),
+    Case("export-over-the-corpus", "export", "--run {run} --out {home}/fineweb --force", "is \\$TINYLAB_HOME/fineweb"),
+    Case("export-over-a-folder-of-runs", "export", "--run {run} --out {tmp} --force",
+         "holds the tinylab run or sweep .*/mine/export-over-a-folder-of-runs, which --force would delete",
+         setup=lambda ctx: shutil.copytree(ctx.run, ctx.tmp / "mine" / ctx.run.name)),
     Case("resume-at-another-step-size", "train", f"{RESUME} --device-batch-size 3",
          "steps 1,024 tokens at a time, but device_batch_size 3 makes a step of 1,152: pass --resume with "
          "--total-batch-size 1024"),

@@ -74,6 +74,17 @@ def test_every_function_fits_on_a_screen():
     assert long == []
 
 
+def test_every_folder_tinylab_keeps_in_its_home_is_in_paths_managed():
+    # export --force refuses to replace these (paths.MANAGED), so a new one must be listed there
+    import re
+
+    from tinylab.paths import MANAGED
+
+    source = "\n".join(p.read_text() for p in sorted(PACKAGE.rglob("*.py")))
+    used = set(re.findall(r'(?<!Path\.)\bhome\(\) / "([^"]+)"', source)) | set(re.findall(r'subdir\("([^"]+)"', source))
+    assert {"runs", "fineweb", "notebooks"} <= used and used <= set(MANAGED)
+
+
 def test_every_error_class_derives_from_the_one_root():
     import importlib
     import pkgutil

@@ -1,15 +1,20 @@
 """Export to transformers' NanoChat: same logits, same greedy tokens, same token ids, clear errors."""
+import hashlib
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig  # the [hf] extra; never skipped
 
 from tinylab import export as ex
+from tinylab import paths
 from tinylab.config import GPTConfig
 from tinylab.engine import generate
 from tinylab.errors import TinylabError, cli
 from tinylab.model import build_model
+from tinylab.run import Run
 
 ITTYBITTY = GPTConfig(depth=4, model_dim=512, n_head=8, head_dim=64, vocab_size=24576, sequence_len=2048)
 UNICODE = ("Hello 👋🏽 world! 👨‍👩‍👧 日本語のテキストと中文，한국어. café = cafe\u0301, Ω≈ç√, ½ ١٢٣ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢\n"
@@ -142,6 +147,62 @@ def test_cli_refuses_a_non_empty_dir_without_force(run, tmp_path, capsys):
     assert cli(ex.main, ["--run", run, "--out", str(out), "--force"]) == 0
     assert not (out / "notes.txt").exists() and (out / "model.safetensors").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["taken"]  # no temp or old dirs left behind
+
+
+def test_force_replaces_a_previous_export(run, exported, tmp_path):
+    # an export's config.json is a transformers config: not a run's, so --force may replace it
+    out = tmp_path / "again"
+    shutil.copytree(exported, out)
+    assert not Run(out).exists()
+    (out / "model.safetensors").write_bytes(b"stale")
+    assert cli(ex.main, ["--run", run, "--out", str(out), "--force"]) == 0
+    assert (out / "model.safetensors").read_bytes() == (exported / "model.safetensors").read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == ["again"]  # no temp or old dirs left behind
+
+
+def digest(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def home(run, tmp_path, monkeypatch):
+    """A $TINYLAB_HOME with a copy of the run and something in each of tinylab's other folders."""
+    home = tmp_path / "home"
+    shutil.copytree(Run.find(run).dir, home / "runs" / run)
+    for name in paths.MANAGED:
+        if name != "runs" and "." not in name:
+            (home / name).mkdir()
+            (home / name / "shard_00000.parquet").write_text("data")
+    monkeypatch.setenv("TINYLAB_HOME", str(home))
+    return home
+
+
+@pytest.mark.parametrize("where", [*paths.MANAGED, "runs/new", "runs/export-smoke/checkpoints", "fineweb/x"])
+def test_force_never_replaces_tinylabs_folders_or_writes_inside_them(run, home, where, capsys):
+    before = digest(home)
+    assert cli(ex.main, ["--run", run, "--out", str(home / where), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "give --out a directory of its own" in err
+    assert digest(home) == before and sorted(p.name for p in home.iterdir()) == sorted(
+        n for n in paths.MANAGED if "." not in n)  # nothing written next to them either
+
+
+@pytest.mark.parametrize("marker", ["run", "sweep"])
+def test_force_never_replaces_a_folder_that_holds_a_run_or_a_sweep(run, tmp_path, marker, capsys):
+    mine = tmp_path / "mine"
+    held = mine / "old" / "keep"
+    if marker == "run":
+        shutil.copytree(Run.find(run).dir, held)
+    else:
+        held.mkdir(parents=True)
+        (held / "spec.json").write_text("{}")
+    (mine / "notes.txt").write_text("mine")
+    before = digest(mine)
+    assert cli(ex.main, ["--run", run, "--out", str(mine), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert f"holds the tinylab run or sweep {held}, which --force would delete" in err and len(err.splitlines()) == 1
+    assert digest(mine) == before and [p.name for p in tmp_path.iterdir()] == ["mine"]
 
 
 def test_a_failed_export_leaves_nothing(run, tmp_path, monkeypatch):

@@ -223,6 +223,24 @@ def test_a_directory_inside_a_run_names_the_run_and_run_names_are_plain_words(ho
     assert Run.at("sweep/lr-1e+20_depth-4").name == "sweep/lr-1e+20_depth-4"  # a sweep point's name
 
 
+def test_a_transformers_export_is_not_a_run_but_a_damaged_run_still_is(home, tmp_path):
+    # what only a run holds: metrics.jsonl, checkpoints/, or a config.json that is not a transformers model's
+    write_run(home, "a")
+    (home / "hf").mkdir()
+    (home / "hf" / "config.json").write_text(json.dumps(dict(model_type="nanochat", vocab_size=512)))
+    (home / "damaged").mkdir()
+    (home / "damaged" / "config.json").write_text('{"run": "damaged", "mod')  # cut off: still a run, said so
+    (home / "empty").mkdir()
+    (home / "empty" / "config.json").write_text("{}")
+    assert list(Run.all()) == ["a", "damaged", "empty"] and not Run(home / "hf").exists()
+    with pytest.raises(run_mod.RunError, match="is a directory but not a run .*tinylab's config.json"):
+        Run.find(home / "hf")
+    with pytest.raises(run_mod.RunError, match="is not valid JSON.*restore it or delete the run 'damaged'"):
+        Run.find("damaged").read_config()
+    (home / "a" / "config.json").write_text(json.dumps(dict(model_type="nanochat")))
+    assert Run.find("a").exists()  # its metrics.jsonl makes it a run whatever its config.json says
+
+
 def test_plot_options_and_bad_input(home, tmp_path):
     write_run(home, "a")
     df = R.load_run("a")

@@ -17,7 +17,8 @@ Why the numbers match (transformers/models/nanochat/modeling_nanochat.py, 5.x):
 
 The files: config.json, generation_config.json, model.safetensors, tokenizer.json +
 tokenizer_config.json, README.md (a model card). DIR is built in a temporary directory
-next to it and renamed into place, so a crash never leaves half an export.
+next to it and renamed into place, so a crash never leaves half an export. --force replaces a previous
+export, never tinylab's own data (check_target).
 """
 from __future__ import annotations
 
@@ -238,17 +239,47 @@ def model_card(title: str, where: str, config, meta: dict, run: dict, evaluation
 
 def check_target(out: Path, force: bool) -> None:
     """Refuse a non-empty DIR (a file, or somebody's work) unless force, and always one that --force would make
-    delete a run, a sweep, $TINYLAB_HOME, the working directory or this repository."""
+    delete tinylab's data: a run or a sweep (DIR itself or anything in it), $TINYLAB_HOME or a folder tinylab
+    keeps there (or a DIR inside one), the working directory or this repository. A previous export is none of
+    these (run._is_run_dir), so --force replaces it."""
     if out.is_file() or out.is_symlink():
         raise ExportError(f"{out} is a file: give --out a directory path")
     if out.is_dir() and (Run(out).exists() or is_sweep_dir(out)):
         raise ExportError(f"{out} is a tinylab run or sweep: give --out a directory of its own")
+    for what, folder in tinylab_folders():
+        if out == folder or folder in out.parents:
+            raise ExportError(f"{out} {'is' if out == folder else 'lies inside'} {what} ({folder}): give --out a "
+                              f"directory of its own, outside tinylab's folders")
     for what, path in (("$TINYLAB_HOME", paths.home()), ("the working directory", Path.cwd()),
                        ("the tinylab repository", paths.REPO)):
         if out == path.resolve() or out in path.resolve().parents:
             raise ExportError(f"{out} holds {what} ({path}): give --out a directory of its own")
+    inside = run_or_sweep_in(out)
+    if inside is not None:
+        raise ExportError(f"{out} holds the tinylab run or sweep {inside}, which --force would delete: give --out a "
+                          f"directory of its own")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ExportError(f"{out} exists and is not empty: pick another --out, or pass --force to replace it")
+
+
+def tinylab_folders() -> list[tuple[str, Path]]:
+    """(what, resolved path) of each folder that holds tinylab's runs and data: its own under $TINYLAB_HOME
+    (paths.MANAGED; an export has no place among runs, shards or tokenizers either), the bundled sample
+    corpus (under the default $TINYLAB_HOME) and the repository's published runs and sweeps."""
+    found = [(f"$TINYLAB_HOME/{p.name}", p) for p in paths.managed()]
+    found += [("the bundled sample corpus", paths.SAMPLE_DIR)]
+    found += [(f"the published {prefix.rstrip('/')}", root) for prefix, root in Run.published_roots().items()]
+    return [(what, p.resolve()) for what, p in found]
+
+
+def run_or_sweep_in(out: Path) -> Path | None:
+    """The first run or sweep directory inside `out`, walked as shutil.rmtree deletes (links are not followed:
+    rmtree removes a link, not what it points to); None if there is none, or no `out`."""
+    for top, dirs, _ in os.walk(out):
+        dirs.sort()
+        if Run(Path(top)).exists() or is_sweep_dir(Path(top)):
+            return Path(top)
+    return None
 
 
 @contextmanager
@@ -338,7 +369,8 @@ def main(argv=None) -> int:
     ap.add_argument("--step", type=int, help="export this checkpoint step (default: the newest)")
     ap.add_argument("--out", required=True, help="directory to write; must be empty or new (see --force)")
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="weight dtype in model.safetensors")
-    ap.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    ap.add_argument("--force", action="store_true",
+                    help="replace a non-empty --out (a previous export; never a run, a sweep or tinylab's folders)")
     ap.add_argument("--push-to-hub", metavar="REPO", help="then upload to this Hugging Face repo (user/name)")
     args = ap.parse_args(argv)
     if args.push_to_hub and constants.HF_HUB_OFFLINE:  # say so before the export, not after it

@@ -8,6 +8,7 @@ every artifact in the tree they cloned; outside a checkout, ~/.cache/tinylab. La
     $TINYLAB_HOME/tokens/<name>/      pre-tokenized uint16 token shards
     $TINYLAB_HOME/runs/<run>/         checkpoints, config.json, metrics.jsonl
     $TINYLAB_HOME/notebooks/          executed copies of the notebooks (the main job)
+    $TINYLAB_HOME/eval_bundle/        the CORE eval bundle, unpacked from eval_bundle.zip there
 """
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO / "data" / "sample"
+# what tinylab keeps under TINYLAB_HOME (the layout above): the one list of it, so that `export --force`
+# can refuse to replace any of it (tests/test_design.py checks that every home() / NAME in the package is)
+MANAGED = ("tokenizer", "fineweb", "tokens", "runs", "notebooks", "eval_bundle", "eval_bundle.zip")
 
 
 def home() -> Path:
@@ -33,6 +37,11 @@ def subdir(*parts: str) -> Path:
     path = home().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def managed() -> list[Path]:
+    """The folders (and the bundle's zip) that tinylab keeps under TINYLAB_HOME, whether they exist yet or not."""
+    return [home() / name for name in MANAGED]
 
 
 def runs_dir() -> Path:

@@ -230,8 +230,8 @@ class Run:
                 return cls(root / text, text)
         if text and p.is_dir():  # a directory, but not a run's (e.g. a run's checkpoints/ folder)
             inside = next((d for d in p.resolve().parents if _is_run_dir(d)), None)
-            raise RunError(f"{text} is a directory but not a run (a run's holds config.json, metrics.jsonl or "
-                           f"checkpoints/){f': pass its run, {inside}' if inside else ''}")
+            raise RunError(f"{text} is a directory but not a run (a run's holds tinylab's config.json, metrics.jsonl "
+                           f"or checkpoints/){f': pass its run, {inside}' if inside else ''}")
         known = ", ".join(cls.all()) or "none yet"
         raise RunError(f"no run {text!r} in {' or '.join(map(str, cls.roots()))} (runs found: {known}); pass a run "
                        f"name or the path of a run directory, or train it with `python -m tinylab.train --run {text}`")
@@ -365,7 +365,21 @@ class Run:
 
 
 def _is_run_dir(d: Path) -> bool:
-    return any((d / name).exists() for name in ("config.json", "metrics.jsonl", "checkpoints"))
+    """What only a run holds: metrics.jsonl, checkpoints/, or a config.json of tinylab's. A transformers
+    model's config.json (tinylab.export writes one) does not make a run, so an export can be replaced."""
+    if (d / "metrics.jsonl").exists() or (d / "checkpoints").exists():
+        return True
+    return (d / "config.json").exists() and not _is_transformers_config(d / "config.json")
+
+
+def _is_transformers_config(path: Path) -> bool:
+    """A JSON object naming a model_type (every transformers config does; tinylab's never does). One that
+    cannot be read is not: a run with a damaged config.json stays a run, never skipped or replaced."""
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(cfg, dict) and "model_type" in cfg and "format" not in cfg
 
 
 def is_sweep_dir(d: Path) -> bool:
