@@ -102,6 +102,11 @@ def test_point_names_are_the_knobs_each_point_sets():
         S.plan_sweep("dup", dict(preset="ittybitty", points=[{}, dict(head_dim=64)]))
 
 
+def test_a_grid_of_head_counts_and_sizes_gives_each_point_their_product():
+    sweep = S.plan_sweep(fresh("heads"), spec(grid=dict(n_head=[2, 4], head_dim=[16, 32])))
+    assert [(p.failed, p.base.model.model_dim) for p in sweep.points] == [("", 32), ("", 64), ("", 64), ("", 128)]
+
+
 # ------------------------------------------------------------------------------- budgets
 
 @pytest.mark.parametrize("knobs", [{}, dict(tie_embeddings=True), dict(vocab_size=8192), dict(depth=8, model_dim=384),
