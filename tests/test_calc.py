@@ -10,6 +10,7 @@ import pytest
 from tinylab.calc import (GPU_PEAK_FLOPS, flops_per_token, gpu_peak_flops, max_device_batch, param_counts,
                           tokens_for_ratio, training_time_s, vram, vram_estimate)
 from tinylab.calc.__main__ import main
+from tinylab.config import GPTConfig, TrainConfig
 from tinylab.errors import cli
 from tinylab.paths import REPO
 from tinylab.presets import get_preset
@@ -151,6 +152,39 @@ def test_config_with_knobs_rederives_the_head_layout():
     assert ITTY.with_knobs() == ITTY
 
 
+def test_two_head_knobs_determine_the_third():
+    """model_dim = n_head × head_dim: given n_head and head_dim, model_dim is their product, not 64 × depth."""
+    heads = lambda c: (c.model_dim, c.n_head, c.head_dim)  # noqa: E731
+    assert heads(GPTConfig(depth=4, n_head=4, head_dim=128)) == (512, 4, 128)
+    assert heads(GPTConfig(depth=4, n_head=3, head_dim=20)) == (60, 3, 20)
+    assert heads(GPTConfig(depth=2, n_head=4, head_dim=32)) == (128, 4, 32)
+    assert heads(ITTY.with_knobs(n_head=4, head_dim=128)) == (512, 4, 128)
+    smoke = get_preset("smoke")  # depth 2, model_dim 64, head_dim 32
+    assert heads(smoke.override(n_head=3, head_dim=20).model) == (60, 3, 20)
+    assert heads(smoke.override(n_head=4, head_dim=32).model) == (128, 4, 32)  # the product, whatever depth says
+    assert heads(ITTY.with_knobs(model_dim=768, head_dim=128)) == (768, 6, 128)
+    assert heads(ITTY.with_knobs(model_dim=768, n_head=4)) == (768, 4, 192)
+    for one, layout in [(dict(n_head=4), (64, 4, 16)), (dict(head_dim=16), (64, 4, 16)),
+                        (dict(model_dim=128), (128, 4, 32))]:  # a lone one keeps the preset's other
+        assert heads(smoke.override(**one).model) == layout
+    assert heads(get_preset("seed15m").override(head_dim=64).model) == (256, 4, 64)
+    # a lone one keeps the other that was given, over a default: head_dim 32 stays, model_dim follows
+    assert heads(GPTConfig(depth=4, head_dim=32).with_knobs(n_head=4)) == (128, 4, 32)
+    assert heads(GPTConfig(depth=4, n_head=2).with_knobs(model_dim=512)) == (512, 2, 256)
+
+
+def test_unset_knobs_follow_a_new_depth_and_given_ones_stay():
+    assert TrainConfig().override(depth=8).model == GPTConfig(depth=8)
+    assert GPTConfig().with_knobs(depth=8) == GPTConfig(depth=8)
+    assert GPTConfig(depth=8).model_dim == 512
+    assert GPTConfig(depth=4, head_dim=32).with_knobs(depth=8) == GPTConfig(depth=8, head_dim=32)
+    assert GPTConfig(depth=4, n_kv_head=2).with_knobs(depth=8) == GPTConfig(depth=8, n_kv_head=2)
+    assert GPTConfig(depth=4, model_dim=256).with_knobs(depth=8).model_dim == 256
+    assert GPTConfig.from_dict(GPTConfig().to_dict()).with_knobs(depth=8).model_dim == 256  # a run's config.json
+    for name, dim in [("ittybitty", 512), ("smoke", 64), ("seed15m", 256)]:  # presets set model_dim
+        assert get_preset(name).override(depth=8).model.model_dim == dim
+
+
 def test_cli_prints_the_breakdown_and_the_vram_table(capsys):
     assert main(["--preset", "ittybitty", "--batch-sizes", "8,48"]) == 0
     out = capsys.readouterr().out
@@ -183,11 +217,16 @@ def test_cli_knobs_change_the_architecture(capsys):
     assert "25,165,824" in capsys.readouterr().out
     main(["--preset", "ittybitty", "--model-dim", "256", "--head-dim", "128"])
     assert "15,728,640" in capsys.readouterr().out  # the seed's nanochat model
+    assert main(["--preset", "ittybitty", "--n-head", "4", "--head-dim", "128"]) == 0
+    assert "dim 512, 4 heads × 128" in capsys.readouterr().out
+    assert main(["--preset", "smoke", "--n-head", "3", "--head-dim", "20"]) == 0
+    assert "dim 60, 3 heads × 20" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args, words", [
     (["--preset", "nope"], ["unknown preset 'nope'", "ittybitty", "smoke"]),
     (["--head-dim", "63"], ["head_dim=63 is odd"]),
+    (["--preset", "smoke", "--model-dim", "65"], ["model_dim=65 is odd", "use an even model_dim, e.g. 64 or 96"]),
     (["--batch-sizes", "8,x"], ["--batch-sizes: must be positive integers"]),
     (["--gpu", "TPU"], ["invalid choice: 'TPU'", "RTX 3090"]),
     (["--vocab-size", "100000"], ["vocab_size=100,000 cannot be trained", "65,536"]),

@@ -147,6 +147,11 @@ def test_points_that_train_the_same_run_are_refused(d, same):
     assert len(S.plan_sweep("dup", dict(preset="smoke", grid=dict(total_batch_size=[1024, 2048]))).points) == 2
 
 
+def test_a_grid_of_head_counts_and_sizes_gives_each_point_their_product():
+    sweep = S.plan_sweep(fresh("heads"), spec(grid=dict(n_head=[2, 4], head_dim=[16, 32])))
+    assert [(p.failed, p.base.model.model_dim) for p in sweep.points] == [("", 32), ("", 64), ("", 64), ("", 128)]
+
+
 # ------------------------------------------------------------------------------- budgets
 
 @pytest.mark.parametrize("knobs", [{}, dict(tie_embeddings=True), dict(vocab_size=8192), dict(depth=8, model_dim=384),

@@ -113,13 +113,26 @@ def _check_range(f, value) -> None:
 
 # ------------------------------------------------------------------------------- model
 
+HEAD_KNOBS = ("model_dim", "n_head", "head_dim")  # model_dim = n_head × head_dim: two determine the third
+# which other head knob a lone new one keeps when a config was given all three (a preset's): a new width keeps
+# the head size (model_dim 768 on ittybitty: 12 heads of 64), a new head size or count keeps the width
+KEEPS = {"model_dim": ("head_dim", "n_head"), "head_dim": ("model_dim", "n_head"), "n_head": ("model_dim", "head_dim")}
+
+
 @dataclass(frozen=True)
 class GPTConfig(Knobs):
-    """A fully resolved architecture. Unset (None) fields get depth-based defaults."""
+    """A fully resolved architecture. Unset (None) fields get defaults; a knob given always wins over a default.
+
+    model_dim = n_head × head_dim, so any two of the three determine the third; all three may be given
+    only if they agree. Given alone, model_dim gets heads of 64 (or one head, when narrower), and n_head
+    or head_dim gets model_dim = 64 × depth; given none, 64 × depth in heads of 64. n_kv_head defaults
+    to n_head. The fields left unset are remembered (`_defaulted`), so `with_knobs` derives them again.
+    """
 
     group = "model"
     depth: int = knob(4, "number of transformer blocks", minimum=1)
-    model_dim: int | None = knob(None, "residual stream width (default 64 × depth)", minimum=1)
+    model_dim: int | None = knob(None, "residual stream width (default n_head × head_dim, else 64 × depth)",
+                                 minimum=1)
     n_head: int | None = knob(None, "query heads (default model_dim / head_dim)", minimum=1)
     head_dim: int | None = knob(None, "width of one head (default 64, or model_dim / n_head)", minimum=1)
     n_kv_head: int | None = knob(None, "key/value heads for grouped-query attention (default n_head)")
@@ -130,12 +143,15 @@ class GPTConfig(Knobs):
     def __post_init__(self):
         super().__post_init__()
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+        set_("_defaulted", frozenset(f.name for f in fields(self) if getattr(self, f.name) is None))
+        _need(self.head_dim is None or self.head_dim % 2 == 0,
+              f"head_dim={self.head_dim} is odd, but rotary embeddings rotate pairs of channels: use an even head_dim")
         if self.model_dim is None:
-            set_("model_dim", ASPECT_RATIO * self.depth)
+            set_("model_dim", self._default_model_dim())
+        if self.model_dim % 2:
+            raise ConfigError(self._odd_model_dim())
         if self.head_dim is None:
             set_("head_dim", self._default_head_dim())
-        _need(self.head_dim % 2 == 0, f"head_dim={self.head_dim} is odd, but rotary embeddings rotate pairs of "
-                                      f"channels: use an even head_dim")
         _need(self.model_dim % self.head_dim == 0,
               f"model_dim={self.model_dim} is not divisible by head_dim={self.head_dim}: use a model_dim that is "
               f"a multiple of {self.head_dim}, or a head_dim from {even_divisors(self.model_dim)}")
@@ -151,13 +167,37 @@ class GPTConfig(Knobs):
               f"n_head={self.n_head} is not divisible by n_kv_head={self.n_kv_head}: grouped-query attention "
               f"shares each kv head among an equal number of query heads; pick n_kv_head from {divisors(self.n_head)}")
 
+    def _default_model_dim(self) -> int:
+        if self.n_head is not None and self.head_dim is not None:
+            return self.n_head * self.head_dim  # the two given heads determine the width
+        return ASPECT_RATIO * self.depth
+
+    def _odd_model_dim(self) -> str:
+        """An odd model_dim's error, naming the two nearest model_dims that the given heads (or the default) split."""
+        if self.head_dim is not None:
+            step, unit = self.head_dim, f"multiples of head_dim={self.head_dim}"
+        elif self.n_head is not None:
+            step, unit = 2 * self.n_head, f"{self.n_head} heads of an even width"
+        elif self.model_dim > DEFAULT_HEAD_DIM:
+            step, unit = DEFAULT_HEAD_DIM, f"multiples of the default head_dim {DEFAULT_HEAD_DIM}"
+        else:
+            step, unit = 2, "one head as wide as the model, the default below 64"
+        below = self.model_dim // step * step
+        near = " or ".join(str(m) for m in (below, below + step) if m)
+        return (f"model_dim={self.model_dim} is odd, but it is n_head × head_dim and rotary embeddings need an even "
+                f"head_dim (they rotate pairs of channels): use an even model_dim, e.g. {near} ({unit})")
+
     def _default_head_dim(self) -> int:
         if self.n_head is None:
-            return min(DEFAULT_HEAD_DIM, self.model_dim)
+            return min(DEFAULT_HEAD_DIM, self.model_dim)  # model_dim is even here, so is this
+        heads = [h for h in divisors(self.model_dim) if self.model_dim // h % 2 == 0]  # those giving even heads
         _need(self.model_dim % self.n_head == 0, f"model_dim={self.model_dim} is not divisible by "
-                                                 f"n_head={self.n_head}: pick n_head from {divisors(self.model_dim)} "
-                                                 f"or set head_dim")
-        return self.model_dim // self.n_head
+                                                 f"n_head={self.n_head}: pick n_head from {heads} or set head_dim")
+        head_dim = self.model_dim // self.n_head
+        _need(head_dim % 2 == 0, f"model_dim / n_head = {self.model_dim} / {self.n_head} = {head_dim} is an odd "
+                                 f"head_dim, but rotary embeddings rotate pairs of channels: pick n_head from "
+                                 f"{heads} or set head_dim")
+        return head_dim
 
     @property
     def mlp_dim(self) -> int:
@@ -170,26 +210,25 @@ class GPTConfig(Knobs):
         return half & (half - 1) == 0
 
     def with_knobs(self, **knobs) -> "GPTConfig":
-        """This config with some knobs changed (None leaves a knob as is), re-deriving the head layout.
+        """This config with some knobs changed (None leaves a knob as is): the config built from the knobs
+        given to this one, updated by `knobs`. What this one defaulted is derived again, so a new depth moves
+        a defaulted model_dim (GPTConfig().with_knobs(depth=8) == GPTConfig(depth=8)) and keeps a given one.
 
-        model_dim = n_head × head_dim, so changing one of the three keeps one other and derives
-        the third: a new model_dim keeps head_dim (model_dim 768 on ittybitty: 12 heads of 64),
-        a new head_dim or n_head keeps model_dim. n_kv_head goes back to n_head unless given.
+        Of model_dim, n_head and head_dim at most two stay given: one new head knob keeps the other one
+        that was given (of two, the one KEEPS names) and derives the third, two new ones derive the third.
+        When one of the three is given, n_kv_head goes back to n_head unless given too.
         """
         knobs = {ALIASES.get(k, k): v for k, v in knobs.items() if v is not None}
-        heads = {"model_dim", "head_dim", "n_head"} & set(knobs)
-        if heads:
-            if heads == {"model_dim"}:
-                knobs["head_dim"] = self.head_dim
-            elif len(heads) == 1:
-                knobs["model_dim"] = self.model_dim
-            for k in {"model_dim", "head_dim", "n_head"} - set(knobs):
-                knobs[k] = None
-            knobs.setdefault("n_kv_head", None)
         unknown = set(knobs) - {f.name for f in fields(self)}
         if unknown:
             raise ConfigError(f"unknown architecture knobs {sorted(unknown)}; valid: {[f.name for f in fields(self)]}")
-        return replace(self, **knobs)
+        given = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self._defaulted}
+        new_heads = [k for k in HEAD_KNOBS if k in knobs]
+        if new_heads:
+            kept = [k for k in KEEPS[new_heads[0]] if k in given][:1] if len(new_heads) == 1 else []
+            for k in (set(HEAD_KNOBS) - set(new_heads) - set(kept)) | {"n_kv_head"}:
+                given.pop(k, None)
+        return type(self)(**given | knobs)
 
     def describe(self) -> str:
         tied = "tied" if self.tie_embeddings else "untied"
