@@ -221,6 +221,8 @@ def test_cli_knobs_change_the_architecture(capsys):
     assert "dim 512, 4 heads × 128" in capsys.readouterr().out
     assert main(["--preset", "smoke", "--n-head", "3", "--head-dim", "20"]) == 0
     assert "dim 60, 3 heads × 20" in capsys.readouterr().out
+    assert main(["--preset", "smoke", "--vocab-size", "5e2"]) == 0  # a whole number in e-notation, as a grid's
+    assert "vocab 500," in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args, words", [

@@ -450,8 +450,24 @@ def add_knob_arguments(parser, groups=GROUPS, only=None) -> None:
                 section.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                      help=m["help"])
                 continue
-            section.add_argument(*names, dest=f.name, type=kind, default=None, choices=m["choices"],
-                                 metavar=None if m["choices"] else kind.__name__.upper(), help=m["help"])
+            section.add_argument(*names, dest=f.name, type=_whole_number(f.name) if kind is int else kind, default=None,
+                                 choices=m["choices"], metavar=None if m["choices"] else kind.__name__.upper(),
+                                 help=m["help"])
+
+
+def _whole_number(name: str):
+    """An int knob's argparse type: parse_knob's reading, so --target-tokens 5e8 works as a sweep grid's 5e8 does."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = parse_knob(name, text)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        if value is None:  # "none" unsets a knob in a grid; a flag left out already does that here
+            raise argparse.ArgumentTypeError(f"{name}={text!r}: give {name} an integer, or leave the flag out")
+        return value
+    return parse
 
 
 def knob_arguments(args, groups=GROUPS) -> dict:
