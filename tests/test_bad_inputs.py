@@ -113,6 +113,34 @@ def retrained_shared_tokenizer(ctx):
     ctx.monkeypatch.setenv("TINYLAB_HOME", str(home))
 
 
+def damaged_tokenizer_json(edit):
+    """A TINYLAB_HOME whose shared sample-512 tokenizer.json was edited by hand, still JSON: edit(meta) -> new meta."""
+    def setup(ctx):
+        home = ctx.tmp / "home"
+        shutil.copytree(ctx.home / "tokenizer", home / "tokenizer")
+        f = home / "tokenizer" / "sample-512" / "tokenizer.json"
+        f.write_text(json.dumps(edit(json.loads(f.read_text()))))
+        ctx.monkeypatch.setenv("TINYLAB_HOME", str(home))
+    return setup
+
+
+def fineweb_home(ctx) -> Path:
+    """A fineweb TINYLAB_HOME: train shard_00000, val shard_00002, tokenizer fineweb-512."""
+    home = ctx.tmp / "home"
+    shutil.copytree(ctx.fineweb, home)
+    ctx.monkeypatch.setenv("TINYLAB_HOME", str(home))
+    return home
+
+
+def tokenizer_of_other_shards(ctx):
+    """A fineweb TINYLAB_HOME whose tokenizer records that it read a shard_00000 of another size."""
+    home = fineweb_home(ctx)
+    f = home / "tokenizer" / "fineweb-512" / "tokenizer.json"
+    meta = json.loads(f.read_text())
+    meta["stats"]["shards"] = [dict(name="shard_00000.parquet", bytes=1, footer=None)]
+    f.write_text(json.dumps(meta))
+
+
 def no_cuda(ctx):
     """A CPU-only machine, also where the suite runs on a GPU one (the message is the same either way)."""
     import torch
@@ -237,6 +265,24 @@ CASES = [
     Case("corpus-not-downloaded", "train", f"{TRAIN} --run {{new}} --corpus fineweb", "tinylab.data download"),
     Case("num-shards-negative", "train", f"{TRAIN} --run {{new}} --num-shards=-1", "num_shards must be >= 0"),
     Case("max-chars-0", "train", f"{TRAIN} --run {{new}} --max-chars 0", "tokenizer_max_chars must be >= 1"),
+    Case("num-shards-1", "train", f"{TRAIN} --run {{new}} --num-shards 1", "num_shards=1 leaves no shard .* give 0"),
+    Case("num-shards-beyond-the-sample", "train", f"{TRAIN} --run {{new}} --num-shards 5",
+         "num_shards is 5 .* has 4 shard\\(s\\) .*: pass --num-shards 4 or 0"),
+    Case("num-shards-beyond-fineweb", "train", f"{FINEWEB} --num-shards 4", "has 2 shard\\(s\\) .* download -n 4`, "
+         "or pass --num-shards 2", setup=fineweb_home),
+    Case("train-tokenizer-of-other-shards", "train", FINEWEB, "trained on other shards .*shard_00000.parquet had 1 "
+         "bytes when it was read .* put back the shards it read .*, or delete", setup=tokenizer_of_other_shards),
+    # 3. a shared tokenizer.json edited by hand, still JSON: one line naming the directory to delete
+    Case("train-tokenizer-json-a-list", "train", f"{TRAIN} --run {{new}}", "tokenizer.json is damaged .* delete",
+         setup=damaged_tokenizer_json(lambda meta: [])),
+    Case("train-tokenizer-json-stats-string", "train", f"{TRAIN} --run {{new}}", "'stats' is \"x\", not an object",
+         setup=damaged_tokenizer_json(lambda meta: dict(meta, stats="x"))),
+    Case("train-tokenizer-json-specials-list", "train", f"{TRAIN} --run {{new}}", "'special_tokens' is .* not an "
+         "object", setup=damaged_tokenizer_json(lambda meta: dict(meta, special_tokens=list(meta["special_tokens"])))),
+    Case("train-tokenizer-json-pattern-not-regex", "train", f"{TRAIN} --run {{new}}", "pattern is not a regular "
+         "expression", setup=damaged_tokenizer_json(lambda meta: dict(meta, pattern="(("))),
+    Case("tokenizer-eval-tokenizer-json-damaged", "tokenizer", "eval --no-progress", "is damaged .* delete",
+         setup=damaged_tokenizer_json(lambda meta: dict(meta, name=None))),
     Case("preset-unknown", "train", "--preset nope --no-progress --run {new}", "valid presets are: smoke"),
     Case("preset-env-unknown", "train", "--no-progress --run {new}", "unknown preset 'nope'",
          env={"TINYLAB_PRESET": "nope"}),
@@ -389,6 +435,8 @@ CASES = [
          "give more text or a smaller vocab_size"),
     Case("tokenizer-eval-max-chars-0", "tokenizer", "eval --no-progress --max-chars 0", "max chars must be an"),
     Case("tokenizer-no-command", "tokenizer", "", "required: cmd"),
+    Case("tokenizer-num-shards-beyond", "tokenizer", "train --no-progress --num-shards 6 --force", "has 4 shard"),
+    Case("tokenizer-eval-num-shards-beyond", "tokenizer", "eval --no-progress --num-shards 6", "has 4 shard"),
     *[Case(f"tokenizer-shard-{kind}", "tokenizer", "train --no-progress --corpus fineweb", SHARD_MATCH[kind],
            setup=bad_shard(kind, "train")) for kind in BAD_SHARDS],
 
@@ -401,6 +449,8 @@ CASES = [
     # -- not in the audit: data, runs, export, import_nanochat
     Case("data-info-unknown", "data", "info books", "invalid choice"),
     Case("data-info-not-downloaded", "data", "info fineweb", "tinylab.data download"),
+    Case("data-info-num-shards-beyond", "data", "info sample -n 5", "has 4 shard\\(s\\) .* pass --num-shards 4"),
+    Case("data-info-num-shards-1", "data", "info sample -n 1", "0 \\(every shard present\\) or at least 2"),
     Case("data-download-1", "data", "download -n 1", "between 2"),
     Case("data-download-too-many", "data", "download -n 99999", "between 2"),
     Case("data-download-workers-0", "data", "download -n 2 --workers 0", "workers must be a positive"),

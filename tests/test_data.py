@@ -333,6 +333,71 @@ def test_downloaded_shards_read_by_same_code(tmp_path, monkeypatch):
     assert len(list(data.iter_texts("fineweb", "train"))) == 20
 
 
+def fineweb_shards(tmp_path, monkeypatch, count: int, docs: int = 10) -> Path:
+    """A 'fineweb' corpus of `count` small shards under a fresh TINYLAB_HOME; shard i holds "doc i.j"."""
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    out = data.corpus_dir("fineweb")
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        write_shard(out / data.shard_name(i), [f"doc {i}.{j}" for j in range(docs)])
+    return out
+
+
+def test_num_shards_takes_the_first_shards_by_name_and_the_last_of_them_validates(tmp_path, monkeypatch, capsys):
+    """A run's validation shard is the num_shards-th, not whatever sorts last: downloading another shard leaves a
+    run of num_shards 2 or 3 as it was (num_shards 0, every shard present, moves on)."""
+    out = fineweb_shards(tmp_path, monkeypatch, 3)
+
+    def names(split, n):
+        return [p.name for p in data.list_shards("fineweb", split, n)]
+
+    assert names("train", 2) == [data.shard_name(0)] and names("val", 2) == [data.shard_name(1)]
+    assert names("val", 3) == names("val", 0) == [data.shard_name(2)] and len(names("train", 3)) == 2
+    assert list(data.iter_texts("fineweb", "val", num_shards=2)) == [f"doc 1.{j}" for j in range(10)]
+    write_shard(out / data.shard_name(3), ["a shard downloaded later"])
+    assert names("val", 2) == [data.shard_name(1)] and names("val", 3) == [data.shard_name(2)]
+    assert names("val", 0) == [data.shard_name(3)]
+    with pytest.raises(CorpusError, match=r"num_shards is 5 .* has 4 shard\(s\) .*`python -m tinylab.data download "
+                                          r"-n 5`, or pass --num-shards 4"):
+        data.list_shards("fineweb", "train", 5)
+    with pytest.raises(CorpusError, match="0 \\(every shard present\\) or at least 2"):
+        data.list_shards("fineweb", "train", 1)
+    with pytest.raises(CorpusError, match="pass --num-shards 4 or 0"):  # the bundled sample has 4
+        data.list_shards("sample", "val", 6)
+    assert [r["split"] for r in data.info("fineweb", 2)] == ["train", "val", "unused", "unused"]
+    assert cli(data.main, ["info", "fineweb", "-n", "3"]) == 0
+    assert "shard_00002.parquet   val" in capsys.readouterr().out
+
+
+def test_iter_texts_says_which_shards_its_documents_came_from(tmp_path, monkeypatch):
+    """What the tokenizer records: the shards up to the one its text stopped in (empty shards on the way included),
+    every shard of the split once it is read to the end."""
+    out = fineweb_shards(tmp_path, monkeypatch, 5)
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), out / data.shard_name(1))  # no documents
+    read = []
+    texts = data.iter_texts("fineweb", "train", num_shards=0, read=read)
+    assert [next(texts) for _ in range(11)][-1] == "doc 2.0" and [p.name for p in read] == [
+        data.shard_name(i) for i in range(3)]
+    read = []
+    assert len(list(data.iter_texts("fineweb", "train", num_shards=4, read=read))) == 20
+    assert [p.name for p in read] == [data.shard_name(i) for i in range(3)]
+
+
+def test_shard_record_tells_a_shard_rewritten_to_the_same_size(tmp_path):
+    """A shard's size alone misses a rewrite of the same length; its parquet footer (row group statistics) does not."""
+    path = tmp_path / "shard_00000.parquet"
+    plain = dict(compression="none", use_dictionary=False)
+    pq.write_table(pa.table({"text": ["abc def", "ghi jkl"]}), path, **plain)
+    before = data.shard_record(path)
+    pq.write_table(pa.table({"text": ["xyz uvw", "ghi jkl"]}), path, **plain)
+    after = data.shard_record(path)
+    assert before["bytes"] == after["bytes"] and before["name"] == after["name"] == path.name
+    assert not data.same_shard(before, after) and data.same_shard(after, data.shard_record(path))
+    assert data.same_shard(dict(before, footer=None), after)  # a record without a footer: name and size
+    path.write_bytes(b"not parquet at all")
+    assert data.shard_record(path)["footer"] is None
+
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty_file"])
 def test_corrupt_shard_names_the_file(tmp_path, damage):
     path = tmp_path / "shard_00000.parquet"
@@ -385,6 +450,11 @@ def test_prepare_corpus_downloads_or_says_why_not_in_one_line(hub, tmp_path, mon
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     line = data.prepare_corpus(preset.override(num_shards=4), progress=False)
     assert "FineWeb-Edu is not available" in line and "python -m tinylab.data download -n 4" in line
+    line = data.prepare_corpus(preset.override(num_shards=0), progress=False)  # the shards here, none to fetch
+    assert line.startswith("corpus 'fineweb': 3 shards present") and "(shard_00002.parquet) is validation" in line
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path / "empty"))
+    line = data.prepare_corpus(preset.override(num_shards=0), progress=False)
+    assert "found 0 shard(s)" in line and "python -m tinylab.data download -n 15" in line
 
 
 def test_read_ahead_keeps_order_and_raises_where_the_error_was():

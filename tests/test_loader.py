@@ -170,6 +170,60 @@ def test_changed_source_is_retokenized_and_truncated_bin_detected(corpus):
     np.testing.assert_array_equal(np.fromfile(bin0, np.uint16), [256, 110, 101, 119] * 3)
 
 
+def test_a_loader_reads_its_configs_split_while_runs_of_another_num_shards_share_the_tokens(corpus, monkeypatch):
+    """meta.json's splits name the split pretokenize was last asked for; a run of another num_shards (a parallel sweep
+    point) may ask in between, so a config's loader reads its own shards, not what meta.json says by then."""
+    preset, tok = get_preset("smoke").override(corpus=corpus, num_shards=2, sequence_len=16), ByteTokenizer()
+    real = loader.pretokenize
+
+    def another_run_meanwhile(*args, **kw):
+        out = real(*args, **kw)
+        real(corpus, tok, args[2], num_shards=0, progress=False)  # every shard present: validates on shard_00003
+        return out
+
+    monkeypatch.setattr(loader, "pretokenize", another_run_meanwhile)
+    val = loader.token_batches(preset, tok, "val", batch_size=1, progress=False)
+    train = loader.token_batches(preset, tok, "train", batch_size=1, progress=False)
+    assert [len(s) for s in val.shards] == [len(stream("train")[1])]  # shard_00001, the second of two
+    assert [len(s) for s in train.shards] == [len(stream("train")[0])]
+    assert json.loads((token_dir(corpus, tok) / "meta.json").read_text())["splits"]["val"] == ["shard_00003"]
+
+
+def test_a_source_rewritten_to_the_same_size_is_tokenized_again(corpus):
+    tok, src = ByteTokenizer(), data.corpus_dir(corpus) / "shard_00000.parquet"
+    plain = dict(compression="none", use_dictionary=False)
+    pq.write_table(pa.table({"text": ["abc"] * 3}), src, **plain)
+    out = pretokenize(corpus, tok, "train", progress=False)
+    size = src.stat().st_size
+    pq.write_table(pa.table({"text": ["xyz"] * 3}), src, **plain)
+    assert src.stat().st_size == size
+    pretokenize(corpus, tok, "train", progress=False)
+    np.testing.assert_array_equal(np.fromfile(out / "shard_00000.bin", np.uint16), [256, 120, 121, 122] * 3)
+
+
+META_DAMAGE = {  # hand edits of a tokens directory's meta.json that are still JSON
+    "a list": lambda meta: [1],
+    "no shards": lambda meta: {k: v for k, v in meta.items() if k != "shards"},
+    "no splits": lambda meta: {k: v for k, v in meta.items() if k != "splits"},
+    "no bos_id": lambda meta: {k: v for k, v in meta.items() if k != "bos_id"},
+    "shard without tokens": lambda meta: dict(meta, shards={k: {"docs": 1} for k in meta["shards"]}),
+    "split a string": lambda meta: dict(meta, splits={"train": "shard_00000"}),
+}
+
+
+@pytest.mark.parametrize("damage", META_DAMAGE)
+def test_a_damaged_meta_json_is_tokenized_again_or_refused_saying_what_to_delete(corpus, damage):
+    tok = ByteTokenizer()
+    out = pretokenize(corpus, tok, "train", progress=False)
+    meta_path = out / "meta.json"
+    meta_path.write_text(json.dumps(META_DAMAGE[damage](json.loads(meta_path.read_text()))))
+    with pytest.raises(LoaderError, match=f"{meta_path} is damaged .* delete {out} to re-tokenize"):
+        TokenLoader(out, "train", 2, 16)
+    assert pretokenize(corpus, tok, "train", progress=False) == out  # pretokenize makes the tokens again
+    ld = TokenLoader(out, "train", 2, 16)
+    assert [len(s) for s in ld.shards] == [len(s) for s in stream("train")]
+
+
 def test_token_batches_and_val_batches_on_the_sample(monkeypatch, tmp_path):
     monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
     preset = get_preset("smoke").override(eval_tokens=3 * 8 * 128)

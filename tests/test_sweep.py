@@ -253,6 +253,19 @@ def test_invalid_and_failing_points_are_recorded_and_the_sweep_goes_on(capsys):
     assert {ln.get_gid() for ax in fig.axes for ln in ax.lines} == {"point:model_dim-32"}
 
 
+def test_points_of_each_num_shards_get_their_splits_prepared_before_any_starts(monkeypatch):
+    """Points of one tokenizer but another num_shards validate on another shard: each is prepared, not only the
+    first point's splits."""
+    from tinylab import tokens
+
+    prepared, real = [], tokens.prepare_tokens
+    monkeypatch.setattr(tokens, "prepare_tokens", lambda cfg, progress: prepared.append(cfg.data.num_shards) or
+                        real(cfg, progress=progress))
+    sweep = S.plan_sweep(fresh("shards"), spec(grid=dict(num_shards=[0, 2, 3])))
+    sweep.prepare(sweep.points, progress=False)
+    assert prepared == [0, 2, 3] and not any(p.failed for p in sweep.points)
+
+
 def test_a_killed_sweep_resumes_skipping_finished_points():
     s = spec(points=[{}, dict(seed=43)], budget={"tokens": 6 * 512}, save_every=2)
 

@@ -202,6 +202,127 @@ def test_a_tokenizer_that_read_the_whole_corpus_serves_every_larger_budget(tok, 
         T.checked_max_chars(tok, whole - 1, tmp_path)
 
 
+def fineweb(tmp_path, monkeypatch, count: int) -> Path:
+    """A 'fineweb' corpus of `count` shards of sample text (~140k characters each) under a fresh TINYLAB_HOME."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tinylab import data
+
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    out = data.corpus_dir("fineweb")
+    out.mkdir(parents=True)
+    texts = list(iter_texts("sample", "train", max_chars=140_000 * count))
+    for i in range(count):
+        pq.write_table(pa.table({"text": texts[i::count]}), out / data.shard_name(i))
+    return out
+
+
+def test_a_tokenizer_of_other_shards_is_refused_not_reused(tmp_path, monkeypatch):
+    """It records the train shards it read; another num_shards, a shard downloaded since (num_shards 0) or a shard
+    replaced is refused with what to pass or delete, where the tokenizer used to be reused silently."""
+    import shutil
+
+    out = fineweb(tmp_path, monkeypatch, 3)
+    cfg = get_preset("smoke").override(corpus="fineweb", num_shards=2, vocab_size=300)  # its budget reads it all
+    tok = T.get_tokenizer(cfg, progress=False)
+    assert [r["name"] for r in tok.stats["shards"]] == ["shard_00000.parquet"]
+    assert tok.stats["shards"][0]["bytes"] == (out / "shard_00000.parquet").stat().st_size
+    monkeypatch.setattr(T, "train_tokenizer", lambda *a, **k: pytest.fail("retrained"))
+    assert T.get_tokenizer(cfg).hash == tok.hash  # the same shards: reused
+    for n in (3, 0):
+        with pytest.raises(T.TokenizerError, match=r"trained on other shards .* the whole train split, 1 shard\(s\) "
+                                                   r"\(shard_00000.parquet\).* holds 2\): pass --num-shards 2 to use it"):
+            T.get_tokenizer(cfg.override(num_shards=n))
+    shutil.copy(out / "shard_00000.parquet", tmp_path / "kept.parquet")
+    shutil.copy(out / "shard_00002.parquet", out / "shard_00000.parquet")  # replaced, another size
+    with pytest.raises(T.TokenizerError, match="shard_00000.parquet had .* bytes when it was read and has .* now\\): "
+                                               "put back the shards it read .*, or delete"):
+        T.get_tokenizer(cfg)
+    shutil.copy(tmp_path / "kept.parquet", out / "shard_00000.parquet")  # put back: reused again
+    assert T.get_tokenizer(cfg).hash == tok.hash
+
+
+def test_a_tokenizer_stopped_by_its_budget_serves_every_split_that_starts_with_its_shards(tmp_path, monkeypatch):
+    """Training again on a longer split would read the same characters; a shorter one or a changed shard would not."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = fineweb(tmp_path, monkeypatch, 4) / "shard_00001.parquet"
+    texts = [t[:1000] for t in pq.read_table(path).column("text").to_pylist()]  # short enough for min/max statistics
+    pq.write_table(pa.table({"text": texts}), path, compression="none", use_dictionary=False)
+    first = sum(map(len, pq.read_table(path.with_name("shard_00000.parquet")).column("text").to_pylist()))
+    budget = first + sum(map(len, texts)) // 2  # stops in shard_00001
+    cfg = get_preset("smoke").override(corpus="fineweb", num_shards=3, vocab_size=300, tokenizer_max_chars=budget)
+    tok = T.get_tokenizer(cfg, progress=False)
+    assert [r["name"] for r in tok.stats["shards"]] == ["shard_00000.parquet", "shard_00001.parquet"]
+    monkeypatch.setattr(T, "train_tokenizer", lambda *a, **k: pytest.fail("retrained"))
+    assert T.get_tokenizer(cfg.override(num_shards=0)).hash == tok.hash
+    with pytest.raises(T.TokenizerError, match=r"the first 2 shard\(s\) .* num_shards 2 holds 1\): pass --num-shards 3"):
+        T.get_tokenizer(cfg.override(num_shards=2))
+    size = path.stat().st_size
+    pq.write_table(pa.table({"text": [t.swapcase() for t in texts]}), path, compression="none", use_dictionary=False)
+    assert path.stat().st_size == size  # the same size, other text: only its footer (the statistics) tells
+    with pytest.raises(T.TokenizerError, match="shard_00001.parquet was rewritten since it was read, to other "
+                                               "contents\\): put back"):
+        T.get_tokenizer(cfg)
+
+
+def test_a_tokenizer_saved_without_its_shards_loads_unchecked(tmp_path, monkeypatch):
+    """Tokenizers trained before they recorded their shards keep working (stats are outside the content hash)."""
+    fineweb(tmp_path, monkeypatch, 3)
+    cfg = get_preset("smoke").override(corpus="fineweb", num_shards=2, vocab_size=300)
+    tok = T.get_tokenizer(cfg, progress=False)
+    meta_path = tmp_path / "tokenizer" / "fineweb-300" / T.META_FILE
+    meta = json.loads(meta_path.read_text())
+    del meta["stats"]["shards"]
+    meta_path.write_text(json.dumps(meta))
+    assert T.get_tokenizer(cfg.override(num_shards=3)).hash == tok.hash
+
+
+DAMAGED_META = {  # hand edits of tokenizer.json that are still JSON
+    "a list": lambda meta: [],
+    "stats a string": lambda meta: dict(meta, stats="x"),
+    "specials a list": lambda meta: dict(meta, special_tokens=list(meta["special_tokens"])),
+    "specials without bos": lambda meta: dict(meta, special_tokens={"<|x|>": 299}),
+    "special id a string": lambda meta: dict(meta, special_tokens={T.BOS: "299"}),
+    "pattern not a regex": lambda meta: dict(meta, pattern="(("),
+    "pattern a number": lambda meta: dict(meta, pattern=5),
+    "no name": lambda meta: {k: v for k, v in meta.items() if k != "name"},
+    "shards not a list": lambda meta: dict(meta, stats=dict(meta["stats"], shards="shard_00000")),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED_META)
+def test_a_damaged_tokenizer_json_is_one_clear_error_saying_what_to_delete(tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    smoke = get_preset("smoke").override(vocab_size=300, tokenizer_max_chars=100_000)
+    T.get_tokenizer(smoke, progress=False)
+    directory = tmp_path / "tokenizer" / "sample-300"
+    meta_path = directory / T.META_FILE
+    meta_path.write_text(json.dumps(DAMAGED_META[damage](json.loads(meta_path.read_text()))))
+    with pytest.raises(T.TokenizerError, match=f"{meta_path}.* is damaged .*delete {directory}"):
+        T.get_tokenizer(smoke)
+
+
+def test_the_advice_for_a_tokenizer_that_cannot_load_works(tmp_path, monkeypatch, capsys):
+    """Its error says to run `python -m tinylab.tokenizer train`, which used to load it again and fail the same way."""
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    argv = ["--preset", "smoke", "--vocab-size", "300", "--max-chars", "100000", "--no-progress"]
+    smoke = get_preset("smoke").override(vocab_size=300, tokenizer_max_chars=100_000)
+    tok = T.get_tokenizer(smoke, progress=False)
+    directory = tmp_path / "tokenizer" / "sample-300"
+    (directory / T.RANKS_FILE).unlink()
+    with pytest.raises(T.TokenizerError, match="python -m tinylab.tokenizer train --preset"):
+        T.get_tokenizer(smoke)
+    assert cli(T.main, ["train", *argv]) == 0
+    assert "cannot be loaded" in capsys.readouterr().out
+    assert T.get_tokenizer(smoke).hash == tok.hash  # the same text gives the same tokenizer
+    (directory / T.META_FILE).write_text("[]")
+    assert cli(T.main, ["train", *argv]) == 0 and T.get_tokenizer(smoke).hash == tok.hash
+    assert cli(T.main, ["train", *argv]) == 0 and "exists" in capsys.readouterr().out  # a sound one is kept
+
+
 # -- evaluation ----------------------------------------------------------------------------
 def test_references_in_sync_with_tiktoken():
     source = (Path(tiktoken.__file__).parents[1] / "tiktoken_ext" / "openai_public.py").read_text()

@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 
 from tinylab import checkpoint, launch, paths, prepare
 from tinylab.config import ConfigError
-from tinylab.errors import cli
+from tinylab.errors import TinylabError, cli
 from tinylab.model import build_model
 from tinylab.presets import get_preset, resolve
 from tinylab.run import Run
@@ -535,6 +535,32 @@ def test_overwrite_under_ddp_waits_for_rank_0_before_looking_for_checkpoints(mon
     with pytest.raises(Stop):
         train("smoke", "ddp-overwrite", overwrite=True, progress=False, **TINY)
     assert events == ["barrier"]
+
+
+def test_a_shard_downloaded_later_changes_neither_the_val_bpb_nor_the_resume(tmp_path, monkeypatch):
+    """num_shards 2 with 3 shards present trains on the first and validates on the second; it used to validate on
+    whatever sorted last, so one more shard gave the same checkpoint another val bpb and refused --resume."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tinylab.eval import evaluate
+
+    monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
+    (tmp_path / "fineweb").mkdir()
+    texts = pq.read_table(paths.SAMPLE_DIR / "shard_00001.parquet").column("text").to_pylist()
+    for i in range(4):
+        pq.write_table(pa.table({"text": texts[i * 40:(i + 1) * 40]}), tmp_path / "fineweb" / f"shard_{i:05d}.parquet")
+    later = tmp_path / "fineweb" / "shard_00003.parquet"
+    later.rename(tmp_path / "later.parquet")
+    knobs = dict(TINY, corpus="fineweb", num_shards=2)
+    summary = train("smoke", "two", num_iterations=3, progress=False, **knobs)
+    before = evaluate("two", "bpb", write=False).val_bpb
+    assert before == pytest.approx(summary["val_bpb"], abs=1e-6)
+    (tmp_path / "later.parquet").rename(later)  # one more shard downloaded
+    assert evaluate("two", "bpb", write=False).val_bpb == before
+    assert train("smoke", "two", num_iterations=4, resume=True, progress=False, **knobs)["step"] == 4
+    with pytest.raises(TinylabError, match="num_shards is 5 .* has 4 shard.* download -n 5`, or pass --num-shards 4"):
+        train("smoke", "five", num_iterations=1, progress=False, **dict(knobs, num_shards=5))
 
 
 def test_evaluation_reuses_one_val_loader_and_repeats_exactly(monkeypatch):

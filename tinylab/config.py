@@ -257,9 +257,16 @@ class DataConfig(Knobs):
     group = "data"
     corpus: str = knob("fineweb", "training text: sample (bundled, offline) or fineweb (downloaded shards)",
                        choices=("sample", "fineweb"))
-    num_shards: int = knob(15, "FineWeb-Edu shards to download; the last one is validation", minimum=0)
+    num_shards: int = knob(15, "shards of the corpus to use, the first N by name (0: every shard present); the last "
+                               "is validation. `python -m tinylab.data download -n N` fetches FineWeb's", minimum=0)
     tokenizer_max_chars: int = knob(2_000_000_000, "characters the tokenizer is trained on", minimum=1,
                                     flag="max-chars")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_shards == 1:  # refused here, before anything is written, rather than when the shards are read
+            raise ConfigError("num_shards=1 leaves no shard to train on besides the validation shard: give 0 (every "
+                              "shard present) or at least 2 (train + val)")
 
 
 @dataclass(frozen=True)

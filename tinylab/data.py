@@ -1,15 +1,18 @@
 """Text corpora as parquet shards: the bundled sample and downloaded FineWeb-Edu.
 
 Both use FineWeb-Edu's layout (karpathy/fineweb-edu-100b-shuffle): files named
-`shard_NNNNN.parquet` with a `text` column. The last shard of a corpus is validation,
-the rest are training, so the same code reads the offline sample and the real data.
+`shard_NNNNN.parquet` with a `text` column, so the same code reads the offline sample and the real data.
+A run uses the first `num_shards` shards in name order (0: every shard present); the last of those is
+validation, the rest are training. Naming them, rather than taking whatever is there, keeps a run's
+validation shard where it was when more shards are downloaded.
 
     python -m tinylab.data download -n 15 [--workers 4]      # or: download_shards(15) in a notebook
-    python -m tinylab.data info [sample|fineweb]
+    python -m tinylab.data info [sample|fineweb] [-n NUM_SHARDS]
 """
 from __future__ import annotations
 
 import atexit
+import hashlib
 import queue
 import sys
 import threading
@@ -46,17 +49,60 @@ def corpus_dir(corpus: str) -> Path:
     raise CorpusError(f"unknown corpus {corpus!r}: use 'sample' (bundled) or 'fineweb' (downloaded)")
 
 
-def list_shards(corpus: str, split: str | None = None) -> list[Path]:
-    """Shards of a corpus in order; split='train' drops the last shard, 'val' keeps only it."""
+def list_shards(corpus: str, split: str | None = None, num_shards: int = 0) -> list[Path]:
+    """The shards a run of `num_shards` uses, in name order: the first num_shards, or every one present for 0.
+    The last of them is validation: split='train' drops it, 'val' keeps only it."""
     if split not in (None, "train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 0 or num_shards == 1:
+        raise CorpusError(f"num_shards must be 0 (every shard present) or at least 2 (train + val), got {num_shards!r}")
     shards = sorted(corpus_dir(corpus).glob("shard_*.parquet"))
-    if len(shards) < 2:
-        hint = ("run `python -m tinylab.data download -n 15` (or a smaller -n, at least 2)"
-                if corpus == "fineweb" else "restore data/sample/ from git")
-        raise CorpusError(f"corpus {corpus!r} needs at least 2 shards (train + val) in "
-                          f"{corpus_dir(corpus)}, found {len(shards)}: {hint}")
+    if len(shards) < max(num_shards, 2):
+        raise CorpusError(_too_few(corpus, len(shards), num_shards))
+    shards = shards[:num_shards] if num_shards else shards
     return {None: shards, "train": shards[:-1], "val": shards[-1:]}[split]
+
+
+def _too_few(corpus: str, found: int, num_shards: int) -> str:
+    """Why a corpus with `found` shards cannot serve num_shards, and what to run."""
+    where = f"{found} shard(s) in {corpus_dir(corpus)}"
+    restore = "restore data/sample/ from git"
+    if not num_shards:
+        hint = ("run `python -m tinylab.data download -n 15` (or a smaller -n, at least 2)" if corpus == "fineweb"
+                else restore)
+        return f"corpus {corpus!r} needs at least 2 shards (train + val), found {where}: {hint}"
+    if corpus == "fineweb":
+        hint = f"run `python -m tinylab.data download -n {num_shards}`" + (
+            f", or pass --num-shards {found} to use the ones there (0: every shard present)" if found >= 2 else "")
+    else:
+        hint = f"pass --num-shards {found} or 0 (every shard present)" if found >= 2 else restore
+    return (f"num_shards is {num_shards} (the first {num_shards} shards, the last for validation), but corpus "
+            f"{corpus!r} has {where}: {hint}")
+
+
+def shard_record(path: Path) -> dict:
+    """What identifies a shard's contents, cheaply: its name, its size and a hash of its parquet footer (the file's
+    metadata: row groups, their compressed sizes and offsets, min/max statistics), which tells apart nearly every
+    rewrite of the same size (not one of an uncompressed shard whose documents are too long for statistics: hashing
+    whole shards would cost seconds a run). Read without pyarrow (the trainer's process never imports it); `footer`
+    is None for a file that is not parquet, which reading it reports."""
+    size = path.stat().st_size
+    footer = None
+    with open(path, "rb") as f:
+        if size >= 12:
+            f.seek(size - 8)
+            tail = f.read(8)
+            length = int.from_bytes(tail[:4], "little")
+            if tail[4:] == b"PAR1" and length <= size - 12:
+                f.seek(size - 8 - length)
+                footer = hashlib.sha256(f.read(length)).hexdigest()[:16]
+    return dict(name=path.name, bytes=size, footer=footer)
+
+
+def same_shard(a: dict, b: dict) -> bool:
+    """Two shard_records of the same contents (a record without a footer compares by name and size)."""
+    return (a.get("name"), a.get("bytes")) == (b.get("name"), b.get("bytes")) and \
+        (a.get("footer") is None or b.get("footer") is None or a["footer"] == b["footer"])
 
 
 def open_shard(path: Path) -> pq.ParquetFile:
@@ -181,27 +227,37 @@ def _end_reader(reader: tuple[threading.Event, threading.Thread], timeout: float
 atexit.register(lambda: [_end_reader(r, timeout=5.0) for r in list(_readers)])  # readers nobody closed
 
 
-def iter_texts(corpus: str, split: str = "train", max_chars: int | None = None) -> Iterator[str]:
-    """Documents of a corpus split, shard by shard, row group by row group (read ahead on a thread).
+def iter_texts(corpus: str, split: str = "train", max_chars: int | None = None, *, num_shards: int = 0,
+               read: list[Path] | None = None) -> Iterator[str]:
+    """Documents of a corpus split (of `num_shards`, see list_shards), shard by shard, row group by row group (read
+    ahead on a thread).
 
-    Stops after `max_chars` characters (the last document is cut) when given.
+    Stops after `max_chars` characters (the last document is cut) when given. `read`, when given, is kept the first
+    shards of the split up to the one the last document handed out came from (all of them once the split is
+    exhausted): a consumer that stops early knows which shards its text came from (the tokenizer records them).
     """
-    seen = 0
-    row_groups = (texts for path in list_shards(corpus, split) for texts in iter_row_groups(path))
-    for texts in read_ahead(row_groups):
+    shards, seen = list_shards(corpus, split, num_shards), 0
+    row_groups = ((i, texts) for i, path in enumerate(shards) for texts in iter_row_groups(path))
+    for i, texts in read_ahead(row_groups):
         for text in texts:
+            if read is not None and len(read) <= i:
+                read.extend(shards[len(read):i + 1])  # empty shards before this one were read too
             if max_chars is not None and seen + len(text) >= max_chars:
                 yield text[: max_chars - seen]
                 return
             seen += len(text)
             yield text
+    if read is not None:
+        read.extend(shards[len(read):])
 
 
-def info(corpus: str) -> list[dict]:
-    """One row per shard: name, split, size on disk, documents (from the parquet footer)."""
-    shards = list_shards(corpus)
-    return [dict(shard=p.name, split="val" if p == shards[-1] else "train", mb=round(p.stat().st_size / 1e6, 1),
-                 docs=open_shard(p).metadata.num_rows) for p in shards]
+def info(corpus: str, num_shards: int = 0) -> list[dict]:
+    """One row per shard present: name, split of a run of `num_shards` (train, val, or unused), size on disk,
+    documents (from the parquet footer)."""
+    used = list_shards(corpus, num_shards=num_shards)
+    split = {p: "train" for p in used[:-1]} | {used[-1]: "val"}
+    return [dict(shard=p.name, split=split.get(p, "unused"), mb=round(p.stat().st_size / 1e6, 1),
+                 docs=open_shard(p).metadata.num_rows) for p in list_shards(corpus)]
 
 
 # ---------------------------------------------------------------- FineWeb-Edu download
@@ -266,11 +322,17 @@ def prepare_corpus(preset, *, progress: bool = True) -> str:
     """Make the preset's corpus available (a notebook cell): download its FineWeb-Edu shards if any are
     missing, with a progress bar. Returns one line saying what is there, or why it could not be fetched
     and what to run instead; a notebook user gets that line rather than a traceback."""
-    corpus = preset.data.corpus
-    if corpus == "sample":
-        return f"corpus 'sample': {len(list_shards('sample'))} shards bundled in {corpus_dir('sample')}"
+    corpus, num_shards = preset.data.corpus, preset.data.num_shards
+    if corpus == "sample" or not num_shards:  # nothing to fetch: the bundled sample, or every shard already here
+        try:
+            used = list_shards(corpus, num_shards=num_shards)
+        except CorpusError as e:
+            return str(e)
+        where = "bundled" if corpus == "sample" else "present"
+        return (f"corpus {corpus!r}: {len(used)} shards {where} in {corpus_dir(corpus)}; the last one "
+                f"({used[-1].name}) is validation")
     try:
-        found = download_shards(preset.data.num_shards, progress=progress)
+        found = download_shards(num_shards, progress=progress)
     except DownloadError as e:
         return (f"FineWeb-Edu is not available: {e} Once online, run "
                 f"`python -m tinylab.data download -n {preset.data.num_shards}` or this cell again.")
@@ -288,13 +350,15 @@ def main(argv: list[str] | None = None) -> int:
     dl.add_argument("--workers", type=int, default=4, help="parallel downloads")
     inf = sub.add_parser("info", help="list a corpus's shards")
     inf.add_argument("corpus", nargs="?", default="fineweb", choices=["sample", "fineweb"])
+    inf.add_argument("-n", "--num-shards", type=int, default=0,
+                     help="label the splits of a run of this num_shards (default 0: every shard present)")
     args = ap.parse_args(argv)
     if args.cmd == "download":
         found = download_shards(args.num_shards, workers=args.workers)
         total = sum(p.stat().st_size for p in found)
         print(f"{len(found)} shards ({total / 1e9:.2f} GB) in {found[0].parent}; last one is validation")
         return 0
-    rows = info(args.corpus)
+    rows = info(args.corpus, args.num_shards)
     for r in rows:
         print(f"{r['shard']:<22}{r['split']:<7}{r['mb']:>9.1f} MB{r['docs']:>10,} docs")
     print(f"{len(rows)} shards in {corpus_dir(args.corpus)}")

@@ -58,10 +58,11 @@ def unigram_bpb(token_ids: np.ndarray, token_bytes: np.ndarray) -> float:
     return float(bits / (counts * token_bytes).sum())
 
 
-def val_unigram_bpb(tokenizer, corpus: str, max_chars: int | None = None) -> float:
-    """unigram_bpb of a corpus's val split, tokenised with `tokenizer`."""
+def val_unigram_bpb(tokenizer, corpus: str, max_chars: int | None = None, *, num_shards: int = 0) -> float:
+    """unigram_bpb of a corpus's val split (of num_shards, a run's knob: see tinylab.data.list_shards), tokenised
+    with `tokenizer`."""
     from .data import iter_texts
 
-    ids = tokenizer.encode_batch(list(iter_texts(corpus, "val", max_chars=max_chars)))
+    ids = tokenizer.encode_batch(list(iter_texts(corpus, "val", max_chars=max_chars, num_shards=num_shards)))
     flat = np.fromiter((t for doc in ids for t in doc), dtype=np.int64)
     return unigram_bpb(flat, tokenizer.token_bytes)

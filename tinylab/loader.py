@@ -10,10 +10,10 @@ Design, and why:
   Exact resume is also simpler when batches are a pure function of a position.
   `pretokenize` writes $TINYLAB_HOME/tokens/<corpus>-<tokenizer.hash[:12]>/shard_NNNNN.bin
   (raw uint16, one per parquet shard; vocab ≤ 65,536 so ids fit in 2 bytes, half of int32)
-  and meta.json (token counts, source sizes, which shards form each split). One .bin per
-  source shard means downloading more shards only tokenizes the new ones, and moving the
-  validation shard (the last one) needs no re-tokenization. Files are written atomically;
-  a rerun skips shards already done and re-tokenizes any whose source changed size.
+  and meta.json (token counts, source sizes and footers, which shards form each split). One .bin per
+  source shard means downloading more shards only tokenizes the new ones, and runs of another
+  num_shards (another validation shard) share them. Files are written atomically; a rerun skips
+  shards already done and re-tokenizes any whose source changed (size or parquet footer).
 - Documents are concatenated, each with BOS prepended (`Tokenizer.encode_concat`, the ids of
   `encode_batch(..., prepend_bos=True)`), so every document starts with BOS. A training row may span
   documents (as in nanoGPT and nanochat's loaders): the model learns that BOS resets context; nothing
@@ -29,8 +29,8 @@ Design, and why:
 - The position is a single number, the rows consumed by all ranks together, so it does not
   depend on B or on the number of ranks: a run stopped by an out-of-memory error resumes with
   a smaller device batch (same tokens per step, more accumulation) on exactly the same token
-  stream. The state also records the split it belongs to (a mismatch is refused, e.g. after
-  more shards were downloaded).
+  stream. The state also records the split it belongs to (a mismatch is refused, e.g. a shard
+  replaced, or under num_shards 0 more shards downloaded).
 - On CUDA the int64 window is pinned (PyTorch caches pinned host blocks, so this is cheap)
   and copied with non_blocking=True; x and y are views of one device tensor.
 """
@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import data
 from .tokens import LoaderError, pretokenize, read_meta
 
 STATE_FORMAT = 2  # loader state: rows consumed (1 counted batches of a fixed B and world size)
@@ -49,19 +50,20 @@ STATE_FORMAT = 2  # loader state: rows consumed (1 counted batches of a fixed B 
 class TokenLoader:
     """Iterator of (x, y) int64 (B, T) batches over a pre-tokenized split; see module docstring.
 
-    infinite=True (training) cycles epochs forever; infinite=False stops after one epoch.
+    infinite=True (training) cycles epochs forever; infinite=False stops after one epoch. shards: the split's shard
+    names (stems) of the caller's config; default: the split pretokenize was last asked for (meta.json's `splits`).
     """
 
     def __init__(self, tokens: str | Path, split: str, batch_size: int, seq_len: int, *, rank: int = 0,
                  world_size: int = 1, device: str | torch.device = "cpu", state: dict | None = None,
-                 infinite: bool = True):
+                 infinite: bool = True, shards: list[str] | None = None):
         self.dir, self.split, self.B, self.T = Path(tokens), split, int(batch_size), int(seq_len)
         self.rank, self.world_size, self.device, self.infinite = rank, world_size, torch.device(device), infinite
         if not 0 <= rank < world_size:
             raise LoaderError(f"rank must be in [0, {world_size}), got {rank}")
         if self.B < 1 or self.T < 1:
             raise LoaderError(f"batch_size and seq_len must be positive, got {batch_size}, {seq_len}")
-        self.shards = self._open_shards(read_meta(self.dir))
+        self.shards = self._open_shards(read_meta(self.dir), shards)
         rows = [max(0, (len(mm) - 1) // self.T) for mm in self.shards]
         self._row_start = np.cumsum([0] + rows)  # global index of each shard's first row
         self.rows_per_epoch = int(self._row_start[-1])
@@ -72,13 +74,15 @@ class TokenLoader:
         self.rows = self._epoch_end = 0  # rows consumed by all ranks together: the position in the stream
         self.load_state_dict(state or dict(format=STATE_FORMAT, rows=0))
 
-    def _open_shards(self, meta: dict) -> list[np.ndarray]:
-        if self.split not in meta.get("splits", {}):
-            raise LoaderError(f"no pre-tokenized {self.split!r} split in {self.dir}; run "
-                              f"pretokenize(corpus, tokenizer, {self.split!r})")
+    def _open_shards(self, meta: dict, names: list[str] | None) -> list[np.ndarray]:
+        names = meta.get("splits", {}).get(self.split) if names is None else names
+        missing = [s for s in names or () if s not in meta.get("shards", {})]
+        if names is None or missing:
+            raise LoaderError(f"no pre-tokenized {self.split!r} split{f' ({missing[0]})' if missing else ''} in "
+                              f"{self.dir}; run pretokenize(corpus, tokenizer, {self.split!r})")
         self.bos_id = meta["bos_id"]
         shards = []
-        for s in meta["splits"][self.split]:
+        for s in names:
             n = meta["shards"][s]["tokens"]
             mm = np.memmap(self.dir / f"{s}.bin", dtype=np.uint16, mode="r") if n else np.zeros(0, np.uint16)
             if len(mm) != n:
@@ -104,8 +108,9 @@ class TokenLoader:
         mine = self.state_dict()
         if "split_tokens" in state and state["split_tokens"] != mine["split_tokens"]:
             raise LoaderError(f"the {self.split!r} split held {state['split_tokens']:,} tokens when this position was "
-                              f"saved and holds {mine['split_tokens']:,} now: its shards changed (more were "
-                              f"downloaded, or some removed). Put them back as they were to resume, or train a new run")
+                              f"saved and holds {mine['split_tokens']:,} now: its shards changed (replaced, another "
+                              f"num_shards, or with num_shards 0 more were downloaded or some removed). Put them back "
+                              f"as they were, with the run's num_shards, to resume, or train a new run")
         for key in ("seq_len", "split", "tokens"):
             if key in state and state[key] != mine[key]:
                 raise LoaderError(f"loader state was saved with {key}={state[key]!r} but this loader has "
@@ -171,10 +176,12 @@ def token_batches(preset, tokenizer, split: str = "train", *, batch_size: int | 
     Under DDP call it on every rank (pretokenize is atomic and idempotent; rank 0 first then a
     barrier avoids duplicate work).
     """
-    tokens = pretokenize(preset.data.corpus, tokenizer, split, progress=progress and rank == 0)
+    corpus, num_shards = preset.data.corpus, preset.data.num_shards
+    shards = [p.stem for p in data.list_shards(corpus, split, num_shards)]  # before pretokenize: it tokenizes them all
+    tokens = pretokenize(corpus, tokenizer, split, num_shards=num_shards, progress=progress and rank == 0)
     batch_size = preset.batch.device_batch_size if batch_size is None else batch_size
     return TokenLoader(tokens, split, batch_size, preset.model.sequence_len,
-                       rank=rank, world_size=world_size, device=device, state=state)
+                       rank=rank, world_size=world_size, device=device, state=state, shards=shards)
 
 
 def val_batches(preset, tokenizer, *, batch_size: int | None = None, device="cpu", rank: int = 0,

@@ -247,10 +247,10 @@ class Sweep:
         children only read them. A tokenizer that cannot be trained fails the points that need it."""
         from .tokens import prepare_tokens
 
-        groups: dict[str, list[Point]] = {}
-        for p in points:
-            groups.setdefault(p.base.tokenizer_name, []).append(p)
-        for name, group in groups.items():
+        groups: dict[tuple[str, int], list[Point]] = {}
+        for p in points:  # by num_shards too: its splits differ (and a tokenizer of other shards is refused)
+            groups.setdefault((p.base.tokenizer_name, p.base.data.num_shards), []).append(p)
+        for (name, _), group in groups.items():
             cfg = group[0].base
             try:
                 prepare_tokens(cfg, progress=progress)

@@ -13,7 +13,8 @@ split as in GPT-4, so no token spans a word boundary plus punctuation.
 
 On disk, `$TINYLAB_HOME/tokenizer/<name>/`:
     tokenizer.tiktoken   tiktoken's rank file: `base64(token bytes) rank` per line
-    tokenizer.json       pattern, special tokens, vocab size, content hash, training stats
+    tokenizer.json       pattern, special tokens, vocab size, content hash, training stats (characters read and,
+                         for one trained on a corpus, the shards read: checked_shards)
     token_bytes.npy      int32 byte length of every token id (0 for specials), for bits per byte
 The hash covers the rank file and the JSON fields that change ids, so a checkpoint that
 records it can refuse a different tokenizer with the same name.
@@ -96,6 +97,33 @@ def _runs(texts: list[str], count: int) -> list[list[str]]:
     cuts = np.searchsorted(ends, np.linspace(0, ends[-1], count + 1)[1:-1], side="right")
     edges = [0, *sorted(set(cuts.tolist()) - {0, len(texts)}), len(texts)]
     return [texts[a:b] for a, b in zip(edges, edges[1:])]
+
+
+META_KINDS = {"name": str, "pattern": str, "special_tokens": dict}  # what load builds a Tokenizer from
+JSON_KINDS = {str: "a string", dict: "an object"}
+
+
+def _read_meta(meta_path: Path, directory: Path) -> dict:
+    """tokenizer.json, checked for what load needs: a hand edit that is still JSON ([], "stats": "x", special tokens
+    as a list) is refused with the file's name and what to delete, not a TypeError from deep inside."""
+    def damaged(why: str) -> TokenizerError:
+        return TokenizerError(f"{meta_path} is damaged ({why}); delete {directory} and retrain")
+
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise damaged(repr(e)) from e
+    if not isinstance(meta, dict):
+        raise damaged(f"it holds {json.dumps(meta)[:40]}, not an object")
+    for key, kind in META_KINDS.items():
+        if not isinstance(meta.get(key), kind):
+            raise damaged(f"{key!r} is {json.dumps(meta.get(key))[:40]}, not {JSON_KINDS[kind]}")
+    specials = meta["special_tokens"]
+    if BOS not in specials or not all(type(i) is int for i in specials.values()):
+        raise damaged(f"special_tokens must map {BOS} and any other special token to an integer id")
+    if not isinstance(meta.get("stats") or {}, dict):
+        raise damaged(f"'stats' is {json.dumps(meta['stats'])[:40]}, not {JSON_KINDS[dict]}")
+    return meta
 
 
 class Tokenizer:
@@ -200,16 +228,17 @@ class Tokenizer:
         if not meta_path.is_file() or not ranks_path.is_file():
             raise TokenizerError(f"no tokenizer in {directory} (needs {META_FILE} and {RANKS_FILE}); train one with "
                                  "`python -m tinylab.tokenizer train --preset <preset>`")
+        meta = _read_meta(meta_path, directory)
+        ranks = _parse_ranks(ranks_path.read_bytes(), ranks_path)
+        if sorted(ranks.values()) != list(range(len(ranks))):
+            raise TokenizerError(f"{ranks_path}: token ranks are not exactly 0..N-1 (a partial write or an "
+                                 f"edit?); delete {directory} and retrain")
+        specials = sorted(meta["special_tokens"], key=meta["special_tokens"].get)
         try:
-            meta = json.loads(meta_path.read_text())
-            specials = sorted(meta["special_tokens"], key=meta["special_tokens"].get)
-            ranks = _parse_ranks(ranks_path.read_bytes(), ranks_path)
-            if sorted(ranks.values()) != list(range(len(ranks))):
-                raise TokenizerError(f"{ranks_path}: token ranks are not exactly 0..N-1 (a partial write or an "
-                                     f"edit?); delete {directory} and retrain")
             tok = cls(ranks, meta["pattern"], specials, meta["name"], meta.get("stats"))
-        except (KeyError, json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise TokenizerError(f"{meta_path} is damaged ({e!r}); delete {directory} and retrain") from e
+        except ValueError as e:  # tiktoken's: a split pattern that is not a regex
+            raise TokenizerError(f"{meta_path} is damaged (its pattern is not a regular expression: "
+                                 f"{' '.join(str(e).split())}); delete {directory} and retrain") from e
         if tok.hash != meta.get("hash") or tok.special_tokens != meta["special_tokens"]:
             raise TokenizerError(f"{directory}: files do not match the recorded hash (partial write or edit?); "
                                  "delete the directory and retrain")
@@ -295,12 +324,20 @@ def tokenizer_dir(name: str) -> Path:
     return paths.home() / "tokenizer" / name
 
 
-def train_corpus_tokenizer(corpus: str, vocab_size: int, max_chars: int | None, *, progress: bool = True) -> Tokenizer:
-    """Train on a corpus' training shards and save to TINYLAB_HOME/tokenizer/<corpus>-<vocab_size>/."""
-    from .data import iter_texts, list_shards
-    list_shards(corpus, "train")  # a missing corpus fails here, before the progress bar opens
-    name = f"{corpus}-{vocab_size}"
-    tok = train_tokenizer(iter_texts(corpus, "train"), vocab_size, max_chars, name=name, progress=progress)
+def train_corpus_tokenizer(corpus: str, vocab_size: int, max_chars: int | None, *, num_shards: int = 0,
+                           progress: bool = True) -> Tokenizer:
+    """Train on the training shards of a corpus (of `num_shards`, see data.list_shards) and save to
+    TINYLAB_HOME/tokenizer/<corpus>-<vocab_size>/. Its stats record the shards it read (data.shard_record), so that
+    a later load can tell whether the corpus still holds them (checked_shards)."""
+    from .data import iter_texts, list_shards, shard_record
+
+    # recorded before reading, so a shard replaced meanwhile is refused next time; a missing corpus fails here,
+    # before the progress bar opens
+    records = {p.name: shard_record(p) for p in list_shards(corpus, "train", num_shards)}
+    name, read = f"{corpus}-{vocab_size}", []
+    tok = train_tokenizer(iter_texts(corpus, "train", num_shards=num_shards, read=read), vocab_size, max_chars,
+                          name=name, progress=progress)
+    tok.stats["shards"] = [records.get(p.name) or shard_record(p) for p in read]
     tok.save(tokenizer_dir(name))
     return tok
 
@@ -316,13 +353,50 @@ def checked_max_chars(tok: Tokenizer, max_chars: int, directory: Path) -> Tokeni
                          f"--max-chars {had or chars} to use it, or delete {directory} to train one on the new budget")
 
 
+def checked_shards(tok: Tokenizer, corpus: str, num_shards: int, directory: Path) -> Tokenizer:
+    """tok, if training it again on the corpus's train split (of num_shards) would read the text it read: the shards
+    it recorded (data.shard_record), unchanged and in order, and no more of them when it read the whole split (its
+    budget did not stop it). One tokenizer is kept per corpus and vocabulary, so one made from other shards (another
+    num_shards, a shard replaced or downloaded since) is refused, not silently reused. A tokenizer saved before
+    tokenizers recorded their shards loads unchecked."""
+    from .data import list_shards, same_shard, shard_record
+
+    read = tok.stats.get("shards")
+    if read is None:
+        return tok
+    if not isinstance(read, list) or not all(isinstance(r, dict) and isinstance(r.get("name"), str) and
+                                             type(r.get("bytes")) is int for r in read):
+        raise TokenizerError(f"{directory / META_FILE} is damaged (stats.shards is not a list of shard records); "
+                             f"delete {directory} and retrain")
+    now = [shard_record(p) for p in list_shards(corpus, "train", num_shards)]
+    whole = tok.stats.get("chars") != tok.stats.get("max_chars")  # its budget did not stop it: it read every shard
+    changed = next((i for i, r in enumerate(read) if i >= len(now) or not same_shard(r, now[i])), None)
+    if changed is None and not (whole and len(now) > len(read)):
+        return tok
+    names = f"{read[0]['name']}..{read[-1]['name']}" if len(read) > 1 else read[0]["name"] if read else "none"
+    if changed is None or changed >= len(now):  # the same shards, more or fewer of them: another num_shards
+        why = (f"it read {'the whole train split, ' if whole else 'the first '}{len(read)} shard(s) ({names}), and "
+               f"the train split of num_shards {num_shards} holds {len(now)}")
+        fix = f"pass --num-shards {len(read) + 1} to use it (if those shards are here), or delete {directory}"
+    else:
+        r, n = read[changed], now[changed]
+        why = (f"it read {r['name']} where the train split now has {n['name']}" if r["name"] != n["name"] else
+               f"{r['name']} had {r['bytes']:,} bytes when it was read and has {n['bytes']:,} now"
+               if r["bytes"] != n["bytes"] else f"{r['name']} was rewritten since it was read, to other contents")
+        fix = f"put back the shards it read ({names}), or delete {directory}"
+    raise TokenizerError(f"{directory} holds a tokenizer trained on other shards of corpus {corpus!r} than this "
+                         f"config's ({why}): {fix} to train one on the shards there now")
+
+
 def get_tokenizer(preset, *, progress: bool = True) -> Tokenizer:
-    """The preset's (a TrainConfig's) tokenizer: loaded from TINYLAB_HOME, trained on its corpus if missing."""
-    directory = tokenizer_dir(preset.tokenizer_name)
+    """The preset's (a TrainConfig's) tokenizer: loaded from TINYLAB_HOME, trained on its corpus if missing. A stored
+    one made from another character budget or other shards than the preset's would be is refused, not reused."""
+    directory, data = tokenizer_dir(preset.tokenizer_name), preset.data
     if (directory / META_FILE).is_file():
-        return checked_max_chars(Tokenizer.load(directory), preset.data.tokenizer_max_chars, directory)
-    return train_corpus_tokenizer(preset.data.corpus, preset.model.vocab_size, preset.data.tokenizer_max_chars,
-                                  progress=progress)
+        tok = checked_max_chars(Tokenizer.load(directory), data.tokenizer_max_chars, directory)
+        return checked_shards(tok, data.corpus, data.num_shards, directory)
+    return train_corpus_tokenizer(data.corpus, preset.model.vocab_size, data.tokenizer_max_chars,
+                                  num_shards=data.num_shards, progress=progress)
 
 
 # -- evaluation ----------------------------------------------------------------------------
@@ -387,7 +461,7 @@ def load_references(references=REFERENCES, log=print) -> list[tiktoken.Encoding]
 def eval_texts(preset, max_chars: int = 1_000_000) -> list[str]:
     """Held-out text: the validation shard of the preset's corpus (never seen in training)."""
     from .data import iter_texts
-    return list(iter_texts(preset.data.corpus, "val", max_chars=max_chars))
+    return list(iter_texts(preset.data.corpus, "val", max_chars=max_chars, num_shards=preset.data.num_shards))
 
 
 def bytes_per_token(enc: tiktoken.Encoding, texts: list[str]) -> float:
@@ -435,7 +509,8 @@ def encode_throughput(tok: Tokenizer, texts: list[str], num_threads: int | None 
 
 
 # -- CLI -----------------------------------------------------------------------------------
-TRAIN_KNOBS = ("corpus", "vocab_size", "tokenizer_max_chars")
+TRAIN_KNOBS = ("corpus", "vocab_size", "num_shards", "tokenizer_max_chars")
+EVAL_KNOBS = ("corpus", "vocab_size", "num_shards")  # its --max-chars is the held-out text's
 
 
 def main(argv=None) -> int:
@@ -450,6 +525,7 @@ def main(argv=None) -> int:
         p.add_argument("--preset", help="preset name (default: $TINYLAB_PRESET or ittybitty)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
     add_knob_arguments(tr, GROUPS, only=TRAIN_KNOBS)
+    add_knob_arguments(ev, GROUPS, only=EVAL_KNOBS)
     tr.add_argument("--force", action="store_true", help="retrain even if the tokenizer exists")
     ev.add_argument("--max-chars", type=positive(int, "max chars"), default=1_000_000,
                     help="held-out characters to evaluate on")
@@ -463,10 +539,13 @@ def main(argv=None) -> int:
         return 0
     directory = tokenizer_dir(preset.tokenizer_name)
     if (directory / META_FILE).is_file() and not args.force:
-        print(f"{directory} exists (hash {Tokenizer.load(directory).hash[:12]}); --force retrains")
-        return 0
+        try:
+            print(f"{directory} exists (hash {Tokenizer.load(directory).hash[:12]}); --force retrains")
+            return 0
+        except TokenizerError as e:  # damaged: replaced, as the load's own error advises (`train --preset ...`)
+            print(f"{directory} holds a tokenizer that cannot be loaded ({str(e).split('; ')[0]}): training a new one")
     tok = train_corpus_tokenizer(preset.data.corpus, preset.model.vocab_size, preset.data.tokenizer_max_chars,
-                                 progress=not args.no_progress)
+                                 num_shards=preset.data.num_shards, progress=not args.no_progress)
     print(f"trained {tok} on {tok.stats['chars']:,} chars in {tok.stats['train_seconds']:.1f} s "
           f"({tok.stats['chars_per_s']:,.0f} chars/s) -> {directory}")
     return 0

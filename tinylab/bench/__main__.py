@@ -93,9 +93,10 @@ def run_loader(a) -> None:
     device = pick_device(a.device)  # default: the best there is (CUDA, else MPS, else CPU)
     if preset.data.corpus == "fineweb":
         try:
-            data.list_shards("fineweb")
-        except data.CorpusError:  # not downloaded: measure on the bundled sample (with a tokenizer trained on it)
-            preset = preset.override(corpus="sample")
+            data.list_shards("fineweb", num_shards=preset.data.num_shards)
+        except data.CorpusError as e:  # not downloaded: measure on the bundled sample (with a tokenizer trained on it)
+            print(f"measuring on the bundled sample instead of FineWeb-Edu ({e})")
+            preset = preset.override(corpus="sample", num_shards=0)
     r = bench(preset, get_tokenizer(preset), batch_size=a.batch_sizes and a.batch_sizes[0], device=str(device),
               seconds=a.seconds)
     print(f"loader / 2.0M tok/s of ittybitty training: {r['loader_tok_per_s'] / 2e6:.0f}× (needs ≥ 3×)")
