@@ -210,6 +210,24 @@ def test_one_run_name_is_one_run_and_run_names_may_be_paths(home):
         run_mod.Run.at(5)
 
 
+def test_summary_counts_evaluated_tokens_and_shows_a_diverged_evaluation(home, tmp_path):
+    """An eval-only run (an imported one, evaluated) has tokens; a run whose last evaluation is NaN shows NaN,
+    not the untrained step-0 value; a figure's folder that cannot be made is one PlotError."""
+    d = write_run(home, "evonly", steps=40)
+    lines = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines if r["kind"] == "eval"))
+    d = write_run(home, "diverged", steps=40)
+    lines = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+    lines[-3:] = [dict(kind="eval", step=40, tokens=40 * 2048, flops=0, val_bpb=float("nan"), elapsed=20.0)]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    table = R.summarize(R.load_runs(["evonly", "diverged"]))
+    assert table.loc["evonly", "tokens"] == 40 * 2048 and table.loc["evonly", "tokens_per_param"] > 0
+    assert math.isnan(table.loc["diverged", "val_bpb"])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(PlotError, match="cannot create the folder .*file"):
+        save_figure(plot_runs(R.load_run("evonly")), tmp_path / "file" / "x.png")
+
+
 def test_a_directory_inside_a_run_names_the_run_and_run_names_are_plain_words(home, tmp_path):
     write_run(home, "a")
     (home / "a" / "checkpoints").mkdir()

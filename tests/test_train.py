@@ -147,6 +147,20 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(monkeypatch):
     assert [r["step"] for r in metrics("nan") if r["kind"] == "train"] == [1, 2, 3, 4]
 
 
+def test_a_nan_evaluation_stops_training_before_it_saves(monkeypatch):
+    """Between two train log lines only the evaluation sees the weights diverge: it is logged as it was, then
+    training stops with the last good checkpoint, as a NaN loss does."""
+    import tinylab.train as T
+
+    monkeypatch.setattr(T, "lr_multiplier", lambda step, *a: 1.0 if step < 3 else float("nan"))
+    with pytest.raises(NonFiniteLossError, match="val bpb is nan at step 5 .*step_000003"):
+        train("smoke", "nan-eval", num_iterations=8, progress=False,
+              **dict(TINY, eval_every=5, save_every=3, log_every=100))
+    assert Run.at("nan-eval").latest_checkpoint().name == "step_000003"
+    assert [(r["step"], r["val_bpb"] == r["val_bpb"]) for r in metrics("nan-eval") if r["kind"] == "eval"] == \
+        [(0, True), (5, False)]
+
+
 def test_ensure_run_trains_once_and_load_model():
     run = ensure_run("smoke", "ens", progress=False, num_iterations=2, **TINY)
     before = run.metrics.path.read_text()

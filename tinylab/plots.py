@@ -218,7 +218,11 @@ def save_figure(fig: plt.Figure, path, dpi: int = 120) -> Path:
     if fmt not in known:
         raise PlotError(f"cannot write a .{fmt} image ({path}): use a file name ending in one of "
                         f"{', '.join('.' + k for k in sorted(known))}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file where a folder should be, a folder we may not create, ...
+        raise PlotError(f"cannot create the folder {path.parent} for {path.name} ({e.strerror}): give a file in a "
+                        f"folder that exists or can be made") from None
     buf = io.BytesIO()
     fig.savefig(buf, dpi=dpi, format=fmt)
     return paths.atomic_write(path, buf.getvalue())

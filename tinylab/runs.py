@@ -128,14 +128,14 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     tok/s is the median over train steps, which drops the slow first (compile) steps."""
     rows = []
     for name, g in df.groupby("run", sort=False):
-        tr, ev = g[g.kind == "train"], g[g.kind == "eval"].dropna(subset=["val_bpb"])
+        tr, ev = g[g.kind == "train"], g[g.kind == "eval"]  # the last evaluation as it was, NaN if it diverged
         first = g.iloc[0]
-        tokens = tr.tokens.max() if len(tr) else float("nan")
+        tokens = g.tokens.max() if "tokens" in g else float("nan")  # evaluations count them too (an imported run)
         rows.append(dict(run=name, label=first.label, params=first.params,
                          steps=int(g.step.max()) if g.step.notna().any() else 0,  # evals log the last step
                          tokens=int(tokens) if tokens == tokens else 0,
-                         tokens_per_param=round(tokens / first.params, 2) if first.params and len(tr) else None,
-                         val_bpb=ev.val_bpb.iloc[-1] if len(ev) else None,
+                         tokens_per_param=round(tokens / first.params, 2) if first.params and tokens == tokens else None,
+                         val_bpb=ev.val_bpb.iloc[-1] if len(ev) and "val_bpb" in ev else None,
                          tok_per_s=tr.tok_per_s.median() if len(tr) else None,
                          elapsed_s=tr.elapsed.max() if len(tr) else None))
     return pd.DataFrame(rows).set_index("run")

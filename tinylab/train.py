@@ -756,6 +756,8 @@ class Trainer:
         st.val_bpb = evaluate_bpb(self.model, self.val(), self.token_bytes, self.autocast)
         self.log("eval", step=st.step, tokens=tokens, flops=self.plan.flops_per_token * tokens, val_bpb=st.val_bpb,
                  elapsed=st.elapsed)
+        if not math.isfinite(st.val_bpb):  # logged as it was, then stopped before a save: the weights diverged
+            raise self.diverged("val bpb", st.val_bpb)
         self.bar.set_postfix(loss=st.loss, val_bpb=round(st.val_bpb, 4))
 
     def score(self, last: bool) -> None:
@@ -822,15 +824,19 @@ class Trainer:
             raise OutOfMemoryError(out_of_memory_message(self.cfg, self.plan, self.d.device,
                                                          self.last_checkpoint())) from None
 
+    def diverged(self, what: str, value: float) -> NonFiniteLossError:
+        st, run = self.state, self.s.run
+        return NonFiniteLossError(f"{what} is {value} at step {st.step} of run {run.name!r}; training stopped. "
+                                  f"Last good checkpoint: {self.last_checkpoint() or 'none'}. Lower matrix_lr/"
+                                  f"{'tied_lr' if self.cfg.model.tie_embeddings else 'embedding_lr'}, set "
+                                  f"grad_clip=1.0, or add warmup_ratio, then --resume or start over")
+
     def log_train(self) -> None:
-        st, run, tokens = self.state, self.s.run, self.plan.tokens_at(self.state.step)
+        st, tokens = self.state, self.plan.tokens_at(self.state.step)
         st.loss, tok_s, seconds = self.meter.read(tokens, self.d.world)
         st.elapsed += seconds
         if not math.isfinite(st.loss):
-            raise NonFiniteLossError(f"loss is {st.loss} at step {st.step} of run {run.name!r}; training stopped. "
-                                     f"Last good checkpoint: {self.last_checkpoint() or 'none'}. Lower matrix_lr/"
-                                     f"{'tied_lr' if self.cfg.model.tie_embeddings else 'embedding_lr'}, set "
-                                     f"grad_clip=1.0, or add warmup_ratio, then --resume or start over")
+            raise self.diverged("loss", st.loss)
         o, device = self.cfg.optim, self.d.device
         self.log("train", step=st.step, tokens=tokens, flops=self.plan.flops_per_token * tokens, loss=st.loss,
                  lr=lr_multiplier(st.step - 1, self.plan.num_iterations, o.warmup_ratio, o.warmdown_ratio,
