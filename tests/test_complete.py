@@ -151,6 +151,14 @@ def test_widget_generate_is_the_plain_function(home):
     assert "tok/s" in w.speed.value and not w.button.disabled
     w.prompt.value = "x" * 40  # longer than the context: reported in the label, nothing raised
     assert w.generate() is None and "context is 32" in w.speed.value
+    assert w.output.value == render("x" * 40, "")  # not the last completion under the new prompt
+    from tinylab.engine import GenerationError
+    for bad, named in ((dict(temperature=-1), "temperature must be 0"), (dict(top_k=-5), "top_k must be >= 1"),
+                       (dict(max_tokens=0), "max_tokens"), (dict(seed=None), "seed is a number")):
+        with pytest.raises(GenerationError, match=named):  # refused, not shown as another value
+            CompletionWidget(model, tok, "a", **bad)
+    wide = CompletionWidget(model, tok, "a", top_k=1000, max_tokens=5000)
+    assert (wide.top_k.value, wide.max_tokens.value) == (1000, 5000)
 
 
 def test_cpu_with_an_index_is_the_cpu_and_a_seed_out_of_range_is_one_clear_error():

@@ -156,3 +156,15 @@ def test_complete_streams_what_it_returns():
     assert out.prompt_tokens == len("héllo".encode()) + 1
     again = complete(model, tok, "héllo", temperature=0.9, top_k=20, max_tokens=25, seed=3)
     assert again.token_ids == out.token_ids
+
+
+def test_prompt_ids_outside_the_vocabulary_and_odd_stream_counts_are_one_clear_error():
+    model = random_model()
+    V = model.config.vocab_size
+    for ids, named in (([1, V], "prompt ids must be integers from 0"), ([1, -2], "prompt ids"),
+                       ([1, 2.0], "prompt ids")):
+        with pytest.raises(GenerationError, match=named):  # was an IndexError from the embedding
+            next(generate(model, ids, max_tokens=2))
+    for n in (0, -1, 2.5, True):
+        with pytest.raises(GenerationError, match="num_samples must be an integer >= 1"):
+            next(generate(model, [1, 2], max_tokens=2, num_samples=n))

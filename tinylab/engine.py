@@ -113,6 +113,17 @@ def check_prompt(model: GPT, num_tokens: int):
                                  f"shorten the prompt by at least {num_tokens - ctx} tokens")
 
 
+def check_ids(model: GPT, prompt_ids: Sequence[int], num_samples) -> None:
+    """Token ids the model has embeddings for, and a whole number of streams."""
+    V = model.config.vocab_size
+    bad = [t for t in prompt_ids if isinstance(t, bool) or not isinstance(t, numbers.Integral) or not 0 <= t < V]
+    if bad:
+        raise GenerationError(f"prompt ids must be integers from 0 to {V - 1} (the model's vocabulary), got "
+                              f"{bad[:3]}: encode the prompt with the run's tokenizer")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
+        raise GenerationError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+
+
 @torch.inference_mode()
 def generate(model: GPT, prompt_ids: Sequence[int], *, max_tokens: int = 200, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
@@ -127,6 +138,7 @@ def generate(model: GPT, prompt_ids: Sequence[int], *, max_tokens: int = 200, te
     check_settings(temperature, top_k, top_p, max_tokens)
     seed = check_seed(seed)
     check_prompt(model, len(prompt_ids))
+    check_ids(model, prompt_ids, num_samples)
     ctx, P = model.config.sequence_len, len(prompt_ids)
     steps = min(max_tokens, ctx - P + 1)  # the last sampled token never needs to be fed back
     device = model.lm_head.weight.device
