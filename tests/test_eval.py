@@ -237,3 +237,17 @@ def test_evaluate_refuses_arguments_that_are_not_whole_numbers_before_loading_an
 
     with pytest.raises(EvalError, match="must be an integer of at least"):
         evaluate("no-such-run", "probes", **kwargs)  # refused before the run is even looked up
+
+
+def test_a_run_given_twice_is_one_group_of_bars_and_runs_of_one_name_stay_apart(tmp_path):
+    rec = lambda acc: dict(kind="probes", step=2, tokens=2, accuracy=acc, n=256, seconds=1,  # noqa: E731
+                           phenomena=dict(x=dict(n=256, accuracy=acc)))
+    one, two = write_records(tmp_path / "h", "R", [rec(0.75)]), write_records(tmp_path / "h2", "R", [rec(0.5)])
+    table = eval_table([one, one], "probes")
+    assert list(table.run) == ["R"]
+    plt.close(plot_eval(table, "probes"))  # pandas refused to reindex a run's duplicated rows
+    table = eval_table([one, two], "probes")
+    assert list(table.run) == ["h/R", "h2/R"] and list(table.accuracy) == [0.75, 0.5]
+    ax = plot_eval(table, "probes").axes[0]
+    assert {p.get_gid() for p in ax.patches} == {"bars:h/R", "bars:h2/R"}
+    plt.close(ax.figure)

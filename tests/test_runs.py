@@ -339,3 +339,33 @@ def test_widget_replots_and_reports_problems(home):
     assert "older tinylab" in message.value and image.layout.display == "none"
     pick.value = ()
     assert "select at least one run" in message.value
+
+
+def test_runs_of_one_name_stay_apart_and_one_run_given_twice_is_taken_once(home, tmp_path, capsys):
+    write_run(home, "R", steps=20, eval_every=10)
+    other = write_run(tmp_path / "h2" / "runs", "R", model_dim=32, steps=40, eval_every=10)
+    df = R.load_runs(["R", other])
+    assert df.run.unique().tolist() == [f"{home.parent.name}/runs/R", "h2/runs/R"]  # the shortest tails that differ
+    first, second = df.run.unique()
+    assert df[df.run == second].step.max() == 40 and (df[df.run == second].model_dim == 32).all()
+    s = R.summarize(df)
+    assert s.loc[first, "steps"] == 20 and s.loc[second, "steps"] == 40
+    again = R.load_runs(["R", "R", home / "R"])  # one directory, named three ways: its rows once, not a zigzag
+    assert again.run.unique().tolist() == ["R"] and (again.kind == "train").sum() == 20
+    fig = plot_runs(df)
+    ax = fig.axes[0]
+    raw = {ln.get_gid(): list(ln.get_xdata()) for ln in ax.lines if ln.get_gid().startswith("loss-raw:")}
+    assert raw == {f"loss-raw:{first}": list(range(1, 21)), f"loss-raw:{second}": list(range(1, 41))}
+    with pytest.raises(PlotError, match="two frames hold a run named 'R'.*load_runs"):
+        plot_runs([R.load_run("R"), R.load_run(other)])
+    assert len(lines_by_gid(plot_runs([R.load_run("R"), R.load_run(home / "R")]).axes[0], "loss-raw:")) == 1
+    assert cli(R.main, ["plot", "R", str(other), "-o", str(tmp_path / "x.png")]) == 0
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_twelve_runs_get_twelve_looks(home):
+    for i in range(12):
+        write_run(home, f"r{i:02d}", steps=20, eval_every=10)
+    ax = plot_runs(R.load_runs([f"r{i:02d}" for i in range(12)])).axes[0]
+    looks = [(ln.get_color(), str(ln.get_linestyle())) for ln in ax.lines if ln.get_gid().startswith("loss-smooth:")]
+    assert len(looks) == 12 and len(set(looks)) == 12  # colours repeat after 10 runs, the line style does not

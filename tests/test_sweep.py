@@ -415,7 +415,67 @@ def test_answer_table_pools_seeds_and_weighs_margins_against_their_range():
     assert t.loc["attention: 8 heads × 64 or 4 × 128?", "verdict"].startswith("no clear winner")
     assert t.loc["seed15m or ittybitty?", "arms"] == \
         "ittybitty (37.7M): 1.0007 ±0.0030 (3 seeds) · seed15m (15.7M): 1.3000"
-    assert t.loc["vocabulary: 8,192, 24,576 or 32,768?", "verdict"] == "not in this sweep"  # its point failed
+    assert t.loc["vocabulary: 8,192, 24,576 or 32,768?", "verdict"] == \
+        "not answered: 8,192 has no finished point yet (failed)"  # not "not in this sweep": its point failed
+    assert t.loc["depth 4, 6 or 8 at about equal block parameters?", "verdict"] == "not in this sweep"
+
+
+def lengths_sweep(**status):
+    """tied × untied × 10 or 40 steps, no budget (each point its own length), all seed 42, as results would be."""
+    sweep = S.plan_sweep("lengths", dict(preset="smoke", knobs=TINY, grid=dict(tie_embeddings=[False, True],
+                                                                              num_iterations=[10, 40])))
+    df = pd.DataFrame(sweep.rows()).set_index("point")
+    df["status"] = "done"
+    # untied wins at both lengths, but pooled over lengths its "seed range" would swallow the margin
+    df["val_bpb"] = [3.60, 3.20, 3.80, 3.30]
+    for point, st in status.items():
+        df.loc[point, ["status", "val_bpb"]] = [st, None]
+    df.attrs["spec"] = sweep.spec.to_dict()
+    return df
+
+
+def test_answer_table_compares_arms_per_budget_and_never_pools_lengths_as_seeds():
+    df = lengths_sweep()
+    assert df.tokens.tolist() == [10 * 512, 40 * 512] * 2 and set(df.seed) == {42}
+    row = SS.answer_table(df, [SS.QUESTIONS[0]]).iloc[0]
+    assert row.best == "untied" and row.margin_bpb == pytest.approx(0.10) and pd.isna(row.seed_range_bpb)
+    assert "seeds" not in row.arms  # one seed per arm and length: nothing pooled
+    assert row.arms == ("at 5,120 tokens: untied (164k): 3.6000 · tied (131k): 3.8000 | "
+                        "at 20,480 tokens: untied (164k): 3.2000 · tied (131k): 3.3000")
+    assert row.verdict.startswith("untied at each of 2 budgets: at 5,120 tokens: untied, by 0.2000 bpb")
+
+
+def test_answer_table_names_arms_without_a_finished_point_and_lengths_they_did_not_share():
+    df = lengths_sweep(**{"tie_embeddings-true_num_iterations-10": "failed",
+                          "tie_embeddings-true_num_iterations-40": "pending"})
+    assert SS.answer_table(df, [SS.QUESTIONS[0]]).iloc[0].verdict == \
+        "not answered: tied has no finished point yet (failed, pending)"
+    df = lengths_sweep(**{"tie_embeddings-true_num_iterations-10": "failed",
+                          "tie_embeddings-false_num_iterations-40": "failed"})
+    assert SS.answer_table(df, [SS.QUESTIONS[0]]).iloc[0].verdict == \
+        "not answered: the arms finished only at different budgets (untied: 5,120 tokens; tied: 20,480 tokens)"
+
+
+def test_seeds_count_distinct_seeds_not_points():
+    points = [{}, dict(device_batch_size=1), dict(seed=43), dict(tie_embeddings=True)]
+    sweep = S.plan_sweep("seeds", dict(preset="smoke", knobs={k: v for k, v in TINY.items() if k != "device_batch_size"},
+                                       points=points, budget={"tokens": 4 * 512}))
+    df = pd.DataFrame(sweep.rows()).set_index("point")
+    df["status"], df["val_bpb"] = "done", [3.0, 3.02, 3.04, 3.5]
+    df.attrs["spec"] = sweep.spec.to_dict()
+    row = SS.answer_table(df, [SS.QUESTIONS[0]]).iloc[0]
+    assert "untied (164k): 3.0200 ±0.0200 (3 points, 2 seeds)" in row.arms and row.best == "untied"
+
+
+def test_plot_sweep_gives_each_point_its_own_colour_and_marker():
+    sweep = S.plan_sweep("many", dict(preset="smoke", knobs=TINY, grid=dict(seed=list(range(12)))))
+    df = pd.DataFrame(sweep.rows()).set_index("point")
+    df["status"], df["val_bpb"] = "done", 3.0
+    df["flops"] = df.flops.fillna(1.0)
+    df.attrs["spec"] = sweep.spec.to_dict()
+    fig = SS.plot_sweep(df)
+    looks = [(ln.get_color(), ln.get_marker()) for ln in fig.axes[0].lines]
+    assert len(looks) == 12 and len(set(looks)) == 12  # colour and marker both repeated every 10 points
 
 
 # ------------------------------------------------------------------------------- the command line

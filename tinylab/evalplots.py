@@ -18,7 +18,7 @@ import pandas as pd
 
 from .plots import PlotError
 from .probes import wilson
-from .run import Run
+from .run import Run, distinct_runs
 
 PARTS = {"core": "tasks", "probes": "phenomena"}  # the record's dict field of per-part numbers
 COLUMNS = ["run", "step", "overall", "name", "n", "accuracy", "value", "low", "high"]
@@ -35,12 +35,12 @@ def eval_table(runs, kind: str) -> pd.DataFrame:
 
     value/low/high are what the bars show: centered accuracy for core, accuracy for probes, with the
     Wilson 95% interval. `overall` is the record's CORE or overall probe accuracy. Runs without a
-    record are left out and listed in df.attrs["missing"]."""
+    record are left out and listed in df.attrs["missing"]. A run given twice is taken once, and two runs
+    of one name from different directories are named apart by their paths (tinylab.run.distinct_runs)."""
     if kind not in PARTS:
         raise PlotError(f"kind must be one of {list(PARTS)}, got {kind!r}")
     rows, missing = [], []
-    for run in runs:
-        r = Run.find(run)
+    for r in distinct_runs(runs):
         rec = newest_record(r, kind)
         if rec is None:
             missing.append(r.name)
@@ -71,6 +71,7 @@ def plot_eval(table: pd.DataFrame, kind: str, figsize=None) -> plt.Figure:
         score = f"CORE {first.overall:.3f}" if kind == "core" else f"{first.overall:.1%} overall"
         x = np.arange(len(names)) + (i - (len(runs) - 1) / 2) * width
         ax.bar(x, g.value, width, yerr=[g.value - g.low, g.high - g.value], capsize=2, color=f"C{i % 10}",
+               hatch=(None, "//", "..", "xx")[i // 10 % 4],  # the colours repeat after 10 runs; the hatch tells them apart
                error_kw=dict(lw=0.8), label=f"{run}, step {first.step}: {score}", gid=f"bars:{run}")
     chance = 0.0 if kind == "core" else 0.5
     ax.axhline(chance, color="gray", ls="--", lw=1, gid="chance",

@@ -24,6 +24,9 @@ from .calc import CHINCHILLA_RATIO
 from .errors import TinylabError
 
 X_AXES = {"step": "step", "tokens": "tokens", "flops": "training FLOPs", "elapsed": "wall time"}
+# run i: colour C(i % 10), and a line style that changes every 10 runs, so two runs share both only 40 apart
+# (dotted is left to the Chinchilla marks)
+LINE_STYLES = ("-", "--", "-.", (0, (3, 1, 1, 1, 1, 1)))
 
 
 class PlotError(TinylabError, ValueError):
@@ -84,15 +87,29 @@ def to_x(run: pd.DataFrame, tokens: float, x: str) -> float | None:
     return tokens * tr.elapsed.iloc[-1] / tr.tokens.iloc[-1]  # extrapolate at the run's average rate
 
 
+def same_dir(a, b) -> bool:
+    """Two frames' load paths name one directory (an unknown path is never the same)."""
+    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
+
+
 def split_runs(frames) -> list[tuple[str, str, pd.DataFrame]]:
-    """(run, label, rows) per run, in load order, keeping runs that have no rows yet."""
+    """(run, label, rows) per run, in load order, keeping runs that have no rows yet.
+
+    A run in two frames (load_run of one directory twice) is drawn once. Two frames of one name from different
+    directories are refused: their lines would share a gid and a legend entry; load_runs names them apart."""
     out: dict[str, tuple[str, pd.DataFrame]] = {}
+    where: dict[str, str | None] = {}  # run -> the directory its frame was loaded from (load_run's attrs)
     for f in [frames] if isinstance(frames, pd.DataFrame) else list(frames):
         labels = dict(f.attrs.get("labels", {}))
         for name, g in f.groupby("run", sort=False):
             labels.setdefault(name, g.label.iloc[0])
         for name, label in labels.items():
-            out[name] = (label, f[f.run == name])
+            path = f.attrs.get("path")
+            if name in out and not same_dir(path, where[name]):
+                raise PlotError(f"two frames hold a run named {name!r} ({where[name] or '?'} and {path or '?'}): load "
+                                f"them together with tinylab.runs.load_runs([...]), which names runs of one name apart")
+            if name not in out:
+                out[name], where[name] = (label, f[f.run == name]), path
     return [(name, label, rows) for name, (label, rows) in out.items()]
 
 
@@ -106,20 +123,20 @@ def draw_run(axes, i: int, name: str, label: str, run: pd.DataFrame, x: str, sca
              smooth: float | None) -> dict:
     """One run's lines in the four panels; returns what the figure needs afterwards."""
     ax_loss, ax_bpb, ax_lr, ax_tps = axes
-    color = f"C{i % 10}"
+    color, ls = f"C{i % 10}", LINE_STYLES[i // 10 % len(LINE_STYLES)]
     tr = run[run.kind == "train"].dropna(subset=[x])
     ev = run[run.kind == "eval"].dropna(subset=[x, "val_bpb"])
     if logx:  # step 0 / 0 tokens has no place on a log axis
         tr, ev = tr[tr[x] > 0], ev[ev[x] > 0]
     tx, ex = tr[x].to_numpy(float) / scale, ev[x].to_numpy(float) / scale
     beta = auto_smooth(len(tr)) if smooth is None else smooth
-    ax_loss.plot(tx, tr.loss, color=color, lw=0.8, alpha=0.3, gid=f"loss-raw:{name}")
-    (handle,) = ax_loss.plot(tx, ema(tr.loss, beta), color=color, lw=1.8, gid=f"loss-smooth:{name}",
+    ax_loss.plot(tx, tr.loss, color=color, ls=ls, lw=0.8, alpha=0.3, gid=f"loss-raw:{name}")
+    (handle,) = ax_loss.plot(tx, ema(tr.loss, beta), color=color, ls=ls, lw=1.8, gid=f"loss-smooth:{name}",
                              label=label if len(run) else f"{label} (no metrics yet)")
-    ax_bpb.plot(ex, ev.val_bpb, "o-", color=color, ms=4, lw=1.4, gid=f"val-bpb:{name}")
-    ax_lr.plot(tx, tr.lr, color=color, lw=1.4, gid=f"lr:{name}")
-    ax_tps.plot(tx, tr.tok_per_s, color=color, lw=0.8, alpha=0.3, gid=f"tok-per-s-raw:{name}")
-    ax_tps.plot(tx, ema(tr.tok_per_s, beta), color=color, lw=1.4, gid=f"tok-per-s:{name}")
+    ax_bpb.plot(ex, ev.val_bpb, marker="o", ls=ls, color=color, ms=4, lw=1.4, gid=f"val-bpb:{name}")
+    ax_lr.plot(tx, tr.lr, color=color, ls=ls, lw=1.4, gid=f"lr:{name}")
+    ax_tps.plot(tx, tr.tok_per_s, color=color, ls=ls, lw=0.8, alpha=0.3, gid=f"tok-per-s-raw:{name}")
+    ax_tps.plot(tx, ema(tr.tok_per_s, beta), color=color, ls=ls, lw=1.4, gid=f"tok-per-s:{name}")
     ct = chinchilla_tokens(run) if len(run) else None
     cx = to_x(run, ct, x) if ct else None
     return dict(name=name, color=color, beta=beta, handle=handle, chinchilla=cx / scale if cx else None,

@@ -364,6 +364,37 @@ class Run:
             os.close(fd)  # releases the flock
 
 
+def distinct_runs(runs) -> list[Run]:
+    """The runs to compare, each once, with names that tell them apart (load_runs, eval_table, ...).
+
+    An entry that resolves to a directory already taken (a name and its path, or a name given twice) is taken
+    once: drawing one run twice only doubles its rows. Two directories with one name (a local run R and
+    /elsewhere/runs/R, which is named by its directory) are both kept, each named by the shortest tail of its
+    path that the others do not share ("h/runs/R", "h2/runs/R"), so a table row or a legend entry is one run,
+    never two runs merged, and the name says where each comes from."""
+    found: dict[Path, Run] = {}
+    for entry in runs:
+        r = Run.find(entry)
+        found.setdefault(r.dir.resolve(), r)
+    by_name: dict[str, list[Path]] = {}
+    for d, r in found.items():
+        by_name.setdefault(r.name, []).append(d)
+    for name, dirs in by_name.items():
+        if len(dirs) > 1:
+            for d, tail in zip(dirs, _distinct_tails(dirs)):
+                found[d] = Run(found[d].dir, tail)
+    return list(found.values())
+
+
+def _distinct_tails(dirs: list[Path]) -> list[str]:
+    """The shortest trailing parts of these (resolved, different) paths that differ from one another."""
+    for k in range(2, max(len(d.parts) for d in dirs) + 1):
+        tails = [Path(*d.parts[-k:]).as_posix() for d in dirs]
+        if len(set(tails)) == len(tails):
+            return tails
+    return [d.as_posix() for d in dirs]
+
+
 def _is_run_dir(d: Path) -> bool:
     """What only a run holds: metrics.jsonl, checkpoints/, or a config.json of tinylab's. A transformers
     model's config.json (tinylab.export writes one) does not make a run, so an export can be replaced."""

@@ -21,7 +21,7 @@ import pandas as pd
 from . import run as run_module
 from .config import knob_names
 from .errors import ArgumentParser, cli
-from .run import DOCS_RUNS, RECORDS, Run, RunError, read_jsonl  # noqa: F401 (re-exported for notebooks)
+from .run import DOCS_RUNS, RECORDS, Run, RunError, distinct_runs, read_jsonl  # noqa: F401 (re-exported for notebooks)
 
 KINDS = tuple(RECORDS)  # other kinds are skipped (newer writers may add some)
 METRIC_COLUMNS = ["kind", *dict.fromkeys(f for fields in RECORDS.values() for f in fields)]
@@ -100,7 +100,8 @@ def load_run(run) -> pd.DataFrame:
 def load_runs(runs=None) -> pd.DataFrame:
     """Several runs in one long frame (tell them apart by the `run` column); None: all found.
 
-    df.attrs holds "labels" and "configs" (run -> legend label / full config.json), which also
+    Each run is loaded once, and two runs of one name from different directories are named apart by their
+    paths (tinylab.run.distinct_runs), so a `run` is always one run's rows. df.attrs holds "labels" and "configs" (run -> legend label / full config.json), which also
     keeps runs that have no rows yet visible to plot_runs."""
     if isinstance(runs, (str, os.PathLike, Run)):  # one run, not the characters of its name
         runs = [runs]
@@ -110,7 +111,7 @@ def load_runs(runs=None) -> pd.DataFrame:
                        f"train one with `python -m tinylab.train`")
     with warnings.catch_warnings():
         warnings.simplefilter("always", MetricsWarning)
-        frames = [load_run(r) for r in runs]
+        frames = [load_run(r) for r in distinct_runs(runs)]
     if len(frames) == 1:
         return frames[0]
     df = pd.concat(frames, ignore_index=True)
