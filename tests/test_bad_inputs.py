@@ -296,6 +296,8 @@ CASES = [
     Case("run-name-hidden", "train", f"{TRAIN} --run .hidden", "not a usable run name"),
     Case("run-name-deep", "train", f"{TRAIN} --run a/b/c", "not a usable run name"),
     Case("run-name-empty", "train", f"{TRAIN} --run ''", "not a usable run name"),  # 8. "" is not "not given"
+    Case("resume-without-preset-or-config", "train", "--no-progress --run {new} --resume",
+         "has none .*: pass --preset and the knobs it was started with"),  # not the default preset, silently
     Case("run-name-space", "train", f"{TRAIN} --run 'my run'", "not a usable run name"),
     Case("run-name-sign", "train", f"{TRAIN} --run 'itty;1'", "not a usable run name"),
     Case("run-is-a-file", "train", f"{TRAIN} --run {{new}}", "is a file, not a run directory",
@@ -329,7 +331,7 @@ CASES = [
     Case("resume-other-seq-len", "train", f"{RESUME} --seq-len 64", "same architecture knobs"),
     Case("resume-other-vocab", "train", f"{RESUME} --vocab-size 600", "same architecture knobs"),
     Case("resume-tied", "train", f"{RESUME} --tie-embeddings", "same architecture knobs"),
-    Case("resume-below-step", "train", f"{TRAIN} --run {{run}} --resume --num-iterations 3", "--num-iterations > 4"),
+    Case("resume-below-step", "train", f"{TRAIN} --run {{run}} --resume --num-iterations 3", "--num-iterations >= 4"),
     Case("resume-other-corpus", "train", f"{RESUME} --corpus fineweb", "tinylab.data download"),
     # 8. a run's own tokenizer copy swapped or damaged is noticed by --resume, as by complete
     Case("resume-tokenizer-swapped", "train", RESUME, "trained with tokenizer hash .* copy", setup=swap_tokenizer),

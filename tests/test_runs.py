@@ -210,6 +210,13 @@ def test_one_run_name_is_one_run_and_run_names_may_be_paths(home):
         run_mod.Run.at(5)
 
 
+def test_a_log_cut_short_of_the_checkpoint_loses_its_partial_line_not_the_next_record(tmp_path):
+    log = run_mod.MetricsLog(tmp_path / "metrics.jsonl")
+    log.path.write_text('{"kind": "eval", "step": 0}\n{"kind": "train", "st')  # a crash cut the second line
+    log.truncate(200, keep_through_step=0)  # the checkpoint's offset lies beyond what is left
+    assert log.path.read_text() == '{"kind": "eval", "step": 0}\n'
+
+
 def test_summary_counts_evaluated_tokens_and_shows_a_diverged_evaluation(home, tmp_path):
     """An eval-only run (an imported one, evaluated) has tokens; a run whose last evaluation is NaN shows NaN,
     not the untrained step-0 value; a figure's folder that cannot be made is one PlotError."""

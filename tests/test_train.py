@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import socket
 import time
 
@@ -159,6 +160,42 @@ def test_a_nan_evaluation_stops_training_before_it_saves(monkeypatch):
     assert Run.at("nan-eval").latest_checkpoint().name == "step_000003"
     assert [(r["step"], r["val_bpb"] == r["val_bpb"]) for r in metrics("nan-eval") if r["kind"] == "eval"] == \
         [(0, True), (5, False)]
+
+
+def test_overwrite_deletes_the_old_run_only_once_the_new_one_has_built():
+    train("smoke", "ow", num_iterations=2, progress=False, **TINY)
+    before = sorted(p.name for p in Run.at("ow").dir.rglob("*"))
+    with pytest.raises(TinylabError, match="fewer than 1 window"):  # fails on its data, once the build has begun
+        train("smoke", "ow", overwrite=True, num_iterations=2, progress=False, **dict(TINY, device_batch_size=100_000))
+    assert sorted(p.name for p in Run.at("ow").dir.rglob("*")) == before  # the old run is all there
+    train("smoke", "ow", overwrite=True, num_iterations=1, progress=False, **TINY)
+    assert [c.name for c in Run.at("ow").checkpoints()] == ["step_000001"]
+
+
+def test_a_resume_at_an_unfinished_checkpoints_step_finishes_it_and_damaged_meta_is_one_error():
+    from tinylab.checkpoint import CheckpointError, read_meta
+    from tinylab.train import resume_advice
+
+    assert resume_advice("never-trained") == "no checkpoint yet: run the same command again"
+    class Stop(Exception):
+        pass
+
+    def stop_at_3(rec):
+        if rec["kind"] == "train" and rec["step"] == 3:
+            raise Stop
+
+    with pytest.raises(Stop):  # stopped after step 2's save
+        train("smoke", "halfway", num_iterations=4, progress=False, callback=stop_at_3, **dict(TINY, save_every=2))
+    ckpt = Run.at("halfway").checkpoint(2)
+    meta = read_meta(ckpt)
+    assert not meta["finished"] and "--resume" in resume_advice("halfway")
+    train("smoke", "halfway", resume=True, num_iterations=2, progress=False, **dict(TINY, save_every=2))
+    assert read_meta(Run.at("halfway").latest_checkpoint())["finished"]
+    marker = ckpt / checkpoint.CHECKPOINT_MARKER
+    for damaged in ([], dict(meta, step="2"), {k: v for k, v in meta.items() if k != "loader"}):
+        marker.write_text(json.dumps(damaged))
+        with pytest.raises(CheckpointError, match="is damaged"):
+            train("smoke", "halfway", resume=True, num_iterations=4, progress=False, **dict(TINY, save_every=2))
 
 
 def test_ensure_run_trains_once_and_load_model():
@@ -503,7 +540,7 @@ def test_resume_below_the_checkpoint_step_is_refused_and_equal_is_finished():
     def no_training(rec):  # before the fix the loop ran past the end forever
         assert rec["kind"] != "train", "trained past num_iterations"
 
-    with pytest.raises(TrainError, match="already at step 2; pass --num-iterations > 2"):
+    with pytest.raises(TrainError, match="already at step 2; pass --num-iterations >= 2"):
         train("smoke", "short", num_iterations=1, resume=True, progress=False, callback=no_training, **TINY)
     assert train("smoke", "short", num_iterations=2, resume=True, progress=False, callback=no_training,
                  **TINY)["step"] == 2

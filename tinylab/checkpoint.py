@@ -280,9 +280,23 @@ def read_meta(ckpt: Path) -> dict:
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{ckpt}/{CHECKPOINT_MARKER} is unreadable ({e}); delete {ckpt} to fall back "
                               f"to an older checkpoint") from e
+    if not isinstance(meta, dict) or not isinstance(meta.get("step"), int) or not isinstance(meta.get("model"), dict):
+        raise CheckpointError(f"{ckpt}/{CHECKPOINT_MARKER} is damaged (not an object with a step and a model); "
+                              f"delete {ckpt} to fall back to an older checkpoint")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{ckpt} has checkpoint format {meta.get('format')}, this tinylab reads {FORMAT}")
     return meta
+
+
+RESUME_KEYS = ("optimizers", "rng", "loader", "tokenizer", "metrics_bytes", "elapsed")  # what a resume reads
+
+
+def check_resumable(ckpt: Path, meta: dict) -> None:
+    """A checkpoint that a resume can go on from: the training state it reads is all there."""
+    missing = [k for k in RESUME_KEYS if k not in meta]
+    if missing:
+        raise CheckpointError(f"{ckpt}/{CHECKPOINT_MARKER} is damaged (no {', '.join(missing)}); delete {ckpt} to "
+                              f"resume from an older checkpoint")
 
 
 def finished(ckpt: Path | None, model: GPTConfig | None = None, steps: int | None = None) -> bool:

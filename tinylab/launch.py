@@ -42,7 +42,10 @@ def names(a: argparse.Namespace) -> tuple[TrainConfig | str, str]:
     preset = a.preset or preset_from_env().name
     run = preset if a.run is None else a.run  # an empty --run is refused by Run.at, not read as "not given"
     target = Run.at(run) if a.resume and a.preset is None else None  # (Run.at refuses a bad name with its own message)
-    if target is not None and target.config_path.exists():
+    if target is not None and not target.config_path.exists():  # nothing says what it was: the default preset
+        raise ConfigError(f"--resume without --preset continues a run as its config.json says, but run {run!r} has "
+                          f"none ({target.dir}): pass --preset and the knobs it was started with")
+    if target is not None:
         saved = target.read_config()
         try:
             return TrainConfig.from_dict(saved, name=saved.get("preset", "custom")), run

@@ -108,6 +108,8 @@ class MetricsLog:
                 return
             data = self.path.read_bytes()
             head, tail = data[:nbytes], data[nbytes:].splitlines()
+            if head and not head.endswith(b"\n"):  # the log was cut short of the offset mid-line (a crash, a full
+                head = head[:head.rfind(b"\n") + 1]  # disk): its partial last line goes, so no record is glued on
             keep = keep_through_step is not None
             kept = [line + b"\n" for line in tail if keep and _at_or_before(line, keep_through_step)]
             if kept:

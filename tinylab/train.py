@@ -122,6 +122,7 @@ class Setup:
     resume_from: Path | None = None
     meta: dict = field(default_factory=dict)  # the checkpoint's meta when resuming
     bundle: Path | None = None                # CORE's eval bundle (rank 0, core_every > 0)
+    overwrite: bool = False                   # the old run is deleted once this one has built
 
 
 class Clock:
@@ -194,12 +195,13 @@ def check_resume(run: Run, ckpt: Path, cfg: TrainConfig, plan: RunPlan) -> dict:
     if meta.get("imported"):  # its checkpoint holds weights only (import_nanochat): no optimizer state to go on from
         raise TrainError(f"run {run.name!r} was imported from nanochat without its optimizer state: it can be "
                          f"evaluated, sampled and exported, not resumed; train a new run (another --run name)")
+    checkpoint.check_resumable(ckpt, meta)
     if meta["model"] != cfg.model.to_dict():
         from .config import GPTConfig
         raise TrainError(f"run {run.name!r} was trained as {GPTConfig.from_dict(meta['model']).describe()}, "
                          f"not {cfg.model.describe()}: resume with the same architecture knobs or use a new --run name")
     if plan.num_iterations < meta["step"]:
-        raise TrainError(f"run {run.name!r} is already at step {meta['step']}; pass --num-iterations > "
+        raise TrainError(f"run {run.name!r} is already at step {meta['step']}; pass --num-iterations >= "
                          f"{meta['step']} or start a new run")
     check_step_tokens(run, plan)
     return meta
@@ -256,11 +258,10 @@ def check_memory(cfg: TrainConfig, plan: RunPlan, device) -> None:
 
 def prepare(cfg: TrainConfig, run: Run, d: Dist, *, resume: bool, overwrite: bool, progress: bool) -> Setup:
     """Phase 2: everything that can fail before anything is written (see the module docstring)."""
-    bundle = core_bundle(cfg) if d.master else None  # first: a missing bundle must not cost an overwritten run
-    if overwrite and d.master:
-        run.clear()
-    d.barrier()  # no rank looks for checkpoints before rank 0 has deleted them
-    damaged = run.incomplete_checkpoints()
+    bundle = core_bundle(cfg) if d.master else None
+    # --overwrite deletes the old run only once the new one has built (Trainer.write_run_files): a start that fails
+    # on its config, memory, data or tokenizer leaves the old run as it was
+    damaged = [] if overwrite else run.incomplete_checkpoints()
     if damaged:  # starting over (or from an older step) would silently drop the metrics they belong to
         raise TrainError(f"{damaged[-1]} has no {CHECKPOINT_MARKER}: the checkpoint is damaged; delete "
                          f"{'it' if len(damaged) == 1 else f'it and {len(damaged) - 1} more like it'} to resume from "
@@ -269,7 +270,7 @@ def prepare(cfg: TrainConfig, run: Run, d: Dist, *, resume: bool, overwrite: boo
     if taken is not None:
         raise TrainError(f"run {run.name!r} already has a checkpoint ({taken.name}) in {run.dir}: pass resume=True "
                          f"(--resume) to continue it, overwrite=True (--overwrite) to start over, or pick a new run name")
-    ckpt = run.latest_checkpoint()
+    ckpt = None if overwrite else run.latest_checkpoint()
     if resume and ckpt is None and d.master:
         print(f"no checkpoint for run {run.name!r} yet: starting it from scratch")
     plan = RunPlan.of(cfg, d.world)
@@ -277,7 +278,7 @@ def prepare(cfg: TrainConfig, run: Run, d: Dist, *, resume: bool, overwrite: boo
     meta = check_resume(run, ckpt, cfg, plan) if resume and ckpt is not None else {}
     if d.master and plan.batch.rounded:
         print(plan.batch.note())
-    return Setup(cfg, run, plan, d, None, ckpt if meta else None, meta, bundle)
+    return Setup(cfg, run, plan, d, None, ckpt if meta else None, meta, bundle, overwrite)
 
 
 # ------------------------------------------------------------------------------- phase 3: build
@@ -697,6 +698,8 @@ class Trainer:
         if not self.d.master:
             return None
         s, run = self.s, self.s.run
+        if s.overwrite:  # the new run built: now the old one goes (its lock stays held)
+            run.clear()
         if not s.meta:  # from scratch: no lines, tables or tokenizer of an earlier attempt
             run.metrics.truncate(0)
             shutil.rmtree(run.evals_dir, ignore_errors=True)
@@ -736,7 +739,10 @@ class Trainer:
     def on_schedule(self) -> None:
         """Evaluate, sample, score and save at this step if the schedule says so (a resumed step already did)."""
         st, ev, last = self.state, self.cfg.eval, self.state.step == self.plan.num_iterations
-        if st.step == st.resumed_at:
+        if st.step == st.resumed_at:  # its evaluations and save were done before the stop
+            if last and not self.s.meta.get("finished"):  # resumed at its new last step: the run is finished now
+                with self.clock.phase("save"):
+                    self.save(finished=True)
             return
         if last or st.step % ev.eval_every == 0:
             with self.clock.phase("eval"):
@@ -912,8 +918,7 @@ def main(argv=None) -> int:
         summary = train(preset, run, device=a.device, resume=a.resume, overwrite=a.overwrite,
                         progress=not a.no_progress, **knob_arguments(a))
     except KeyboardInterrupt:
-        print(f"\ninterrupted: continue with --run {run} --resume (from its last checkpoint)",
-              file=sys.stderr)
+        print(f"\ninterrupted: {resume_advice(run)}", file=sys.stderr)
         return 130
     finally:
         stop_early()  # started for a run that failed before its data was due
@@ -923,6 +928,16 @@ def main(argv=None) -> int:
               f"{'n/a' if bpb is None else f'{bpb:.4f}'} -> {summary['run_dir']}")
         print(f"time: {describe_time(summary['time'])}")
     return 0
+
+
+def resume_advice(run: str) -> str:
+    """What to do after a stop: resume from the last checkpoint, or, before the first one, start again."""
+    try:
+        saved = Run.at(run).latest_checkpoint() is not None
+    except RunError:
+        saved = False
+    return (f"continue with --run {run} --resume (from its last checkpoint)" if saved
+            else "no checkpoint yet: run the same command again")
 
 
 def exit_now(status: int) -> None:
