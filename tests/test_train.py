@@ -2,7 +2,6 @@
 import dataclasses
 import json
 import os
-import shutil
 import socket
 import time
 
@@ -357,8 +356,6 @@ def test_a_failed_build_stops_the_data_child_and_its_thread(monkeypatch, tmp_pat
 
 def test_the_data_child_stops_itself_when_its_parent_is_gone(tmp_path, monkeypatch):
     """Its stdin closes with its parent: the child stops (SIGTERM to itself, so its writes clean up), exit code 1."""
-    import tinylab.train as tr
-
     monkeypatch.setenv("TINYLAB_HOME", str(tmp_path))
     child = prepare.start_data_child(resolve("smoke", {}), progress=False)
     child.stdin.close()  # what the parent's death does
