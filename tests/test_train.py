@@ -543,6 +543,14 @@ def test_resume_below_the_checkpoint_step_is_refused_and_equal_is_finished():
                  **TINY)["step"] == 2
 
 
+def test_a_resume_refuses_knobs_it_could_only_record():
+    train("smoke", "kept", num_iterations=2, progress=False, **TINY)
+    for knob in (dict(seed=7), dict(tokenizer_max_chars=1_000_000)):
+        with pytest.raises(TrainError, match=f"started with {next(iter(knob))}=.*recorded but not used"):
+            train("smoke", "kept", num_iterations=3, resume=True, progress=False, **TINY, **knob)
+    assert train("smoke", "kept", num_iterations=3, resume=True, progress=False, **TINY)["step"] == 3
+
+
 def test_resume_uses_the_requested_learning_rates():
     train("smoke", "relr", num_iterations=2, progress=False, **TINY)
     train("smoke", "relr", num_iterations=3, resume=True, matrix_lr=0.05, progress=False, **TINY)

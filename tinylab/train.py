@@ -204,7 +204,28 @@ def check_resume(run: Run, ckpt: Path, cfg: TrainConfig, plan: RunPlan) -> dict:
         raise TrainError(f"run {run.name!r} is already at step {meta['step']}; pass --num-iterations >= "
                          f"{meta['step']} or start a new run")
     check_step_tokens(run, plan)
+    check_kept_knobs(run, cfg)
     return meta
+
+
+KEPT_ON_RESUME = {  # knobs a resume cannot honour, and why: config.json would record a value the run never used
+    "seed": "the resume restores the run's RNG state and weights",
+    "tokenizer_max_chars": "the run keeps the tokenizer it was trained with",
+}
+
+
+def check_kept_knobs(run: Run, cfg: TrainConfig) -> None:
+    try:
+        saved = run.read_config()
+    except RunError:  # an older or damaged config.json: nothing to compare with
+        return
+    now = cfg.to_dict()
+    for name, why in KEPT_ON_RESUME.items():
+        was = next((g[name] for g in saved.values() if isinstance(g, dict) and name in g), None)
+        new = next(g[name] for g in now.values() if isinstance(g, dict) and name in g)
+        if was is not None and was != new:
+            raise TrainError(f"run {run.name!r} was started with {name}={was}, and {why}: {name}={new} would be "
+                             f"recorded but not used; resume without it, or start a new run for it")
 
 
 def check_step_tokens(run: Run, plan: RunPlan) -> None:
