@@ -909,3 +909,12 @@ def test_complete_reports_a_terminal_that_cannot_show_the_text(shared, capsys, m
     rc = complete.main(["--run", "base", "-m", "2"], stdin=io.StringIO("caf\u00e9\n###\n"), stdout=out, stderr=err)
     errors = [line for line in err.getvalue().splitlines() if line.startswith("error: ")]
     assert rc == 2 and len(errors) == 1 and "UTF-8 locale" in errors[0]
+
+
+def test_a_folder_where_a_file_goes_is_one_line(capsys):
+    """A run's .lock made a folder by hand (EISDIR), or its checkpoints/ a file (EEXIST): one line, no traceback."""
+    from tinylab import paths
+
+    (paths.home() / "runs" / "lockdir" / ".lock").mkdir(parents=True)
+    rc, err = train_cli(capsys, "--run", "lockdir", "--num-iterations", "1")
+    assert rc == 2 and check_one_error_line(err, "", "is in the way .*move it aside")

@@ -62,6 +62,9 @@ def explain(exc: BaseException) -> TinylabError | None:
     if isinstance(exc, OSError) and exc.errno == errno.ENOTDIR:
         return TinylabError(f"a path leading to {exc.filename or 'a file'} is a file, not a directory: point "
                             f"TINYLAB_HOME (or the path you gave) at a directory")
+    if isinstance(exc, OSError) and exc.errno in (errno.EISDIR, errno.EEXIST):  # a folder where a file goes, or
+        return TinylabError(f"{exc.filename or 'a path'} is in the way ({exc.strerror}): a folder where tinylab "  # back
+                            f"writes a file, or a file where it makes a folder; move it aside and run the command again")
     if isinstance(exc, UnicodeEncodeError):
         return TinylabError(f"the terminal cannot show this text ({exc.reason}): run with "
                             f"PYTHONIOENCODING=utf-8:replace or a UTF-8 locale (e.g. LANG=C.UTF-8)")
