@@ -206,7 +206,6 @@ def longest_sentence(tokenizer, pairs: list[Pair] | None = None) -> int:
     return max(map(len, ids), default=0)
 
 
-
 @torch.no_grad()
 def sentence_logprobs(model, tokenizer, sentences: list[str], *, batch_size: int = 256, device=None,
                       progress: bool = False) -> list[float]:

@@ -160,15 +160,19 @@ def compare(stats: dict) -> dict:
     margin = stats[order[1]]["bpb"] - stats[order[0]]["bpb"]
     ranges = [s["range"] for s in stats.values() if s["points"] > 1]
     noise = max(ranges) if ranges else None
-    if noise is not None and margin <= noise:
+    if not clear_win(margin, noise):
         verdict = f"no clear winner: {order[0]} leads by {margin:.4f} bpb, within the seed range {noise:.4f}"
     else:
         verdict = f"{order[0]}, by {margin:.4f} bpb" + (f" (seed range {noise:.4f})" if noise is not None
                                                         else " (one seed each: noise not measured)")
     arms = " · ".join(f"{label} ({human(stats[label]['params'])}): {stats[label]['bpb']:.4f}" + spread(stats[label])
                       for label in order)
-    return dict(arms=arms, best=order[0], margin_bpb=margin, seed_range_bpb=noise, verdict=verdict,
-                clear=not verdict.startswith("no clear winner"))
+    return dict(arms=arms, best=order[0], margin_bpb=margin, seed_range_bpb=noise, verdict=verdict)
+
+
+def clear_win(margin: float, noise: float | None) -> bool:
+    """The best arm leads by more than the seed range (or no range was measured)."""
+    return noise is None or margin > noise
 
 
 def spread(s: dict) -> str:
@@ -210,11 +214,7 @@ def answer(question: Question, df: pd.DataFrame, spec: Spec) -> dict:
     if not compared:
         return dict(row, verdict=not_compared(stats, unfinished, spec))
     pending = "".join(f"; {label} has no finished point yet ({', '.join(st)})" for label, st in unfinished.items())
-    if len(stats) == 1:
-        (c,) = compared.values()
-        c = {k: v for k, v in c.items() if k != "clear"}
-    else:
-        c = per_budget(compared, stats, spec)
+    c = next(iter(compared.values())) if len(stats) == 1 else per_budget(compared, stats, spec)
     return dict(row, **dict(c, verdict=c["verdict"] + pending))
 
 
@@ -223,7 +223,7 @@ def per_budget(compared: dict, stats: dict, spec: Spec) -> dict:
     best arm only where it wins clearly at every budget, and its smallest margin."""
     at = {key: f"at {budget_words(key, spec)}" for key in stats}
     winners = {c["best"] for c in compared.values()}
-    clear = len(winners) == 1 and all(c["clear"] for c in compared.values())
+    clear = len(winners) == 1 and all(clear_win(c["margin_bpb"], c["seed_range_bpb"]) for c in compared.values())
     alone = [f"{at[key]} only {', '.join(arms)} finished" for key, arms in stats.items() if key not in compared]
     head = (f"{winners.pop()} at each of {len(compared)} budgets" if clear
             else f"no one winner over {len(compared)} budgets")

@@ -203,8 +203,12 @@ def check_resume(run: Run, ckpt: Path, cfg: TrainConfig, plan: RunPlan) -> dict:
     if plan.num_iterations < meta["step"]:
         raise TrainError(f"run {run.name!r} is already at step {meta['step']}; pass --num-iterations >= "
                          f"{meta['step']} or start a new run")
-    check_step_tokens(run, plan)
-    check_kept_knobs(run, cfg)
+    try:
+        saved = run.read_config()
+    except RunError:  # an older or damaged config.json: nothing to compare with
+        saved = {}
+    check_step_tokens(run, plan, saved)
+    check_kept_knobs(run, cfg, saved)
     return meta
 
 
@@ -214,26 +218,24 @@ KEPT_ON_RESUME = {  # knobs a resume cannot honour, and why: config.json would r
 }
 
 
-def check_kept_knobs(run: Run, cfg: TrainConfig) -> None:
-    try:
-        saved = run.read_config()
-    except RunError:  # an older or damaged config.json: nothing to compare with
-        return
-    now = cfg.to_dict()
+def check_kept_knobs(run: Run, cfg: TrainConfig, saved: dict) -> None:
+    """saved: the run's config.json ({} when unreadable: nothing to compare with)."""
+    now = cfg.flat()
     for name, why in KEPT_ON_RESUME.items():
         was = next((g[name] for g in saved.values() if isinstance(g, dict) and name in g), None)
-        new = next(g[name] for g in now.values() if isinstance(g, dict) and name in g)
+        new = now[name]
         if was is not None and was != new:
             raise TrainError(f"run {run.name!r} was started with {name}={was}, and {why}: {name}={new} would be "
                              f"recorded but not used; resume without it, or start a new run for it")
 
 
-def check_step_tokens(run: Run, plan: RunPlan) -> None:
+def check_step_tokens(run: Run, plan: RunPlan, saved: dict) -> None:
     """A resumed run keeps its tokens per step: the loader's position, the token counts and the schedule assume
-    them. A device batch that rounds the step to another size is refused, with the flags that keep it."""
+    them. A device batch that rounds the step to another size is refused, with the flags that keep it. saved: the
+    run's config.json ({} when unreadable)."""
     try:
-        was = run.read_config()["derived"]["total_batch_size"]
-    except (RunError, KeyError, TypeError):  # an older or damaged config.json: nothing to compare with
+        was = saved["derived"]["total_batch_size"]
+    except (KeyError, TypeError):  # an older or damaged config.json: nothing to compare with
         return
     if plan.batch.total_batch_size != was:
         raise TrainError(f"run {run.name!r} steps {was:,} tokens at a time, but device_batch_size "
