@@ -86,6 +86,25 @@ def truncate(rel: str):
     return damage(cut)
 
 
+def flip(rel: str):
+    """Garble a safetensors file in place, as safetensors' own checks cannot see: four bytes of its tensor data
+    (past the header) inverted, the length unchanged."""
+    def garble(run: Path):
+        f = run / rel
+        data = bytearray(f.read_bytes())
+        middle = (8 + int.from_bytes(data[:8], "little") + len(data)) // 2  # between the header's end and the file's
+        data[middle:middle + 4] = bytes(b ^ 0xFF for b in data[middle:middle + 4])
+        f.write_bytes(data)
+    return damage(garble)
+
+
+def edit_checkpoint_json(fn):
+    def edit(run: Path):
+        f = run / CKPT / "checkpoint.json"
+        f.write_text(json.dumps(fn(json.loads(f.read_text()))))
+    return damage(edit)
+
+
 def other_arch_weights(run: Path):
     from safetensors.torch import save_model
     from tinylab.model import build_model
@@ -327,6 +346,16 @@ CASES = [
          setup=damage(lambda run: (run / CKPT / "model.safetensors").write_bytes(b"\x00" * 999))),
     Case("resume-other-arch-weights", "train", RESUME, "model.safetensors is damaged",
          setup=damage(other_arch_weights)),
+    # a data file garbled in place (same length) fails its sha256, whichever command loads it
+    *[Case(f"{name}-garbled-{what}", cli_name, argv, f"{what}.safetensors is damaged: its bytes changed since it was "
+           f"written .* the run keeps no earlier checkpoint: train it again", setup=flip(f"{CKPT}/{what}.safetensors"))
+      for name, cli_name, argv, what in [
+          ("resume", "train", RESUME, "model"), ("resume", "train", RESUME, "optim"),
+          ("eval", "eval", "probes --run {run} --no-progress", "model"),
+          ("complete", "complete", "--run {run} -p hi", "model"),
+          ("export", "export", "--run {run} --out {tmp}/x", "model")]],
+    Case("resume-hash-field-a-list", "train", RESUME, "checkpoint.json is damaged \\('sha256' is not an object",
+         setup=edit_checkpoint_json(lambda meta: dict(meta, sha256=list(meta["sha256"].values())))),
     Case("resume-other-depth", "train", f"{RESUME} --depth 3", "same architecture knobs"),
     Case("resume-other-seq-len", "train", f"{RESUME} --seq-len 64", "same architecture knobs"),
     Case("resume-other-vocab", "train", f"{RESUME} --vocab-size 600", "same architecture knobs"),

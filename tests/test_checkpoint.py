@@ -207,3 +207,107 @@ def test_writer_hands_a_failed_write_to_the_next_call_and_keeps_the_older_checkp
     monkeypatch.undo()
     assert [p.name for p in Run(tmp_path).checkpoints()] == ["step_000001"]
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]  # no partial directory
+
+
+# ---------------------------------------------------------------- integrity: the sha256 of each data file
+
+DATA_FILES = ("model.safetensors", "optim.safetensors")
+
+
+def flip_tensor_bytes(path):
+    """Garble a safetensors file in place, the kind of damage its own checks miss: four bytes inverted in the middle
+    of its tensor data (past the header), the length unchanged."""
+    data = bytearray(path.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")  # the header's length, then the header: tensor data follows
+    middle = (start + len(data)) // 2
+    assert start < middle < len(data) - 4
+    for i in range(middle, middle + 4):
+        data[i] ^= 0xFF
+    path.write_bytes(data)
+
+
+def edit_meta(ckpt, fn):
+    meta = json.loads((ckpt / "checkpoint.json").read_text())
+    (ckpt / "checkpoint.json").write_text(json.dumps(fn(meta)))
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_the_recorded_sha256_is_that_of_the_bytes_on_disk(tmp_path, monkeypatch, tied):
+    """Hashed from the tensors written (and from the file where its layout is not the expected one), on the writer
+    thread: either way the digest is the file's."""
+    import hashlib
+    import threading
+
+    cfg = GPTConfig(**{**CFG.to_dict(), "tie_embeddings": tied})
+    model, opts, _ = stepped(cfg)
+    threads = []
+    written = checkpoint._written_digest
+    monkeypatch.setattr(checkpoint, "_written_digest", lambda *a: threads.append(threading.current_thread().name)
+                        or written(*a))
+    writer = checkpoint.CheckpointWriter()
+    writer.save(Run(tmp_path / "async"), 2, model, opts, {})
+    writer.wait()
+    assert threads == ["tinylab-checkpoint"] * 2  # not the training thread's time
+    monkeypatch.setattr(checkpoint, "_raw_bytes", lambda t: None)  # as if the layout were unexpected: from disk
+    from_disk = save_checkpoint(Run(tmp_path / "sync"), 2, model, opts, {})
+    for ckpt in (Run(tmp_path / "async").latest_checkpoint(), from_disk):
+        recorded = checkpoint.read_meta(ckpt)["sha256"]
+        assert recorded == {name: hashlib.sha256((ckpt / name).read_bytes()).hexdigest() for name in DATA_FILES}
+        load_checkpoint(ckpt, *stepped(cfg, steps=0, seed=99)[:2])  # intact: loads
+
+
+@pytest.mark.parametrize("name", DATA_FILES)
+def test_a_data_file_garbled_in_place_is_refused_naming_it(tmp_path, name):
+    from safetensors.torch import load_file
+
+    model, opts, _ = stepped(CFG)
+    for step in (1, 2):
+        ckpt = save_checkpoint(Run(tmp_path), step, model, opts, {}, keep=2)
+    flip_tensor_bytes(ckpt / name)
+    load_file(str(ckpt / name))  # safetensors itself sees nothing wrong: it would resume from garbage
+    model2, opts2, _ = stepped(CFG, steps=0, seed=99)
+    with pytest.raises(CheckpointError, match=rf"step_000002/{name} is damaged: its bytes changed since it was "
+                                              rf"written .* move .*step_000002 aside .* earlier checkpoint step_000001"):
+        load_checkpoint(ckpt, model2, opts2)
+    assert (ckpt / name).is_file()  # nothing deleted
+    load_checkpoint(Run(tmp_path).checkpoints()[0], model2, opts2)  # the earlier one is intact
+    for other in Run(tmp_path).checkpoints()[:1]:
+        other.rename(tmp_path / "aside")
+    with pytest.raises(CheckpointError, match="the run keeps no earlier checkpoint: train it again"):
+        load_checkpoint(ckpt, model2, opts2)
+
+
+def test_weights_only_loads_check_only_the_weights(tmp_path):
+    """Evaluation, sampling and export read model.safetensors alone: the optimizer state is not hashed for them."""
+    model, opts, _ = stepped(CFG)
+    ckpt = save_checkpoint(Run(tmp_path), 2, model, opts, {})
+    flip_tensor_bytes(ckpt / "optim.safetensors")
+    load_checkpoint(ckpt, stepped(CFG, steps=0)[0])
+    flip_tensor_bytes(ckpt / "model.safetensors")
+    with pytest.raises(CheckpointError, match="model.safetensors is damaged"):
+        load_checkpoint(ckpt, stepped(CFG, steps=0)[0])
+
+
+def test_a_checkpoint_json_without_hashes_loads_unchecked(tmp_path):
+    """Checkpoints written before the hashes were recorded load as before (and so would a garbled one)."""
+    model, opts, _ = stepped(CFG)
+    ckpt = save_checkpoint(Run(tmp_path), 2, model, opts, {})
+    edit_meta(ckpt, lambda meta: {k: v for k, v in meta.items() if k != "sha256"})
+    model2, opts2, _ = stepped(CFG, steps=0, seed=99)
+    load_checkpoint(ckpt, model2, opts2)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model2.state_dict().values()))
+    flip_tensor_bytes(ckpt / "model.safetensors")
+    load_checkpoint(ckpt, model2, opts2)  # nothing recorded, nothing to check
+
+
+@pytest.mark.parametrize("digests", [
+    "0" * 64, ["0" * 64], {"model.safetensors": 5}, {"model.safetensors": "not hex"},
+    {"model.safetensors": "A" * 64}, {"model.safetensors": "0" * 63}, {"weights.bin": "0" * 64}, None,
+])
+def test_a_hash_field_of_the_wrong_shape_is_a_damaged_checkpoint_json(tmp_path, digests):
+    model, opts, _ = stepped(CFG, steps=1)
+    ckpt = save_checkpoint(Run(tmp_path), 1, model, opts, {})
+    edit_meta(ckpt, lambda meta: dict(meta, sha256=digests))
+    with pytest.raises(CheckpointError, match="checkpoint.json is damaged \\('sha256' is not an object from "
+                                              "model.safetensors or optim.safetensors to 64 hex digits\\); delete"):
+        checkpoint.read_meta(ckpt)

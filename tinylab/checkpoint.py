@@ -7,7 +7,12 @@ are complete is tinylab.run's business. Layout of one checkpoint, runs/<run>/che
     optim.safetensors   optimizer state tensors, keyed "<optimizer>.<param index>.<name>"
     checkpoint.json     step, model config, optimizer hyperparameters and scalar state,
                         loader state, RNG states (base64), tokenizer name + hash,
-                        metrics.jsonl byte offset, finished flag
+                        metrics.jsonl byte offset, finished flag, and the sha256 of each
+                        .safetensors file ("sha256": {"model.safetensors": "<64 hex>", ...})
+
+The sha256 is taken of the bytes as written and checked before a load trusts a file: safetensors
+notices a truncated file, not one garbled in place (same length), which would otherwise resume
+from garbage. Checkpoints written before the field existed load unchecked.
 
 A checkpoint is written into a hidden temp directory and renamed into place in one
 os.rename, so a crash leaves either the complete new checkpoint or none; older ones are
@@ -17,11 +22,14 @@ new one in, and only then deletes the old. The newest complete step directory is
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import mmap
 import os
 import random
 import re
 import shutil
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -38,6 +46,9 @@ from .model import GPT, build_model
 from .run import CHECKPOINT_MARKER, Run
 
 FORMAT = 1
+# sha256 (SHA-NI): 1.3 GB/s on one core of the AMD EPYC the tests run on, against 0.5-0.6 GB/s for blake2b and md5
+HASH = "sha256"
+DATA_FILES = ("model.safetensors", "optim.safetensors")  # what HASH covers: the files whose damage JSON can't show
 RUNTIME_FLAGS = ("fused", "foreach", "capturable", "differentiable")  # depend on the device, not the run
 
 
@@ -189,9 +200,11 @@ def write_checkpoint(run: Run, snap: Snapshot, keep: int = 1) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-step_{step:06d}-"))
     old = None
     try:
-        _save_tensors(lambda path: save_model(snap, path), tmp / "model.safetensors")  # drops tied duplicates
-        _save_tensors(lambda path: save_file(snap.optim, path), tmp / "optim.safetensors")
-        write_json(tmp / CHECKPOINT_MARKER, snap.body)  # last: its presence marks the checkpoint complete
+        digests = {"model.safetensors": _save_tensors(lambda path: save_model(snap, path),  # drops tied duplicates
+                                                      tmp / "model.safetensors", snap.weights),
+                   "optim.safetensors": _save_tensors(lambda path: save_file(snap.optim, path),
+                                                      tmp / "optim.safetensors", snap.optim)}
+        write_json(tmp / CHECKPOINT_MARKER, {**snap.body, HASH: digests})  # last: its presence marks it complete
         if final.exists():  # re-saving the same step (e.g. final save right after a periodic one)
             old = root / f".old{tmp.name}"
             os.rename(final, old)
@@ -258,8 +271,9 @@ class CheckpointWriter:
         return error
 
 
-def _save_tensors(save, path: Path) -> None:
-    """save(str(path)) with safetensors; its I/O errors (a full disk) become the OSError they are.
+def _save_tensors(save, path: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """save(str(path)) with safetensors, writing `tensors`; return the file's sha256 (_written_digest). Its I/O
+    errors (a full disk) become the OSError they are.
 
     safetensors reports them as SafetensorError("... (os error 28)"), which tinylab.errors.explain
     could not tell from a bug; as OSError(ENOSPC) it becomes the one-line disk-full message."""
@@ -272,6 +286,42 @@ def _save_tensors(save, path: Path) -> None:
         if m is None:
             raise
         raise OSError(int(m.group(1)), os.strerror(int(m.group(1))), str(path)) from e
+    return _written_digest(path, tensors)
+
+
+def _written_digest(path: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """The sha256 of the safetensors file just written at `path`, taken of the tensors it was written from: the
+    file's header (read back: a few KB), then each tensor's bytes in the order of the header's offsets. So the
+    hundreds of MB are not read back to be hashed, and the cost does not depend on the file still being in the page
+    cache (where it is, the two take the same: ~0.16 s for 150 MB on the writer thread here). A file not laid out as
+    this expects (a safetensors that pads between tensors; a big-endian machine, where it writes byte-swapped copies)
+    is hashed from disk instead."""
+    with open(path, "rb") as f:
+        size = f.read(8)
+        header = f.read(int.from_bytes(size, "little"))
+    h, end = hashlib.new(HASH, size + header), 0
+    spans = sorted((v["data_offsets"], k) for k, v in json.loads(header).items() if k != "__metadata__")
+    for (start, stop), name in spans:
+        data = _raw_bytes(tensors[name]) if name in tensors and sys.byteorder == "little" else None
+        if data is None or start != end or stop - start != data.nbytes:
+            return file_digest(path)
+        h.update(data)  # hashlib lets go of the GIL over large buffers: the training thread runs meanwhile
+        end = stop
+    return h.hexdigest() if 8 + len(header) + end == path.stat().st_size else file_digest(path)
+
+
+def _raw_bytes(t: torch.Tensor) -> np.ndarray:
+    """A tensor's bytes as safetensors writes them (row-major), without a copy where it is contiguous."""
+    return t.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
+
+
+def file_digest(path: Path) -> str:
+    """The sha256 of a file, hashed from a memory map in one call (0.89 GB/s here against 0.75 GB/s in 1 MB reads)."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:  # an empty file cannot be mapped
+            return hashlib.new(HASH).hexdigest()
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return hashlib.new(HASH, data).hexdigest()
 
 
 def read_meta(ckpt: Path) -> dict:
@@ -285,7 +335,30 @@ def read_meta(ckpt: Path) -> dict:
                               f"delete {ckpt} to fall back to an older checkpoint")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{ckpt} has checkpoint format {meta.get('format')}, this tinylab reads {FORMAT}")
+    digests = meta.get(HASH, {})  # absent: written before checkpoints recorded it, and loaded unchecked
+    if not (isinstance(digests, dict) and set(digests) <= set(DATA_FILES)
+            and all(isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) for v in digests.values())):
+        raise CheckpointError(f"{ckpt}/{CHECKPOINT_MARKER} is damaged ({HASH!r} is not an object from "
+                              f"{' or '.join(DATA_FILES)} to 64 hex digits); delete {ckpt} to fall back to an older "
+                              f"checkpoint")
     return meta
+
+
+def verify(ckpt: Path, name: str, meta: dict) -> None:
+    """Raise CheckpointError where data file `name` of a checkpoint no longer has the sha256 recorded when it was
+    written. Nothing recorded (an older checkpoint) is nothing to check; a missing file is left to the load to
+    report."""
+    expected = meta.get(HASH, {}).get(name)
+    path = Path(ckpt) / name
+    if expected is None or not path.is_file():
+        return
+    if file_digest(path) != expected:
+        earlier = [p for p in Run(path.parent.parent.parent).checkpoints() if p.name < path.parent.name]
+        fallback = (f"move {ckpt} aside (nothing was deleted) to use the run's earlier checkpoint {earlier[-1].name}, "
+                    f"or train the run again" if earlier else "the run keeps no earlier checkpoint: train it again "
+                    f"(nothing was deleted)")
+        raise CheckpointError(f"{path} is damaged: its bytes changed since it was written ({HASH} differs from the "
+                              f"one in {CHECKPOINT_MARKER}), so its numbers cannot be trusted; {fallback}")
 
 
 RESUME_KEYS = ("optimizers", "rng", "loader", "tokenizer", "metrics_bytes", "elapsed")  # what a resume reads
@@ -329,9 +402,11 @@ def load_checkpoint(ckpt: Path, model: GPT, optimizers=None, device="cpu", meta:
     if meta["model"] != model.config.to_dict():
         raise CheckpointError(f"{ckpt} holds a different architecture ({GPTConfig.from_dict(meta['model']).describe()}) "
                               f"than requested ({model.config.describe()}): use a new --run name or the same knobs")
+    verify(ckpt, "model.safetensors", meta)  # before its bytes are used; optim.safetensors only when it is read
     _load_tensors("model.safetensors", lambda: st_load_model(model, str(ckpt / "model.safetensors"), strict=True,
                                                              device=str(device)), ckpt)
     if optimizers is not None:
+        verify(ckpt, "optim.safetensors", meta)
         tensors = _load_tensors("optim.safetensors", lambda: load_file(str(ckpt / "optim.safetensors"),
                                                                        device=str(device)), ckpt)
         restore_optimizers(optimizers, tensors, meta["optimizers"])
