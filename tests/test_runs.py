@@ -4,6 +4,7 @@ Runs are synthetic: written here in the trainer's on-disk format (common brief, 
 so these tests do not depend on training."""
 import json
 import math
+import re
 import warnings
 
 import numpy as np
@@ -280,6 +281,26 @@ def test_plot_options_and_bad_input(home, tmp_path):
         plot_runs(df, smooth=1.5)
     out = save_figure(fig, tmp_path / "f.png")
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("smooth", ["0.5", True, False, float("nan"), float("inf"), 1.0, 1, -0.1, [0.5]])
+def test_plot_refuses_a_smooth_that_is_not_a_coefficient(home, smooth):
+    write_run(home, "a", steps=20, eval_every=10)
+    with pytest.raises(PlotError, match=rf"smooth is an EMA coefficient: a number in \[0, 1\).*got {re.escape(repr(smooth))}"):
+        plot_runs(R.load_run("a"), smooth=smooth)
+
+
+@pytest.mark.parametrize("smooth", [0, 0.0, np.float32(0.5), np.float64(0.9)])
+def test_plot_takes_any_real_coefficient(home, smooth):
+    write_run(home, "a", steps=20, eval_every=10)
+    assert f"β={float(smooth):.3g}" in plot_runs(R.load_run("a"), smooth=smooth).axes[0].get_title()
+
+
+@pytest.mark.parametrize("x", ["time", "Step", ["step"], None])
+def test_plot_refuses_an_unknown_x_axis(home, x):
+    write_run(home, "a", steps=20, eval_every=10)
+    with pytest.raises(PlotError, match=rf"x must be one of 'step', 'tokens', 'flops', 'elapsed', got {re.escape(repr(x))}"):
+        plot_runs(R.load_run("a"), x=x)
 
 
 def test_plot_run_without_metrics(home):
