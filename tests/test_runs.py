@@ -369,6 +369,42 @@ def test_widget_replots_and_reports_problems(home):
     assert "select at least one run" in message.value
 
 
+def test_widget_takes_one_name_as_one_run(home):
+    from tinylab.widgets.runs import runs_view
+    write_run(home, "myrun", steps=20, eval_every=10)
+    write_run(home, "other", steps=20, eval_every=10)
+    view = runs_view(selected="myrun")  # not the runs 'm', 'y', 'r', ...
+    pick = view.children[0].children[0]
+    assert pick.value == ("myrun",) and view.children[2].value[:4] == b"\x89PNG"
+    assert runs_view(selected="myrun", runs="myrun").children[0].children[0].options == ("myrun",)
+
+
+@pytest.mark.parametrize("selected, runs, match", [
+    (["nope"], None, r"selected run 'nope' is not among the runs to pick from \(a, b\): .*runs=\[\.\.\.\]"),
+    (["a", "nope", "zz"], ["a"], r"selected runs 'nope', 'zz' are not among the runs to pick from \(a\)"),
+    ("nope", ["a", "b"], r"selected run 'nope' is not"),
+    (None, [], r"no runs to load in .*train one with `python -m tinylab.train`"),
+])
+def test_widget_refuses_a_selection_it_cannot_offer(home, selected, runs, match):
+    from tinylab.widgets.runs import runs_view
+    write_run(home, "a", steps=20, eval_every=10)
+    write_run(home, "b", steps=20, eval_every=10)
+    with pytest.raises(R.RunError, match=match):
+        runs_view(selected=selected, runs=runs)
+
+
+def test_widget_with_no_runs_at_all_and_a_long_list(home):
+    from tinylab.widgets.runs import LISTED, runs_view
+    with pytest.raises(R.RunError, match="no runs to load in"):
+        runs_view()
+    for i in range(LISTED + 3):
+        write_run(home, f"r{i:02d}", steps=2, eval_every=10)
+    with pytest.raises(R.RunError, match=rf"\(r00, .*, r{LISTED - 1:02d}, \.\.\. and 3 more\)"):
+        runs_view(selected=["nope"])
+    with pytest.raises(PlotError, match="x must be one of 'step', 'tokens', 'flops', 'elapsed', got 'time'"):
+        runs_view(x="time")
+
+
 def test_runs_of_one_name_stay_apart_and_one_run_given_twice_is_taken_once(home, tmp_path, capsys):
     write_run(home, "R", steps=20, eval_every=10)
     other = write_run(tmp_path / "h2" / "runs", "R", model_dim=32, steps=40, eval_every=10)
