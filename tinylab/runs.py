@@ -104,7 +104,8 @@ def as_list(runs) -> list:
 
 def no_runs() -> RunError:
     """The error for an empty choice of runs: where they were looked for, and how to make one."""
-    return RunError(f"no runs to load in {' or '.join(map(str, Run.roots()))}; train one with `python -m tinylab.train`")
+    return RunError(f"no runs to load in {' or '.join(map(str, Run.roots()))}; "
+                    f"train one with `python -m tinylab.train`")
 
 
 def load_runs(runs=None) -> pd.DataFrame:
