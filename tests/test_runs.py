@@ -249,6 +249,81 @@ def test_a_directory_inside_a_run_names_the_run_and_run_names_are_plain_words(ho
     assert Run.at("sweep/lr-1e+20_depth-4").name == "sweep/lr-1e+20_depth-4"  # a sweep point's name
 
 
+def write_sweep(root, name, points=()):
+    """A sweep directory as tinylab.sweep leaves it: spec.json, and a run per point."""
+    (root / name).mkdir(parents=True)
+    (root / name / run_mod.SWEEP_SPEC).write_text(json.dumps(dict(preset="smoke")))
+    for p in points:
+        write_run(root / name, p, steps=2, eval_every=10)
+    return root / name
+
+
+@pytest.mark.parametrize("text", ["./nope", "~/no-such-run-dir", "/no/such/run", "a/b/c", "", "my run"])
+def test_a_missing_path_is_not_offered_as_a_run_to_train(home, text):
+    write_run(home, "a")
+    with pytest.raises(run_mod.RunError, match=rf"no run {re.escape(repr(text))} .*\(runs found: a\)") as e:
+        Run.find(text)
+    assert "tinylab.train" not in str(e.value) and str(e.value).endswith("pass a run name or the path of a run directory")
+    if text.startswith(("/", ".", "~")):
+        assert "as a path: nothing at" in str(e.value)
+
+
+def test_a_file_is_not_a_run_and_a_name_is_offered_to_train(home, tmp_path):
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(run_mod.RunError, match=r"as a path: .*notes.txt is a file, not a run directory; pass a run") as e:
+        Run.find(tmp_path / "notes.txt")
+    assert "tinylab.train" not in str(e.value)
+    with pytest.raises(run_mod.RunError, match=r"no run 'nope' .*train it with `python -m tinylab.train --run nope`$"):
+        Run.find("nope")
+    for path_like in ("./a", "a/", "~a"):  # a path, not a name the trainer can make a run of
+        assert not run_mod.is_run_name(path_like)
+        with pytest.raises(run_mod.RunError, match="not a usable run name"):
+            Run.at(path_like)
+    assert run_mod.is_run_name("sweep/point-1e+20") and not run_mod.is_run_name("x" * 201)
+
+
+def test_a_sweep_given_as_a_run_points_at_its_points_and_its_commands(home, tmp_path, monkeypatch):
+    write_sweep(home, "sw", ["p1", "p2"])
+    for text in ("sw", str(home / "sw")):  # by name or by path
+        with pytest.raises(run_mod.RunError, match=rf"{re.escape(repr(text))} is a sweep .*not a run: pass one of its "
+                                                   rf"points, '.*\(e.g. {re.escape(text)}/p1, {re.escape(text)}/p2\); "
+                                                   r"see its points with `python -m tinylab.sweep sw --plan` and train "
+                                                   r"them with `python -m tinylab.sweep sw`") as e:
+            R.load_run(text)
+        assert "tinylab.train" not in str(e.value)
+    with pytest.raises(run_mod.RunError, match=r"no run 'sw/p3' .*; sw is a sweep: see its points with "
+                                               r"`python -m tinylab.sweep sw --plan`") as e:
+        Run.find("sw/p3")  # not `train --run sw/p3`: a stray run inside the sweep, outside its spec
+    assert "tinylab.train" not in str(e.value)
+    assert Run.find("sw/p1").name == "sw/p1"
+    docs = tmp_path / "docs-sweeps"
+    write_sweep(docs, "pub")
+    monkeypatch.setattr(run_mod, "DOCS_SWEEPS", docs)
+    with pytest.raises(run_mod.RunError, match=r"'pub' is a sweep .*\(none trained yet\); read its results with "
+                                               r"tinylab.sweeps.load_sweep\('pub'\), or run it yourself with "
+                                               r"`python -m tinylab.sweep NAME --spec .*pub/spec.json`"):
+        Run.find("pub")
+
+
+def test_no_checkpoint_says_how_to_train_the_run_where_it_is(home, tmp_path):
+    write_run(home, "a")
+    write_sweep(home, "sw", ["p1"])
+    elsewhere, loose = write_run(tmp_path / "h2" / "runs", "R"), write_run(tmp_path / "loose", "R")
+    expected = {"a": r"train it with `python -m tinylab.train --run a`$",
+                "sw/p1": r"train it with its sweep, `python -m tinylab.sweep sw` \(`--plan`",
+                elsewhere: rf"`TINYLAB_HOME={re.escape(str(tmp_path / 'h2'))} python -m tinylab.train --run R`$",
+                loose: r"train a run of your own with `python -m tinylab.train --run NAME`"}
+    for run, match in expected.items():
+        with pytest.raises(run_mod.RunError, match=f"has no checkpoint yet .*{match}"):
+            Run.find(run).checkpoint()
+    (home / "a" / "checkpoints" / "step_000002").mkdir(parents=True)  # damaged: no checkpoint.json
+    with pytest.raises(run_mod.RunError, match=r"delete it and train it with `python -m tinylab.train --run a --overwrite`"):
+        Run.find("a").checkpoint()
+    (elsewhere / "checkpoints" / "step_000002").mkdir(parents=True)
+    with pytest.raises(run_mod.RunError, match=r"delete it and train it with `TINYLAB_HOME=.* --run R --overwrite`"):
+        Run.find(elsewhere).checkpoint()
+
+
 def test_a_transformers_export_is_not_a_run_but_a_damaged_run_still_is(home, tmp_path):
     # what only a run holds: metrics.jsonl, checkpoints/, or a config.json that is not a transformers model's
     write_run(home, "a")
