@@ -258,7 +258,7 @@ def write_sweep(root, name, points=()):
     return root / name
 
 
-@pytest.mark.parametrize("text", ["./nope", "~/no-such-run-dir", "/no/such/run", "a/b/c", "", "my run"])
+@pytest.mark.parametrize("text", ["./nope", "~/no-such-run-dir", "~no-such-user-tl/run", "/no/such/run", "a/b/c", "", "my run"])
 def test_a_missing_path_is_not_offered_as_a_run_to_train(home, text):
     write_run(home, "a")
     with pytest.raises(run_mod.RunError, match=rf"no run {re.escape(repr(text))} .*\(runs found: a\)") as e:

@@ -224,7 +224,7 @@ class Run:
         for prefix, root in cls.published_roots().items():
             if text.startswith(prefix) and _is_run_dir(root / text[len(prefix):]):
                 return cls(root / text[len(prefix):], text)
-        p = Path(text).expanduser()
+        p = expand(text)
         if p.is_dir() and _is_run_dir(p):
             return cls(p)
         for root in cls.roots():
@@ -236,7 +236,7 @@ class Run:
     def not_found(cls, text: str) -> RunError:
         """Why `text` names no run, with a way on that fits it: a sweep's points for a sweep, no training command
         for a path (the trainer writes only under $TINYLAB_HOME/runs), the trainer's command for a name."""
-        p, sweep = Path(text).expanduser(), _sweep_named(text)
+        p, sweep = expand(text), _sweep_named(text)
         if sweep is not None:
             points = [f"{text}/{d.name}" for d in sorted(sweep.iterdir()) if _is_run_dir(d)]
             listed = f"e.g. {', '.join(points[:3])}{', ...' * (len(points) > 3)}" if points else "none trained yet"
@@ -449,6 +449,14 @@ def _is_transformers_config(path: Path) -> bool:
     return isinstance(cfg, dict) and "model_type" in cfg and "format" not in cfg
 
 
+def expand(text: str) -> Path:
+    """Path(text) with a leading ~ expanded; ~user of a user that does not exist stays as written (no directory)."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # pathlib cannot find that user's home: a path that leads nowhere, not a crash
+        return Path(text)
+
+
 def is_run_name(name) -> bool:
     """The shape of a name Run.at trains into: a NAME_PART, or two joined by '/' (a sweep's point), each short
     enough for a directory name. A path ('./x', '~/x', '/x', 'a/b/c') is not one, nor is ''."""
@@ -514,7 +522,7 @@ def find_sweep(name: "str | Path") -> Path:
     text = str(name)
     if text.startswith(SWEEPS_PREFIX) and is_sweep_dir(DOCS_SWEEPS / text[len(SWEEPS_PREFIX):]):
         return DOCS_SWEEPS / text[len(SWEEPS_PREFIX):]
-    candidates = [Path(text).expanduser()] + [root / text for root in sweep_roots().values()]
+    candidates = [expand(text)] + [root / text for root in sweep_roots().values()]
     for d in candidates:
         if is_sweep_dir(d):
             return d
