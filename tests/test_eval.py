@@ -225,9 +225,31 @@ def test_eval_table_and_bars(tmp_path):
         plt.close(fig)
     with pytest.raises(PlotError, match="no core records"):
         plot_eval(eval_table([a], "core"), "core")
-    with pytest.raises(PlotError, match="kind must be one of"):
+    with pytest.raises(PlotError, match="kind must be 'core' or 'probes', got 'bpb'"):
         eval_table([a], "bpb")
 
+
+
+def test_plot_eval_refuses_a_kind_that_does_not_match_its_table(tmp_path):
+    a = write_records(tmp_path, "a", [dict(kind="probes", step=1, tokens=1, accuracy=0.75, n=256, seconds=1,
+                                           phenomena=dict(x=dict(n=256, accuracy=0.75)))])
+    table = eval_table([a], "probes")
+    assert table.attrs["kind"] == "probes"
+    with pytest.raises(PlotError, match=r"this table holds probes results .*but kind is 'core': call "
+                                        r"plot_eval\(table, 'probes'\)"):
+        plot_eval(table, "core")  # was drawn as CORE: accuracies as centered scores, chance at 0
+    with pytest.raises(PlotError, match=r"holds core results .*but kind is 'probes'"):
+        plot_eval(eval_table([a], "core"), "probes")  # an empty core table said "no probes records"
+    for kind, hint in (("bpb", "plot_runs"), ("CORE", ""), (None, ""), (["core"], "")):
+        with pytest.raises(PlotError, match=rf"kind must be 'core' or 'probes', got {re.escape(repr(kind))}.*{hint}"):
+            plot_eval(table, kind)
+    with pytest.raises(PlotError, match=r"kind must be 'core' or 'probes', got \['probes'\]"):
+        eval_table([a], ["probes"])  # unhashable: was a TypeError
+    with pytest.raises(PlotError, match=r"plot_eval draws a table, got list: pass eval_table\(runs, 'probes'\)"):
+        plot_eval([a], "probes")
+    bare = table.copy()
+    bare.attrs.clear()  # a table without its kind (built by hand) is taken as given
+    plt.close(plot_eval(bare, "probes"))
 
 
 @pytest.mark.parametrize("kwargs", [dict(step="3"), dict(step=3.0), dict(batch_size="8"), dict(batch_size=8.5),

@@ -4,6 +4,7 @@ Runs are synthetic: written here in the trainer's on-disk format (common brief, 
 so these tests do not depend on training."""
 import json
 import math
+import re
 import warnings
 
 import numpy as np
@@ -248,6 +249,81 @@ def test_a_directory_inside_a_run_names_the_run_and_run_names_are_plain_words(ho
     assert Run.at("sweep/lr-1e+20_depth-4").name == "sweep/lr-1e+20_depth-4"  # a sweep point's name
 
 
+def write_sweep(root, name, points=()):
+    """A sweep directory as tinylab.sweep leaves it: spec.json, and a run per point."""
+    (root / name).mkdir(parents=True)
+    (root / name / run_mod.SWEEP_SPEC).write_text(json.dumps(dict(preset="smoke")))
+    for p in points:
+        write_run(root / name, p, steps=2, eval_every=10)
+    return root / name
+
+
+@pytest.mark.parametrize("text", ["./nope", "~/no-such-run-dir", "~no-such-user-tl/run", "/no/such/run", "a/b/c", "", "my run"])
+def test_a_missing_path_is_not_offered_as_a_run_to_train(home, text):
+    write_run(home, "a")
+    with pytest.raises(run_mod.RunError, match=rf"no run {re.escape(repr(text))} .*\(runs found: a\)") as e:
+        Run.find(text)
+    assert "tinylab.train" not in str(e.value) and str(e.value).endswith("pass a run name or the path of a run directory")
+    if text.startswith(("/", ".", "~")):
+        assert "as a path: nothing at" in str(e.value)
+
+
+def test_a_file_is_not_a_run_and_a_name_is_offered_to_train(home, tmp_path):
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(run_mod.RunError, match=r"as a path: .*notes.txt is a file, not a run directory; pass a run") as e:
+        Run.find(tmp_path / "notes.txt")
+    assert "tinylab.train" not in str(e.value)
+    with pytest.raises(run_mod.RunError, match=r"no run 'nope' .*train it with `python -m tinylab.train --run nope`$"):
+        Run.find("nope")
+    for path_like in ("./a", "a/", "~a"):  # a path, not a name the trainer can make a run of
+        assert not run_mod.is_run_name(path_like)
+        with pytest.raises(run_mod.RunError, match="not a usable run name"):
+            Run.at(path_like)
+    assert run_mod.is_run_name("sweep/point-1e+20") and not run_mod.is_run_name("x" * 201)
+
+
+def test_a_sweep_given_as_a_run_points_at_its_points_and_its_commands(home, tmp_path, monkeypatch):
+    write_sweep(home, "sw", ["p1", "p2"])
+    for text in ("sw", str(home / "sw")):  # by name or by path
+        with pytest.raises(run_mod.RunError, match=rf"{re.escape(repr(text))} is a sweep .*not a run: pass one of its "
+                                                   rf"points, '.*\(e.g. {re.escape(text)}/p1, {re.escape(text)}/p2\); "
+                                                   r"see its points with `python -m tinylab.sweep sw --plan` and train "
+                                                   r"them with `python -m tinylab.sweep sw`") as e:
+            R.load_run(text)
+        assert "tinylab.train" not in str(e.value)
+    with pytest.raises(run_mod.RunError, match=r"no run 'sw/p3' .*; sw is a sweep: see its points with "
+                                               r"`python -m tinylab.sweep sw --plan`") as e:
+        Run.find("sw/p3")  # not `train --run sw/p3`: a stray run inside the sweep, outside its spec
+    assert "tinylab.train" not in str(e.value)
+    assert Run.find("sw/p1").name == "sw/p1"
+    docs = tmp_path / "docs-sweeps"
+    write_sweep(docs, "pub")
+    monkeypatch.setattr(run_mod, "DOCS_SWEEPS", docs)
+    with pytest.raises(run_mod.RunError, match=r"'pub' is a sweep .*\(none trained yet\); read its results with "
+                                               r"tinylab.sweeps.load_sweep\('pub'\), or run it yourself with "
+                                               r"`python -m tinylab.sweep NAME --spec .*pub/spec.json`"):
+        Run.find("pub")
+
+
+def test_no_checkpoint_says_how_to_train_the_run_where_it_is(home, tmp_path):
+    write_run(home, "a")
+    write_sweep(home, "sw", ["p1"])
+    elsewhere, loose = write_run(tmp_path / "h2" / "runs", "R"), write_run(tmp_path / "loose", "R")
+    expected = {"a": r"train it with `python -m tinylab.train --run a`$",
+                "sw/p1": r"train it with its sweep, `python -m tinylab.sweep sw` \(`--plan`",
+                elsewhere: rf"`TINYLAB_HOME={re.escape(str(tmp_path / 'h2'))} python -m tinylab.train --run R`$",
+                loose: r"train a run of your own with `python -m tinylab.train --run NAME`"}
+    for run, match in expected.items():
+        with pytest.raises(run_mod.RunError, match=f"has no checkpoint yet .*{match}"):
+            Run.find(run).checkpoint()
+    (home / "a" / "checkpoints" / "step_000002").mkdir(parents=True)  # damaged: no checkpoint.json
+    with pytest.raises(run_mod.RunError, match=r"delete it and train it with `python -m tinylab.train --run a --overwrite`"):
+        Run.find("a").checkpoint()
+    (elsewhere / "checkpoints" / "step_000002").mkdir(parents=True)
+    with pytest.raises(run_mod.RunError, match=r"delete it and train it with `TINYLAB_HOME=.* --run R --overwrite`"):
+        Run.find(elsewhere).checkpoint()
+
+
 def test_a_transformers_export_is_not_a_run_but_a_damaged_run_still_is(home, tmp_path):
     # what only a run holds: metrics.jsonl, checkpoints/, or a config.json that is not a transformers model's
     write_run(home, "a")
@@ -280,6 +356,26 @@ def test_plot_options_and_bad_input(home, tmp_path):
         plot_runs(df, smooth=1.5)
     out = save_figure(fig, tmp_path / "f.png")
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("smooth", ["0.5", True, False, float("nan"), float("inf"), 1.0, 1, -0.1, [0.5]])
+def test_plot_refuses_a_smooth_that_is_not_a_coefficient(home, smooth):
+    write_run(home, "a", steps=20, eval_every=10)
+    with pytest.raises(PlotError, match=rf"smooth is an EMA coefficient: a number in \[0, 1\).*got {re.escape(repr(smooth))}"):
+        plot_runs(R.load_run("a"), smooth=smooth)
+
+
+@pytest.mark.parametrize("smooth", [0, 0.0, np.float32(0.5), np.float64(0.9)])
+def test_plot_takes_any_real_coefficient(home, smooth):
+    write_run(home, "a", steps=20, eval_every=10)
+    assert f"β={float(smooth):.3g}" in plot_runs(R.load_run("a"), smooth=smooth).axes[0].get_title()
+
+
+@pytest.mark.parametrize("x", ["time", "Step", ["step"], None])
+def test_plot_refuses_an_unknown_x_axis(home, x):
+    write_run(home, "a", steps=20, eval_every=10)
+    with pytest.raises(PlotError, match=rf"x must be one of 'step', 'tokens', 'flops', 'elapsed', got {re.escape(repr(x))}"):
+        plot_runs(R.load_run("a"), x=x)
 
 
 def test_plot_run_without_metrics(home):
@@ -346,6 +442,42 @@ def test_widget_replots_and_reports_problems(home):
     assert "older tinylab" in message.value and image.layout.display == "none"
     pick.value = ()
     assert "select at least one run" in message.value
+
+
+def test_widget_takes_one_name_as_one_run(home):
+    from tinylab.widgets.runs import runs_view
+    write_run(home, "myrun", steps=20, eval_every=10)
+    write_run(home, "other", steps=20, eval_every=10)
+    view = runs_view(selected="myrun")  # not the runs 'm', 'y', 'r', ...
+    pick = view.children[0].children[0]
+    assert pick.value == ("myrun",) and view.children[2].value[:4] == b"\x89PNG"
+    assert runs_view(selected="myrun", runs="myrun").children[0].children[0].options == ("myrun",)
+
+
+@pytest.mark.parametrize("selected, runs, match", [
+    (["nope"], None, r"selected run 'nope' is not among the runs to pick from \(a, b\): .*runs=\[\.\.\.\]"),
+    (["a", "nope", "zz"], ["a"], r"selected runs 'nope', 'zz' are not among the runs to pick from \(a\)"),
+    ("nope", ["a", "b"], r"selected run 'nope' is not"),
+    (None, [], r"no runs to load in .*train one with `python -m tinylab.train`"),
+])
+def test_widget_refuses_a_selection_it_cannot_offer(home, selected, runs, match):
+    from tinylab.widgets.runs import runs_view
+    write_run(home, "a", steps=20, eval_every=10)
+    write_run(home, "b", steps=20, eval_every=10)
+    with pytest.raises(R.RunError, match=match):
+        runs_view(selected=selected, runs=runs)
+
+
+def test_widget_with_no_runs_at_all_and_a_long_list(home):
+    from tinylab.widgets.runs import LISTED, runs_view
+    with pytest.raises(R.RunError, match="no runs to load in"):
+        runs_view()
+    for i in range(LISTED + 3):
+        write_run(home, f"r{i:02d}", steps=2, eval_every=10)
+    with pytest.raises(R.RunError, match=rf"\(r00, .*, r{LISTED - 1:02d}, \.\.\. and 3 more\)"):
+        runs_view(selected=["nope"])
+    with pytest.raises(PlotError, match="x must be one of 'step', 'tokens', 'flops', 'elapsed', got 'time'"):
+        runs_view(x="time")
 
 
 def test_runs_of_one_name_stay_apart_and_one_run_given_twice_is_taken_once(home, tmp_path, capsys):

@@ -37,8 +37,7 @@ def eval_table(runs, kind: str) -> pd.DataFrame:
     Wilson 95% interval. `overall` is the record's CORE or overall probe accuracy. Runs without a
     record are left out and listed in df.attrs["missing"]. A run given twice is taken once, and two runs
     of one name from different directories are named apart by their paths (tinylab.run.distinct_runs)."""
-    if kind not in PARTS:
-        raise PlotError(f"kind must be one of {list(PARTS)}, got {kind!r}")
+    check_kind(kind)
     rows, missing = [], []
     for r in distinct_runs(runs):
         rec = newest_record(r, kind)
@@ -52,12 +51,30 @@ def eval_table(runs, kind: str) -> pd.DataFrame:
             rows.append(dict(run=r.name, step=rec["step"], overall=rec["core" if kind == "core" else "accuracy"],
                              name=name, n=part["n"], accuracy=part["accuracy"], value=value, low=low, high=high))
     df = pd.DataFrame(rows, columns=COLUMNS)
-    df.attrs["missing"] = missing
+    df.attrs.update(missing=missing, kind=kind)  # plot_eval checks it: both kinds' tables have the same columns
     return df
 
 
+def check_kind(kind) -> str:
+    """kind if it is one of PARTS (the evaluations with a number per task or phenomenon); PlotError otherwise."""
+    if not isinstance(kind, str) or kind not in PARTS:
+        hint = "; val bpb is one number per evaluation, drawn as a curve by tinylab.plots.plot_runs" \
+            if kind == "bpb" else ""
+        raise PlotError(f"kind must be {' or '.join(map(repr, PARTS))}, got {kind!r}{hint}")
+    return kind
+
+
 def plot_eval(table: pd.DataFrame, kind: str, figsize=None) -> plt.Figure:
-    """Grouped bars of eval_table(...): one colour per run, Wilson 95% error bars, a dashed chance line."""
+    """Grouped bars of eval_table(runs, kind): one colour per run, Wilson 95% error bars, a dashed chance line."""
+    if not isinstance(table, pd.DataFrame):
+        raise PlotError(f"plot_eval draws a table, got {type(table).__name__}: pass eval_table(runs, {kind!r})")
+    check_kind(kind)
+    # core's bars are centered accuracy around 0, probes' plain accuracy around 0.5: drawn as the other kind, they
+    # would be wrong without a sign. A table built by hand, or one that lost its attrs (pd.concat), is taken as given
+    made = table.attrs.get("kind")
+    if made is not None and made != kind:
+        raise PlotError(f"this table holds {made} results (eval_table(runs, {made!r})), but kind is {kind!r}: "
+                        f"call plot_eval(table, {made!r}), or make a {kind} table with eval_table(runs, {kind!r})")
     if table.empty:
         raise PlotError(f"no {kind} records to plot: evaluate a run first, e.g. "
                         f"`python -m tinylab.eval {kind} --run NAME` or tinylab.eval.evaluate(NAME, {kind!r})")

@@ -12,6 +12,8 @@ Every line carries a gid ("loss-raw:<run>", "loss-smooth:<run>", "val-bpb:<run>"
 from __future__ import annotations
 
 import io
+import math
+import numbers
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -195,6 +197,27 @@ def label_axes(axes, drawn: list[dict], x: str, unit: str, logx: bool, logy: boo
         ax.grid(True, which="minor", alpha=0.15)
 
 
+def check_x(x) -> str:
+    """x if it names an axis of X_AXES; PlotError otherwise (the runs widget's dropdown offers the same)."""
+    if not isinstance(x, str) or x not in X_AXES:  # a list is unhashable: `in` alone would raise TypeError
+        raise PlotError(f"x must be one of {', '.join(map(repr, X_AXES))}, got {x!r}")
+    return x
+
+
+def check_smooth(smooth) -> float | None:
+    """smooth if it is None or an EMA coefficient in [0, 1); PlotError otherwise.
+
+    A bool is refused although Python counts it as a number: smooth=False would silently mean 0 (no smoothing),
+    smooth=True 1 (a flat line). A string ("0.5", from a text box) is refused rather than guessed at."""
+    if smooth is None:
+        return None
+    number = isinstance(smooth, numbers.Real) and not isinstance(smooth, bool)
+    if not (number and math.isfinite(smooth) and 0 <= smooth < 1):
+        raise PlotError(f"smooth is an EMA coefficient: a number in [0, 1) such as 0.9, or None to pick one from "
+                        f"the run length; got {smooth!r} (0 means no smoothing)")
+    return float(smooth)
+
+
 def plot_runs(frames, x: str = "step", logx: bool = False, logy: bool = False, smooth: float | None = None,
               figsize=(12, 7.5)) -> plt.Figure:
     """Figure of the runs in `frames` (one DataFrame from load_runs, or a list of load_run frames).
@@ -203,10 +226,8 @@ def plot_runs(frames, x: str = "step", logx: bool = False, logy: bool = False, s
     (None picks one from the run length). logy applies to the loss and bpb panels. On a linear
     y axis the loss panel leaves out the first ~1/30 of logged steps' cliff from ln(vocab), which
     would otherwise squash the part of the curve worth reading."""
-    if x not in X_AXES:
-        raise PlotError(f"x must be one of {list(X_AXES)}, got {x!r}")
-    if smooth is not None and not 0 <= smooth < 1:
-        raise PlotError(f"smooth is an EMA coefficient and must be in [0, 1), got {smooth}; 0 means no smoothing")
+    check_x(x)
+    smooth = check_smooth(smooth)
     runs = split_runs(frames)
     if not runs:
         raise PlotError("no runs to plot: pass frames from tinylab.runs.load_runs([...])")

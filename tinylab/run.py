@@ -176,11 +176,11 @@ class Run:
         name = os.fspath(name) if isinstance(name, os.PathLike) else name
         if not isinstance(name, str):
             raise RunError(f"a run name is a string, e.g. 'itty-1'; got {name!r}")
-        parts = Path(name).parts
+        parts = name.split("/")
         if any(len(p.encode()) > MAX_NAME_BYTES for p in parts):
             raise RunError(f"run name {name[:40]!r}... is too long for a directory name: use at most "
                            f"{MAX_NAME_BYTES} bytes per part")
-        if not name or Path(name).is_absolute() or len(parts) > 2 or not all(map(NAME_PART.fullmatch, parts)):
+        if not is_run_name(name):
             raise RunError(f"{name!r} is not a usable run name: use letters, digits, '.', '-' and '_' (not first), and "
                            f"at most one '/' (for sweep points), e.g. itty-1 or mysweep/tied")
         runs = paths.home() / "runs"
@@ -224,19 +224,39 @@ class Run:
         for prefix, root in cls.published_roots().items():
             if text.startswith(prefix) and _is_run_dir(root / text[len(prefix):]):
                 return cls(root / text[len(prefix):], text)
-        p = Path(text).expanduser()
+        p = expand(text)
         if p.is_dir() and _is_run_dir(p):
             return cls(p)
         for root in cls.roots():
             if (root / text).is_dir() and _is_run_dir(root / text):
                 return cls(root / text, text)
+        raise cls.not_found(text)
+
+    @classmethod
+    def not_found(cls, text: str) -> RunError:
+        """Why `text` names no run, with a way on that fits it: a sweep's points for a sweep, no training command
+        for a path (the trainer writes only under $TINYLAB_HOME/runs), the trainer's command for a name."""
+        p, sweep = expand(text), _sweep_named(text)
+        if sweep is not None:
+            points = [f"{text}/{d.name}" for d in sorted(sweep.iterdir()) if _is_run_dir(d)]
+            listed = f"e.g. {', '.join(points[:3])}{', ...' * (len(points) > 3)}" if points else "none trained yet"
+            return RunError(f"{text!r} is a sweep ({sweep}), not a run: pass one of its points, '{text}/<point>' "
+                            f"({listed}); {_sweep_commands(sweep, text)}")
         if text and p.is_dir():  # a directory, but not a run's (e.g. a run's checkpoints/ folder)
             inside = next((d for d in p.resolve().parents if _is_run_dir(d)), None)
-            raise RunError(f"{text} is a directory but not a run (a run's holds tinylab's config.json, metrics.jsonl "
-                           f"or checkpoints/){f': pass its run, {inside}' if inside else ''}")
+            return RunError(f"{text} is a directory but not a run (a run's holds tinylab's config.json, metrics.jsonl "
+                            f"or checkpoints/){f': pass its run, {inside}' if inside else ''}")
         known = ", ".join(cls.all()) or "none yet"
-        raise RunError(f"no run {text!r} in {' or '.join(map(str, cls.roots()))} (runs found: {known}); pass a run "
-                       f"name or the path of a run directory, or train it with `python -m tinylab.train --run {text}`")
+        missing = f"no run {text!r} in {' or '.join(map(str, cls.roots()))} (runs found: {known})"
+        if not is_run_name(text):  # a path, or no usable name: no command can train a run of this name
+            there = ("" if not (os.sep in text or text.startswith((".", "~"))) else
+                     f", and as a path: {p} is a file, not a run directory" if p.exists() else
+                     f", and as a path: nothing at {p.absolute()}")
+            return RunError(f"{missing}{there}; pass a run name or the path of a run directory")
+        point_of = _sweep_named(text.split("/")[0]) if "/" in text else None  # "<sweep>/<point>": the sweep trains it
+        way = (f"; {text.split('/')[0]} is a sweep: {_sweep_commands(point_of, text.split('/')[0])}" if point_of
+               else f", or train it with `python -m tinylab.train --run {text}`")
+        return RunError(f"{missing}; pass a run name or the path of a run directory{way}")
 
     @property
     def published(self) -> bool:
@@ -314,11 +334,11 @@ class Run:
                            f"weights: train your own (`python -m tinylab.train --run NAME`) to use a checkpoint")
         if not ckpts and self.incomplete_checkpoints():
             raise RunError(f"run {self.name!r} has no complete checkpoint: {self.incomplete_checkpoints()[-1]} has no "
-                           f"{CHECKPOINT_MARKER} (damaged); restore it, or delete it and train the run again with "
-                           f"`python -m tinylab.train --run {self.name} --overwrite`")
+                           f"{CHECKPOINT_MARKER} (damaged); restore it, or delete it and "
+                           f"{self.how_to_train('--overwrite')}")
         if not ckpts:
-            raise RunError(f"run {self.name!r} has no checkpoint yet (looked in {self.checkpoints_dir}): train it "
-                           f"first with `python -m tinylab.train --run {self.name}`")
+            raise RunError(f"run {self.name!r} has no checkpoint yet (looked in {self.checkpoints_dir}): "
+                           f"{self.how_to_train()}")
         if step is None:
             return ckpts[-1]
         for c in ckpts:
@@ -326,6 +346,20 @@ class Run:
                 return c
         raise RunError(f"run {self.name!r} has no checkpoint at step {step}; it has "
                        f"{', '.join(str(int(c.name[5:])) for c in ckpts)}")
+
+    def how_to_train(self, *flags: str) -> str:
+        """The command that trains this run in its own directory (with flags), as a hint: the sweep's for a sweep's
+        point; `train --run` only where that name leads here, as it never does for a run found by a path elsewhere."""
+        home_runs, d = (paths.home() / "runs").resolve(), self.dir.resolve()
+        if is_sweep_dir(d.parent) and d.parent.parent == home_runs:  # the sweep trains, resumes or redoes its points
+            return (f"train it with its sweep, `python -m tinylab.sweep {d.parent.name}` (`--plan` shows what that "
+                    f"would do)")
+        if is_run_name(self.name) and home_runs / self.name == d:
+            return f"train it with `python -m tinylab.train --run {' '.join([self.name, *flags])}`"
+        if d.parent.name == "runs" and is_run_name(d.name):  # another home's run: train it with that home
+            return (f"train it with `TINYLAB_HOME={d.parent.parent} python -m tinylab.train --run "
+                    f"{' '.join([d.name, *flags])}`")
+        return "train a run of your own with `python -m tinylab.train --run NAME` (it writes $TINYLAB_HOME/runs/NAME)"
 
     def eval_csv(self, kind: str, step: int) -> Path:
         """Where the table of a `kind` evaluation (core, probes, bpb) of step's checkpoint goes."""
@@ -415,6 +449,39 @@ def _is_transformers_config(path: Path) -> bool:
     return isinstance(cfg, dict) and "model_type" in cfg and "format" not in cfg
 
 
+def expand(text: str) -> Path:
+    """Path(text) with a leading ~ expanded; ~user of a user that does not exist stays as written (no directory)."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # pathlib cannot find that user's home: a path that leads nowhere, not a crash
+        return Path(text)
+
+
+def is_run_name(name) -> bool:
+    """The shape of a name Run.at trains into: a NAME_PART, or two joined by '/' (a sweep's point), each short
+    enough for a directory name. A path ('./x', '~/x', '/x', 'a/b/c') is not one, nor is ''."""
+    parts = name.split("/") if isinstance(name, str) else [""]
+    return len(parts) <= 2 and all(NAME_PART.fullmatch(p) and len(p.encode()) <= MAX_NAME_BYTES for p in parts)
+
+
+def _sweep_named(text: str) -> Path | None:
+    """The sweep `text` names (find_sweep's rule), or None."""
+    try:
+        return find_sweep(text) if text else None
+    except RunError:
+        return None
+
+
+def _sweep_commands(d: Path, name: str) -> str:
+    """What to do with sweep directory d (named `name`), as a hint: plan and train it when it is local (tinylab.sweep
+    trains only under $TINYLAB_HOME/runs); read a published one, or run its spec as a sweep of one's own."""
+    if d.parent.resolve() == (paths.home() / "runs").resolve():
+        return (f"see its points with `python -m tinylab.sweep {d.name} --plan` and train them with "
+                f"`python -m tinylab.sweep {d.name}`")
+    return (f"read its results with tinylab.sweeps.load_sweep({name!r}), or run it yourself with "
+            f"`python -m tinylab.sweep NAME --spec {d / SWEEP_SPEC}`")
+
+
 def is_sweep_dir(d: Path) -> bool:
     """A sweep's directory is marked by its spec (tinylab.sweep writes it before any point trains)."""
     return (d / SWEEP_SPEC).is_file()
@@ -455,7 +522,7 @@ def find_sweep(name: "str | Path") -> Path:
     text = str(name)
     if text.startswith(SWEEPS_PREFIX) and is_sweep_dir(DOCS_SWEEPS / text[len(SWEEPS_PREFIX):]):
         return DOCS_SWEEPS / text[len(SWEEPS_PREFIX):]
-    candidates = [Path(text).expanduser()] + [root / text for root in sweep_roots().values()]
+    candidates = [expand(text)] + [root / text for root in sweep_roots().values()]
     for d in candidates:
         if is_sweep_dir(d):
             return d

@@ -97,18 +97,26 @@ def load_run(run) -> pd.DataFrame:
     return df
 
 
+def as_list(runs) -> list:
+    """Runs given as one (a name, a path or a Run) or as several, as a list: one name is one run, not its characters."""
+    return [runs] if isinstance(runs, (str, os.PathLike, Run)) else list(runs)
+
+
+def no_runs() -> RunError:
+    """The error for an empty choice of runs: where they were looked for, and how to make one."""
+    return RunError(f"no runs to load in {' or '.join(map(str, Run.roots()))}; "
+                    f"train one with `python -m tinylab.train`")
+
+
 def load_runs(runs=None) -> pd.DataFrame:
     """Several runs in one long frame (tell them apart by the `run` column); None: all found.
 
     Each run is loaded once, and two runs of one name from different directories are named apart by their
     paths (tinylab.run.distinct_runs), so a `run` is always one run's rows. df.attrs holds "labels" and "configs" (run -> legend label / full config.json), which also
     keeps runs that have no rows yet visible to plot_runs."""
-    if isinstance(runs, (str, os.PathLike, Run)):  # one run, not the characters of its name
-        runs = [runs]
-    runs = list(Run.all()) if runs is None else list(runs)
+    runs = list(Run.all()) if runs is None else as_list(runs)
     if not runs:
-        raise RunError(f"no runs to load in {' or '.join(map(str, Run.roots()))}; "
-                       f"train one with `python -m tinylab.train`")
+        raise no_runs()
     with warnings.catch_warnings():
         warnings.simplefilter("always", MetricsWarning)
         frames = [load_run(r) for r in distinct_runs(runs)]
