@@ -42,6 +42,7 @@ import torch
 
 from tinylab import paths
 from tinylab.errors import cli
+from tinylab.run import LAYOUT
 
 REPO = Path(__file__).resolve().parents[1]
 CLIS = {  # name -> module whose main(argv) is `python -m <module>`
@@ -154,6 +155,15 @@ def home_is_a_file(ctx):
 
 def new_run_is_a_file(ctx):
     paths.runs_dir().joinpath(ctx.new).write_text("not a run")
+
+
+def in_the_way(name: str):
+    """A setup that makes the run's file `name` a folder, or its folder a file (tinylab.run.LAYOUT)."""
+    def setup(ctx):
+        path = ctx.run / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        path.mkdir() if not LAYOUT[name] else path.write_text("in the way")
+    return setup
 
 
 def write_parquet(table, **kw):
@@ -304,6 +314,12 @@ CASES = [
          setup=new_run_is_a_file),
     Case("home-is-a-file", "train", f"{TRAIN} --run {{new}}", "not a directory", setup=home_is_a_file),
     Case("existing-run-without-resume", "train", f"{TRAIN} --run {{run}}", "--resume"),
+    # a run's file made a folder, or its folder a file: refused before a resume could read it as missing (a file
+    # named checkpoints started the run over, writing config.json and metrics.jsonl anew) or overwrite anything
+    *[Case(f"resume-{name}-in-the-way", "train", RESUME, f"runs/resume-{name}-in-the-way/{re.escape(name)} is a "
+           f"(file|folder) where tinylab keeps a (file|folder): move it aside", setup=in_the_way(name)) for name in LAYOUT],
+    Case("start-checkpoints-in-the-way", "train", f"{TRAIN} --run {{run}} --overwrite --num-iterations 1",
+         "checkpoints is a file where tinylab keeps a folder", setup=in_the_way("checkpoints")),
 
     # -- 1. train on a fineweb corpus with one bad shard: in the train split (hit while training the
     #       tokenizer) and as the validation shard (hit while pre-tokenizing)
@@ -496,6 +512,14 @@ CASES = [
     Case("eval-device-bogus", "eval", "probes --run {run} --device bogus --no-progress", "unknown device 'bogus'"),
     Case("eval-truncated-model", "eval", "probes --run {run} --no-progress", "model.safetensors is damaged",
          setup=truncate(f"{CKPT}/model.safetensors")),
+    # what records the result is refused before the evaluation runs, not after (which left its table without a record)
+    *[Case(f"eval-{name}-in-the-way", "eval", "bpb --run {run} --device cpu --no-progress",
+           f"{re.escape(name)} is a (file|folder) where tinylab keeps", setup=in_the_way(name))
+      for name in ("metrics.jsonl", ".metrics.lock", "evals", "checkpoints")],
+    Case("runs-plot-metrics-in-the-way", "runs", "plot {run} -o {tmp}/c.png", "metrics.jsonl is a folder where",
+         setup=in_the_way("metrics.jsonl")),
+    Case("runs-plot-config-in-the-way", "runs", "plot {run} -o {tmp}/c.png", "config.json is a folder where",
+         setup=in_the_way("config.json")),
     Case("eval-swapped-tokenizer", "eval", "probes --run {run} --no-progress", "tokenizer hash",
          setup=swap_tokenizer),
     # sweeps (the experiments issue's bad inputs: named before any point trains)
@@ -912,9 +936,33 @@ def test_complete_reports_a_terminal_that_cannot_show_the_text(shared, capsys, m
 
 
 def test_a_folder_where_a_file_goes_is_one_line(capsys):
-    """A run's .lock made a folder by hand (EISDIR), or its checkpoints/ a file (EEXIST): one line, no traceback."""
-    from tinylab import paths
-
+    """A new run's .lock made a folder by hand: one line, no traceback."""
     (paths.home() / "runs" / "lockdir" / ".lock").mkdir(parents=True)
     rc, err = train_cli(capsys, "--run", "lockdir", "--num-iterations", "1")
-    assert rc == 2 and check_one_error_line(err, "", "is in the way .*move it aside")
+    assert rc == 2 and check_one_error_line(err, "", "lockdir/.lock is a folder where tinylab keeps a file: move it "
+                                                     "aside")
+
+
+def test_runs_list_shows_a_run_with_a_folder_in_the_way_as_its_problem(shared, capsys, monkeypatch):
+    monkeypatch.setenv("TINYLAB_HOME", str(shared.home))
+    run = copy_run(shared, "listed")
+    try:
+        (run / "metrics.jsonl").unlink()
+        (run / "metrics.jsonl").mkdir()
+        rc, out, err = invoke("runs", ["list"], capsys)
+        assert rc == 0 and "Traceback" not in err
+        row = next(line for line in out.splitlines() if line.startswith("listed "))
+        assert "unreadable" in row and "metrics.jsonl is a folder" in row  # and the other runs are listed
+        assert any(line.startswith("base ") for line in out.splitlines())
+    finally:
+        shutil.rmtree(run)
+
+
+def test_explain_names_the_file_on_the_way_to_a_path(tmp_path):
+    """ENOTDIR names only the path asked for; the file to move aside is one of the folders on the way to it."""
+    from tinylab.errors import explain
+
+    (tmp_path / "runs").write_text("a file where a folder goes")
+    asked = tmp_path / "runs" / "r" / "config.json"
+    message = str(explain(OSError(errno.ENOTDIR, "Not a directory", str(asked))))
+    assert message.startswith(f"{tmp_path / 'runs'} is a file, not a directory: move it aside")

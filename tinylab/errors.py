@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def explain(exc: BaseException) -> TinylabError | None:
         return DiskError(f"no permission to write {exc.filename or 'a file'} ({exc.strerror}): point "
                          f"TINYLAB_HOME at a writable directory")
     if isinstance(exc, OSError) and exc.errno == errno.ENOTDIR:
-        return TinylabError(f"a path leading to {exc.filename or 'a file'} is a file, not a directory: point "
+        return TinylabError(f"{_file_on_the_way(exc.filename)} is a file, not a directory: move it aside, or point "
                             f"TINYLAB_HOME (or the path you gave) at a directory")
     if isinstance(exc, OSError) and exc.errno in (errno.EISDIR, errno.EEXIST):  # a folder where a file goes, or
         return TinylabError(f"{exc.filename or 'a path'} is in the way ({exc.strerror}): a folder where tinylab "  # back
@@ -72,6 +73,16 @@ def explain(exc: BaseException) -> TinylabError | None:
         return TinylabError(f"input is not valid UTF-8 ({exc.reason} at byte {exc.start}): convert it to UTF-8, "
                             f"or run with PYTHONIOENCODING=utf-8:surrogateescape")
     return None
+
+
+def _file_on_the_way(filename) -> str:
+    """The file that stands where a folder on the way to `filename` should be (ENOTDIR names only the end)."""
+    if not filename:
+        return "a path on the way to a file"
+    for parent in reversed(Path(os.fsdecode(filename)).parents):  # outermost first: the first file met is in the way
+        if parent.exists() and not parent.is_dir():
+            return str(parent)
+    return f"a path leading to {filename}"
 
 
 class ArgumentParser(argparse.ArgumentParser):
