@@ -966,3 +966,45 @@ def test_explain_names_the_file_on_the_way_to_a_path(tmp_path):
     asked = tmp_path / "runs" / "r" / "config.json"
     message = str(explain(OSError(errno.ENOTDIR, "Not a directory", str(asked))))
     assert message.startswith(f"{tmp_path / 'runs'} is a file, not a directory: move it aside")
+
+
+INTERRUPT_AT_IMPORT = """import os, signal, sys
+AT = os.environ.pop("INTERRUPT_AT", None)  # popped: the data child that train starts early runs this file too
+
+
+class Interrupt:  # a meta path finder that sends this process a real SIGINT as `AT` starts to import, then steps aside
+    def find_spec(self, name, path=None, target=None):
+        if name == AT:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+
+if AT:
+    sys.meta_path.insert(0, Interrupt())
+"""
+
+
+@pytest.mark.parametrize("command, at", [("tinylab.train --preset smoke --run early --no-progress", "torch"),
+                                         ("tinylab.train --preset smoke --run early --no-progress", "tinylab.launch"),
+                                         ("tinylab.runs list", "pandas"), ("tinylab.eval probes --run x", "torch")])
+def test_ctrl_c_while_a_command_imports_exits_130_without_a_traceback(tmp_path, command, at):
+    """Ctrl-C before cli() runs main (torch's import takes seconds) is cli()'s one line and status 130. The SIGINT is
+    sent by the process itself as `at` starts to import (a sitecustomize on its path), so no timing is involved."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(INTERRUPT_AT_IMPORT)
+    env = dict(os.environ, INTERRUPT_AT=at, TINYLAB_HOME=str(tmp_path / "home"),
+               PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), str(REPO)]))
+    p = subprocess.run([sys.executable, "-m", *command.split()], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert (p.returncode, p.stderr.strip(), p.stdout) == (130, "interrupted", "")
+    assert not (tmp_path / "home" / "runs").exists()  # nothing was written
+
+
+def test_importing_tinylab_outside_a_command_leaves_ctrl_c_alone():
+    """A notebook or script that imports tinylab keeps Python's own handling of KeyboardInterrupt."""
+    code = "import sys, tinylab.train; print(sys.excepthook is sys.__excepthook__)"
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert p.stdout.strip() == "True", p.stderr
+

@@ -3,9 +3,9 @@
 Every error tinylab raises on purpose derives from TinylabError and carries a message that
 says what to do. `cli(main)` is the wrapper every `python -m tinylab.X` entry point runs
 under: a TinylabError becomes `error: <message>` on stderr and exit status 2 (bad input) or
-1 (a run that failed); Ctrl-C exits 130. Failures a user can cause from outside Python (a full
-disk, a file truncated by a crash, no CUDA, a strict locale) are recognised in `explain` and
-given the same one-line treatment. Anything else is a bug and keeps its traceback.
+1 (a run that failed); Ctrl-C exits 130, also while the command is still importing (exit_on_interrupt).
+Failures a user can cause from outside Python (a full disk, a file truncated by a crash, no CUDA,
+a strict locale) are recognised in `explain` and given the same one-line treatment. Anything else is a bug and keeps its traceback.
 
 This module imports nothing heavy (no torch), so any module may import it.
 """
@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 BAD_INPUT, FAILED_RUN, INTERRUPTED = 2, 1, 130
+INTERRUPTED_LINE = "\ninterrupted"  # what Ctrl-C prints, on a line of its own (after ^C)
 
 
 class TinylabError(Exception):
@@ -162,7 +163,7 @@ def cli(main, argv=None, stderr=None) -> int:
     try:
         return main(argv) or 0
     except KeyboardInterrupt:
-        print("\ninterrupted", file=stderr)
+        print(INTERRUPTED_LINE, file=stderr)
         return INTERRUPTED
     except BaseException as e:  # noqa: BLE001 - re-raised below unless it is a known kind
         known = explain(e)
@@ -170,3 +171,25 @@ def cli(main, argv=None, stderr=None) -> int:
             raise
         print("error: " + " ".join(str(known).splitlines()), file=stderr)  # one line, even if a cause had more
         return known.exit_code
+
+
+def exit_on_interrupt() -> None:
+    """Ctrl-C before cli() runs main (while a command imports torch or pandas, seconds) ends the process as cli()
+    would: the same line and status 130, not a KeyboardInterrupt traceback. Installed by tinylab/__init__.py for
+    `python -m tinylab.X` only; other exceptions keep the hook they had."""
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if not issubclass(kind, KeyboardInterrupt):
+            return previous(kind, value, tb)
+        try:
+            print(INTERRUPTED_LINE, file=sys.stderr, flush=True)
+            sys.stdout.flush()
+        except (OSError, ValueError):  # a closed pipe: the status still tells
+            pass
+        # os._exit: once the hook returns, CPython kills itself with SIGINT (a status of -2, not 130). Nothing is
+        # lost: uncaught, the interrupt came before main wrote anything, and a data child that train started early
+        # stops by itself once its stdin closes
+        os._exit(INTERRUPTED)
+
+    sys.excepthook = hook
