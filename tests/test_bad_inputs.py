@@ -42,7 +42,7 @@ import torch
 
 from tinylab import paths
 from tinylab.errors import cli
-from tinylab.run import LAYOUT
+from tinylab.run import LAYOUT, Run
 
 REPO = Path(__file__).resolve().parents[1]
 CLIS = {  # name -> module whose main(argv) is `python -m <module>`
@@ -348,6 +348,12 @@ CASES = [
     Case("resume-other-vocab", "train", f"{RESUME} --vocab-size 600", "same architecture knobs"),
     Case("resume-tied", "train", f"{RESUME} --tie-embeddings", "same architecture knobs"),
     Case("resume-below-step", "train", f"{TRAIN} --run {{run}} --resume --num-iterations 3", "--num-iterations >= 4"),
+    Case("resume-below-tokens", "train", "--no-progress --run {run} --resume --target-tokens 2048",
+         r"already at step 4 \(4,096 tokens\); pass --num-iterations >= 4 \(or --target-tokens >= 4096\)"),
+    # both length knobs: num_iterations would decide, and config.json record a target_tokens the run never used
+    Case("both-lengths", "train", f"{TRAIN} --run {{new}} --num-iterations 5 --target-tokens 5120",
+         "both set the run's length, and num_iterations would decide: give only one"),
+    Case("resume-both-lengths", "train", f"{RESUME} --target-tokens 6144", "give only one of them"),
     Case("resume-other-corpus", "train", f"{RESUME} --corpus fineweb", "tinylab.data download"),
     # 8. a run's own tokenizer copy swapped or damaged is noticed by --resume, as by complete
     Case("resume-tokenizer-swapped", "train", RESUME, "trained with tokenizer hash .* copy", setup=swap_tokenizer),
@@ -874,6 +880,23 @@ def test_resume_without_preset_continues_the_run_as_it_was_configured(shared, ca
     assert after["preset"] == "smoke" and after["model"] == before["model"] and after["derived"]["num_iterations"] == 6
     assert {k: after["eval"][k] for k in ("eval_every", "eval_tokens", "sample_every")} == \
         {k: before["eval"][k] for k in ("eval_every", "eval_tokens", "sample_every")}  # its own, not the preset's
+    shutil.rmtree(run)
+
+
+def test_resume_with_target_tokens_trains_to_them_though_the_run_was_started_with_num_iterations(shared, capsys,
+                                                                                                 monkeypatch):
+    """base was started with num_iterations=4 (as a sweep's points are): --target-tokens on its resume decides the
+    length, instead of the saved num_iterations deciding while config.json records the new target unused."""
+    monkeypatch.setenv("TINYLAB_HOME", str(shared.home))
+    run = copy_run(shared, "longer")
+    rc, _, err = invoke("train", ["--no-progress", "--run", "longer", "--resume", "--target-tokens", str(6 * 1024),
+                                  "--eval-every", "6", "--eval-tokens", "512", "--sample-every", "0"], capsys)
+    assert rc == 0, err
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["loop"]["target_tokens"], cfg["loop"]["num_iterations"], cfg["derived"]["num_iterations"]) == \
+        (6 * 1024, None, 6)
+    assert [p.name for p in Run(run).checkpoints()] == ["step_000006"]
+    assert max(r["step"] for r in Run(run).metrics.read() if r["kind"] == "train") == 6
     shutil.rmtree(run)
 
 

@@ -9,9 +9,10 @@ import argparse
 import contextlib
 import io
 import os
+from dataclasses import replace
 
 from . import prepare
-from .config import ConfigError, TrainConfig, add_knob_arguments, knob_arguments
+from .config import LENGTH_KNOBS, ConfigError, TrainConfig, add_knob_arguments, knob_arguments
 from .errors import ArgumentParser
 from .presets import DEFAULT, PRESETS, preset_from_env, resolve
 from .run import Run
@@ -39,6 +40,7 @@ def names(a: argparse.Namespace) -> tuple[TrainConfig | str, str]:
     """(preset, run) of the parsed arguments: the run is named after the preset unless --run names it. --resume
     without --preset continues a run as its config.json says (knob flags still override), not as $TINYLAB_PRESET
     or the default preset would have it."""
+    check_length(knob_arguments(a))
     preset = a.preset or preset_from_env().name
     run = preset if a.run is None else a.run  # an empty --run is refused by Run.at, not read as "not given"
     target = Run.at(run) if a.resume and a.preset is None else None  # (Run.at refuses a bad name with its own message)
@@ -48,11 +50,28 @@ def names(a: argparse.Namespace) -> tuple[TrainConfig | str, str]:
     if target is not None:
         saved = target.read_config()
         try:
-            return TrainConfig.from_dict(saved, name=saved.get("preset", "custom")), run
+            cfg = TrainConfig.from_dict(saved, name=saved.get("preset", "custom"))
         except ConfigError as e:  # e.g. a knob this version no longer has
             raise ConfigError(f"run {run!r} cannot be resumed from its config.json ({e}); pass --preset and the knobs "
                               f"it was trained with") from None
+        return resumed_length(cfg, knob_arguments(a)), run
     return preset, run
+
+
+def check_length(flags: dict) -> None:
+    """Refuse both length flags: num_iterations would decide, and config.json record a target_tokens never used."""
+    if all(k in flags for k in LENGTH_KNOBS):
+        raise ConfigError(f"--num-iterations {flags['num_iterations']} and --target-tokens {flags['target_tokens']} "
+                          f"both set the run's length, and num_iterations would decide: give only one of them")
+
+
+def resumed_length(cfg: TrainConfig, flags: dict) -> TrainConfig:
+    """A resumed run's config with its length as this command's flags give it: --target-tokens replaces the
+    num_iterations the run was started with (a sweep's point has one), which would otherwise still decide and leave
+    the new target recorded but unused; --num-iterations decides anyway; neither keeps the run's own length."""
+    if "target_tokens" in flags and cfg.loop.num_iterations is not None:
+        return replace(cfg, loop=replace(cfg.loop, num_iterations=None))
+    return cfg
 
 
 def start_data_early(argv: list[str]) -> None:
