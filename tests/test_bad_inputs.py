@@ -350,10 +350,6 @@ CASES = [
     Case("resume-below-step", "train", f"{TRAIN} --run {{run}} --resume --num-iterations 3", "--num-iterations >= 4"),
     Case("resume-below-tokens", "train", "--no-progress --run {run} --resume --target-tokens 2048",
          r"already at step 4 \(4,096 tokens\); pass --num-iterations >= 4 \(or --target-tokens >= 4096\)"),
-    # both length knobs: num_iterations would decide, and config.json record a target_tokens the run never used
-    Case("both-lengths", "train", f"{TRAIN} --run {{new}} --num-iterations 5 --target-tokens 5120",
-         "both set the run's length, and num_iterations would decide: give only one"),
-    Case("resume-both-lengths", "train", f"{RESUME} --target-tokens 6144", "give only one of them"),
     Case("resume-other-corpus", "train", f"{RESUME} --corpus fineweb", "tinylab.data download"),
     # 8. a run's own tokenizer copy swapped or damaged is noticed by --resume, as by complete
     Case("resume-tokenizer-swapped", "train", RESUME, "trained with tokenizer hash .* copy", setup=swap_tokenizer),
@@ -898,6 +894,16 @@ def test_resume_with_target_tokens_trains_to_them_though_the_run_was_started_wit
     assert [p.name for p in Run(run).checkpoints()] == ["step_000006"]
     assert max(r["step"] for r in Run(run).metrics.read() if r["kind"] == "train") == 6
     shutil.rmtree(run)
+
+
+def test_a_resumes_length_flags_decide_over_the_runs_own():
+    from tinylab.launch import resumed_length
+    from tinylab.presets import get_preset
+
+    cfg = get_preset("smoke").override(num_iterations=4, target_tokens=4096)  # as a sweep's point is started
+    assert resumed_length(cfg, {"target_tokens": 6144}).loop.num_iterations is None  # the target decides
+    assert resumed_length(cfg, {"target_tokens": 6144, "num_iterations": 6}) == cfg  # num_iterations, as on any start
+    assert resumed_length(cfg, {"matrix_lr": 0.01}) == cfg  # no length flag: the run's own
 
 
 def test_resume_without_preset_of_a_config_this_version_cannot_read_says_what_to_pass(shared, capsys, monkeypatch):

@@ -5,7 +5,8 @@ says what to do. `cli(main)` is the wrapper every `python -m tinylab.X` entry po
 under: a TinylabError becomes `error: <message>` on stderr and exit status 2 (bad input) or
 1 (a run that failed); Ctrl-C exits 130, also while the command is still importing (exit_on_interrupt).
 Failures a user can cause from outside Python (a full disk, a file truncated by a crash, no CUDA,
-a strict locale) are recognised in `explain` and given the same one-line treatment. Anything else is a bug and keeps its traceback.
+a strict locale) are recognised in `explain` and given the same one-line treatment. Anything else
+is a bug and keeps its traceback.
 
 This module imports nothing heavy (no torch), so any module may import it.
 """

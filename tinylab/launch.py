@@ -40,7 +40,6 @@ def names(a: argparse.Namespace) -> tuple[TrainConfig | str, str]:
     """(preset, run) of the parsed arguments: the run is named after the preset unless --run names it. --resume
     without --preset continues a run as its config.json says (knob flags still override), not as $TINYLAB_PRESET
     or the default preset would have it."""
-    check_length(knob_arguments(a))
     preset = a.preset or preset_from_env().name
     run = preset if a.run is None else a.run  # an empty --run is refused by Run.at, not read as "not given"
     target = Run.at(run) if a.resume and a.preset is None else None  # (Run.at refuses a bad name with its own message)
@@ -58,18 +57,12 @@ def names(a: argparse.Namespace) -> tuple[TrainConfig | str, str]:
     return preset, run
 
 
-def check_length(flags: dict) -> None:
-    """Refuse both length flags: num_iterations would decide, and config.json record a target_tokens never used."""
-    if all(k in flags for k in LENGTH_KNOBS):
-        raise ConfigError(f"--num-iterations {flags['num_iterations']} and --target-tokens {flags['target_tokens']} "
-                          f"both set the run's length, and num_iterations would decide: give only one of them")
-
-
 def resumed_length(cfg: TrainConfig, flags: dict) -> TrainConfig:
     """A resumed run's config with its length as this command's flags give it: --target-tokens replaces the
     num_iterations the run was started with (a sweep's point has one), which would otherwise still decide and leave
-    the new target recorded but unused; --num-iterations decides anyway; neither keeps the run's own length."""
-    if "target_tokens" in flags and cfg.loop.num_iterations is not None:
+    the new target recorded but unused. --num-iterations decides, given alone or with --target-tokens (as a sweep's
+    queue gives both, consistent); neither keeps the run's own length."""
+    if set(flags) & set(LENGTH_KNOBS) == {"target_tokens"} and cfg.loop.num_iterations is not None:
         return replace(cfg, loop=replace(cfg.loop, num_iterations=None))
     return cfg
 
