@@ -42,6 +42,7 @@ import torch
 
 from tinylab import paths
 from tinylab.errors import cli
+from tinylab.run import LAYOUT, Run
 
 REPO = Path(__file__).resolve().parents[1]
 CLIS = {  # name -> module whose main(argv) is `python -m <module>`
@@ -173,6 +174,15 @@ def home_is_a_file(ctx):
 
 def new_run_is_a_file(ctx):
     paths.runs_dir().joinpath(ctx.new).write_text("not a run")
+
+
+def in_the_way(name: str):
+    """A setup that makes the run's file `name` a folder, or its folder a file (tinylab.run.LAYOUT)."""
+    def setup(ctx):
+        path = ctx.run / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        path.mkdir() if not LAYOUT[name] else path.write_text("in the way")
+    return setup
 
 
 def write_parquet(table, **kw):
@@ -323,6 +333,12 @@ CASES = [
          setup=new_run_is_a_file),
     Case("home-is-a-file", "train", f"{TRAIN} --run {{new}}", "not a directory", setup=home_is_a_file),
     Case("existing-run-without-resume", "train", f"{TRAIN} --run {{run}}", "--resume"),
+    # a run's file made a folder, or its folder a file: refused before a resume could read it as missing (a file
+    # named checkpoints started the run over, writing config.json and metrics.jsonl anew) or overwrite anything
+    *[Case(f"resume-{name}-in-the-way", "train", RESUME, f"runs/resume-{name}-in-the-way/{re.escape(name)} is a "
+           f"(file|folder) where tinylab keeps a (file|folder): move it aside", setup=in_the_way(name)) for name in LAYOUT],
+    Case("start-checkpoints-in-the-way", "train", f"{TRAIN} --run {{run}} --overwrite --num-iterations 1",
+         "checkpoints is a file where tinylab keeps a folder", setup=in_the_way("checkpoints")),
 
     # -- 1. train on a fineweb corpus with one bad shard: in the train split (hit while training the
     #       tokenizer) and as the validation shard (hit while pre-tokenizing)
@@ -361,6 +377,8 @@ CASES = [
     Case("resume-other-vocab", "train", f"{RESUME} --vocab-size 600", "same architecture knobs"),
     Case("resume-tied", "train", f"{RESUME} --tie-embeddings", "same architecture knobs"),
     Case("resume-below-step", "train", f"{TRAIN} --run {{run}} --resume --num-iterations 3", "--num-iterations >= 4"),
+    Case("resume-below-tokens", "train", "--no-progress --run {run} --resume --target-tokens 2048",
+         r"already at step 4 \(4,096 tokens\); pass --num-iterations >= 4 \(or --target-tokens >= 4096\)"),
     Case("resume-other-corpus", "train", f"{RESUME} --corpus fineweb", "tinylab.data download"),
     # 8. a run's own tokenizer copy swapped or damaged is noticed by --resume, as by complete
     Case("resume-tokenizer-swapped", "train", RESUME, "trained with tokenizer hash .* copy", setup=swap_tokenizer),
@@ -525,6 +543,14 @@ CASES = [
     Case("eval-device-bogus", "eval", "probes --run {run} --device bogus --no-progress", "unknown device 'bogus'"),
     Case("eval-truncated-model", "eval", "probes --run {run} --no-progress", "model.safetensors is damaged",
          setup=truncate(f"{CKPT}/model.safetensors")),
+    # what records the result is refused before the evaluation runs, not after (which left its table without a record)
+    *[Case(f"eval-{name}-in-the-way", "eval", "bpb --run {run} --device cpu --no-progress",
+           f"{re.escape(name)} is a (file|folder) where tinylab keeps", setup=in_the_way(name))
+      for name in ("metrics.jsonl", ".metrics.lock", "evals", "checkpoints")],
+    Case("runs-plot-metrics-in-the-way", "runs", "plot {run} -o {tmp}/c.png", "metrics.jsonl is a folder where",
+         setup=in_the_way("metrics.jsonl")),
+    Case("runs-plot-config-in-the-way", "runs", "plot {run} -o {tmp}/c.png", "config.json is a folder where",
+         setup=in_the_way("config.json")),
     Case("eval-swapped-tokenizer", "eval", "probes --run {run} --no-progress", "tokenizer hash",
          setup=swap_tokenizer),
     # sweeps (the experiments issue's bad inputs: named before any point trains)
@@ -882,6 +908,33 @@ def test_resume_without_preset_continues_the_run_as_it_was_configured(shared, ca
     shutil.rmtree(run)
 
 
+def test_resume_with_target_tokens_trains_to_them_though_the_run_was_started_with_num_iterations(shared, capsys,
+                                                                                                 monkeypatch):
+    """base was started with num_iterations=4 (as a sweep's points are): --target-tokens on its resume decides the
+    length, instead of the saved num_iterations deciding while config.json records the new target unused."""
+    monkeypatch.setenv("TINYLAB_HOME", str(shared.home))
+    run = copy_run(shared, "longer")
+    rc, _, err = invoke("train", ["--no-progress", "--run", "longer", "--resume", "--target-tokens", str(6 * 1024),
+                                  "--eval-every", "6", "--eval-tokens", "512", "--sample-every", "0"], capsys)
+    assert rc == 0, err
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["loop"]["target_tokens"], cfg["loop"]["num_iterations"], cfg["derived"]["num_iterations"]) == \
+        (6 * 1024, None, 6)
+    assert [p.name for p in Run(run).checkpoints()] == ["step_000006"]
+    assert max(r["step"] for r in Run(run).metrics.read() if r["kind"] == "train") == 6
+    shutil.rmtree(run)
+
+
+def test_a_resumes_length_flags_decide_over_the_runs_own():
+    from tinylab.launch import resumed_length
+    from tinylab.presets import get_preset
+
+    cfg = get_preset("smoke").override(num_iterations=4, target_tokens=4096)  # as a sweep's point is started
+    assert resumed_length(cfg, {"target_tokens": 6144}).loop.num_iterations is None  # the target decides
+    assert resumed_length(cfg, {"target_tokens": 6144, "num_iterations": 6}) == cfg  # num_iterations, as on any start
+    assert resumed_length(cfg, {"matrix_lr": 0.01}) == cfg  # no length flag: the run's own
+
+
 def test_resume_without_preset_of_a_config_this_version_cannot_read_says_what_to_pass(shared, capsys, monkeypatch):
     monkeypatch.setenv("TINYLAB_HOME", str(shared.home))
     run = copy_run(shared, "old-knobs")
@@ -941,9 +994,75 @@ def test_complete_reports_a_terminal_that_cannot_show_the_text(shared, capsys, m
 
 
 def test_a_folder_where_a_file_goes_is_one_line(capsys):
-    """A run's .lock made a folder by hand (EISDIR), or its checkpoints/ a file (EEXIST): one line, no traceback."""
-    from tinylab import paths
-
+    """A new run's .lock made a folder by hand: one line, no traceback."""
     (paths.home() / "runs" / "lockdir" / ".lock").mkdir(parents=True)
     rc, err = train_cli(capsys, "--run", "lockdir", "--num-iterations", "1")
-    assert rc == 2 and check_one_error_line(err, "", "is in the way .*move it aside")
+    assert rc == 2 and check_one_error_line(err, "", "lockdir/.lock is a folder where tinylab keeps a file: move it "
+                                                     "aside")
+
+
+def test_runs_list_shows_a_run_with_a_folder_in_the_way_as_its_problem(shared, capsys, monkeypatch):
+    monkeypatch.setenv("TINYLAB_HOME", str(shared.home))
+    run = copy_run(shared, "listed")
+    try:
+        (run / "metrics.jsonl").unlink()
+        (run / "metrics.jsonl").mkdir()
+        rc, out, err = invoke("runs", ["list"], capsys)
+        assert rc == 0 and "Traceback" not in err
+        row = next(line for line in out.splitlines() if line.startswith("listed "))
+        assert "unreadable" in row and "metrics.jsonl is a folder" in row  # and the other runs are listed
+        assert any(line.startswith("base ") for line in out.splitlines())
+    finally:
+        shutil.rmtree(run)
+
+
+def test_explain_names_the_file_on_the_way_to_a_path(tmp_path):
+    """ENOTDIR names only the path asked for; the file to move aside is one of the folders on the way to it."""
+    from tinylab.errors import explain
+
+    (tmp_path / "runs").write_text("a file where a folder goes")
+    asked = tmp_path / "runs" / "r" / "config.json"
+    message = str(explain(OSError(errno.ENOTDIR, "Not a directory", str(asked))))
+    assert message.startswith(f"{tmp_path / 'runs'} is a file, not a directory: move it aside")
+
+
+INTERRUPT_AT_IMPORT = """import os, signal, sys
+AT = os.environ.pop("INTERRUPT_AT", None)  # popped: the data child that train starts early runs this file too
+
+
+class Interrupt:  # a meta path finder that sends this process a real SIGINT as `AT` starts to import, then steps aside
+    def find_spec(self, name, path=None, target=None):
+        if name == AT:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+
+if AT:
+    sys.meta_path.insert(0, Interrupt())
+"""
+
+
+@pytest.mark.parametrize("command, at", [("tinylab.train --preset smoke --run early --no-progress", "torch"),
+                                         ("tinylab.train --preset smoke --run early --no-progress", "tinylab.launch"),
+                                         ("tinylab.runs list", "pandas"), ("tinylab.eval probes --run x", "torch")])
+def test_ctrl_c_while_a_command_imports_exits_130_without_a_traceback(tmp_path, command, at):
+    """Ctrl-C before cli() runs main (torch's import takes seconds) is cli()'s one line and status 130. The SIGINT is
+    sent by the process itself as `at` starts to import (a sitecustomize on its path), so no timing is involved."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(INTERRUPT_AT_IMPORT)
+    env = dict(os.environ, INTERRUPT_AT=at, TINYLAB_HOME=str(tmp_path / "home"),
+               PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), str(REPO)]))
+    p = subprocess.run([sys.executable, "-m", *command.split()], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert (p.returncode, p.stderr.strip(), p.stdout) == (130, "interrupted", "")
+    assert not (tmp_path / "home" / "runs").exists()  # nothing was written
+
+
+def test_importing_tinylab_outside_a_command_leaves_ctrl_c_alone():
+    """A notebook or script that imports tinylab keeps Python's own handling of KeyboardInterrupt."""
+    code = "import sys, tinylab.train; print(sys.excepthook is sys.__excepthook__)"
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert p.stdout.strip() == "True", p.stderr
+

@@ -416,11 +416,12 @@ def test_unreadable_config_is_a_run_error(home, damage):
     f = write_run(home, "bad") / "config.json"
     if damage == "binary":
         f.write_bytes(b"\xff\xfe{")
-    else:  # a directory where the file should be: IsADirectoryError, an OSError, on any user (even root)
+    else:  # a directory where the file should be (unreadable on any user, even root): named, to be moved aside
         f.unlink()
         f.mkdir()
         (f / "x").write_text("")
-    with pytest.raises(R.RunError, match=f"cannot read {f}"):
+    match = f"cannot read {f}" if damage == "binary" else f"{f} is a folder where tinylab keeps a file: move it aside"
+    with pytest.raises(R.RunError, match=match):
         R.load_config("bad")
 
 

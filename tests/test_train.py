@@ -537,7 +537,8 @@ def test_resume_below_the_checkpoint_step_is_refused_and_equal_is_finished():
     def no_training(rec):  # before the fix the loop ran past the end forever
         assert rec["kind"] != "train", "trained past num_iterations"
 
-    with pytest.raises(TrainError, match="already at step 2; pass --num-iterations >= 2"):
+    with pytest.raises(TrainError, match=r"already at step 2 \(1,024 tokens\); pass --num-iterations >= 2 "
+                                         r"\(or --target-tokens >= 1024\)"):
         train("smoke", "short", num_iterations=1, resume=True, progress=False, callback=no_training, **TINY)
     assert train("smoke", "short", num_iterations=2, resume=True, progress=False, callback=no_training,
                  **TINY)["step"] == 2

@@ -276,6 +276,9 @@ class BatchConfig(Knobs):
     total_batch_size: int = knob(524_288, "tokens per optimizer step, across accumulation and GPUs", minimum=1)
 
 
+LENGTH_KNOBS = ("target_tokens", "num_iterations")  # what sets a run's length; num_iterations decides if both are set
+
+
 @dataclass(frozen=True)
 class LoopConfig(Knobs):
     group = "loop"

@@ -3,9 +3,10 @@
 Every error tinylab raises on purpose derives from TinylabError and carries a message that
 says what to do. `cli(main)` is the wrapper every `python -m tinylab.X` entry point runs
 under: a TinylabError becomes `error: <message>` on stderr and exit status 2 (bad input) or
-1 (a run that failed); Ctrl-C exits 130. Failures a user can cause from outside Python (a full
-disk, a file truncated by a crash, no CUDA, a strict locale) are recognised in `explain` and
-given the same one-line treatment. Anything else is a bug and keeps its traceback.
+1 (a run that failed); Ctrl-C exits 130, also while the command is still importing (exit_on_interrupt).
+Failures a user can cause from outside Python (a full disk, a file truncated by a crash, no CUDA,
+a strict locale) are recognised in `explain` and given the same one-line treatment. Anything else
+is a bug and keeps its traceback.
 
 This module imports nothing heavy (no torch), so any module may import it.
 """
@@ -14,10 +15,12 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+import os
 import sys
 from pathlib import Path
 
 BAD_INPUT, FAILED_RUN, INTERRUPTED = 2, 1, 130
+INTERRUPTED_LINE = "\ninterrupted"  # what Ctrl-C prints, on a line of its own (after ^C)
 
 
 class TinylabError(Exception):
@@ -60,7 +63,7 @@ def explain(exc: BaseException) -> TinylabError | None:
         return DiskError(f"no permission to write {exc.filename or 'a file'} ({exc.strerror}): point "
                          f"TINYLAB_HOME at a writable directory")
     if isinstance(exc, OSError) and exc.errno == errno.ENOTDIR:
-        return TinylabError(f"a path leading to {exc.filename or 'a file'} is a file, not a directory: point "
+        return TinylabError(f"{_file_on_the_way(exc.filename)} is a file, not a directory: move it aside, or point "
                             f"TINYLAB_HOME (or the path you gave) at a directory")
     if isinstance(exc, OSError) and exc.errno in (errno.EISDIR, errno.EEXIST):  # a folder where a file goes, or
         return TinylabError(f"{exc.filename or 'a path'} is in the way ({exc.strerror}): a folder where tinylab "  # back
@@ -72,6 +75,16 @@ def explain(exc: BaseException) -> TinylabError | None:
         return TinylabError(f"input is not valid UTF-8 ({exc.reason} at byte {exc.start}): convert it to UTF-8, "
                             f"or run with PYTHONIOENCODING=utf-8:surrogateescape")
     return None
+
+
+def _file_on_the_way(filename) -> str:
+    """The file that stands where a folder on the way to `filename` should be (ENOTDIR names only the end)."""
+    if not filename:
+        return "a path on the way to a file"
+    for parent in reversed(Path(os.fsdecode(filename)).parents):  # outermost first: the first file met is in the way
+        if parent.exists() and not parent.is_dir():
+            return str(parent)
+    return f"a path leading to {filename}"
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -151,7 +164,7 @@ def cli(main, argv=None, stderr=None) -> int:
     try:
         return main(argv) or 0
     except KeyboardInterrupt:
-        print("\ninterrupted", file=stderr)
+        print(INTERRUPTED_LINE, file=stderr)
         return INTERRUPTED
     except BaseException as e:  # noqa: BLE001 - re-raised below unless it is a known kind
         known = explain(e)
@@ -159,3 +172,25 @@ def cli(main, argv=None, stderr=None) -> int:
             raise
         print("error: " + " ".join(str(known).splitlines()), file=stderr)  # one line, even if a cause had more
         return known.exit_code
+
+
+def exit_on_interrupt() -> None:
+    """Ctrl-C before cli() runs main (while a command imports torch or pandas, seconds) ends the process as cli()
+    would: the same line and status 130, not a KeyboardInterrupt traceback. Installed by tinylab/__init__.py for
+    `python -m tinylab.X` only; other exceptions keep the hook they had."""
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if not issubclass(kind, KeyboardInterrupt):
+            return previous(kind, value, tb)
+        try:
+            print(INTERRUPTED_LINE, file=sys.stderr, flush=True)
+            sys.stdout.flush()
+        except (OSError, ValueError):  # a closed pipe: the status still tells
+            pass
+        # os._exit: once the hook returns, CPython kills itself with SIGINT (a status of -2, not 130). Nothing is
+        # lost: uncaught, the interrupt came before main wrote anything, and a data child that train started early
+        # stops by itself once its stdin closes
+        os._exit(INTERRUPTED)
+
+    sys.excepthook = hook

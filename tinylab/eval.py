@@ -142,6 +142,8 @@ def evaluate(run, kind: str, *, step: int | None = None, max_per_task: int | Non
     """
     check_request(kind, max_per_task, batch_size, step)
     target, ckpt = locate(run, None if step is None else int(step))
+    if write:  # a folder or file in the way of the record is refused now, not after the evaluation
+        target.check_layout(["evals", "metrics.jsonl", ".metrics.lock"])
     config = target.read_config()
     cfg = TrainConfig.from_dict(config) if kind == "bpb" else None  # the val split and eval_tokens
     device = pick_device(device)

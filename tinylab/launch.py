@@ -9,9 +9,10 @@ import argparse
 import contextlib
 import io
 import os
+from dataclasses import replace
 
 from . import prepare
-from .config import ConfigError, TrainConfig, add_knob_arguments, knob_arguments
+from .config import LENGTH_KNOBS, ConfigError, TrainConfig, add_knob_arguments, knob_arguments
 from .errors import ArgumentParser
 from .presets import DEFAULT, PRESETS, preset_from_env, resolve
 from .run import Run
@@ -48,11 +49,22 @@ def names(a: argparse.Namespace) -> tuple[TrainConfig | str, str]:
     if target is not None:
         saved = target.read_config()
         try:
-            return TrainConfig.from_dict(saved, name=saved.get("preset", "custom")), run
+            cfg = TrainConfig.from_dict(saved, name=saved.get("preset", "custom"))
         except ConfigError as e:  # e.g. a knob this version no longer has
             raise ConfigError(f"run {run!r} cannot be resumed from its config.json ({e}); pass --preset and the knobs "
                               f"it was trained with") from None
+        return resumed_length(cfg, knob_arguments(a)), run
     return preset, run
+
+
+def resumed_length(cfg: TrainConfig, flags: dict) -> TrainConfig:
+    """A resumed run's config with its length as this command's flags give it: --target-tokens replaces the
+    num_iterations the run was started with (a sweep's point has one), which would otherwise still decide and leave
+    the new target recorded but unused. --num-iterations decides, given alone or with --target-tokens (as a sweep's
+    queue gives both, consistent); neither keeps the run's own length."""
+    if set(flags) & set(LENGTH_KNOBS) == {"target_tokens"} and cfg.loop.num_iterations is not None:
+        return replace(cfg, loop=replace(cfg.loop, num_iterations=None))
+    return cfg
 
 
 def start_data_early(argv: list[str]) -> None:

@@ -55,8 +55,24 @@ RECORDS = {  # kind -> fields of a metrics.jsonl record (besides "kind")
 }
 
 
+LAYOUT = {  # what a run directory holds (the module docstring), by name -> a folder (True) or a file (False)
+    "config.json": False, "metrics.jsonl": False, ".metrics.lock": False, ".lock": False,
+    "checkpoints": True, "tokenizer": True, "evals": True,
+}
+
+
 class RunError(TinylabError, ValueError):
     """A run that cannot be found, read or used; the message names the run and what to do."""
+
+
+def check_kind(path: Path, folder: bool) -> None:
+    """Refuse a file where tinylab keeps a folder, or a folder where it keeps a file (made by hand, or by a tool gone
+    wrong), before anything reads or writes past it: otherwise a resume that finds no checkpoints/ folder would start
+    the run over, or an evaluation would compute for minutes and then fail to record its result."""
+    if path.exists() and path.is_dir() != folder:
+        what, wants = ("a file", "folder") if folder else ("a folder", "file")
+        raise RunError(f"{path} is {what} where tinylab keeps a {wants}: move it aside (rename it) and run the "
+                       f"command again; nothing of the run was changed")
 
 
 class MetricsLog:
@@ -74,6 +90,8 @@ class MetricsLog:
     def locked(self):
         import fcntl
 
+        check_kind(self.path, False)
+        check_kind(self.lock_path, False)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -119,6 +137,7 @@ class MetricsLog:
                     f.truncate(len(head))
 
     def read(self) -> list[dict]:
+        check_kind(self.path, False)  # a RunError, which `runs list` shows as the run's problem, not an OSError
         return read_jsonl(self.path) if self.path.exists() else []
 
 
@@ -268,6 +287,11 @@ class Run:
     def exists(self) -> bool:
         return _is_run_dir(self.dir)
 
+    def check_layout(self, names=tuple(LAYOUT)) -> None:
+        """RunError if one of the run's files is a folder, or one of its folders a file (check_kind)."""
+        for name in names:
+            check_kind(self.dir / name, LAYOUT[name])
+
     def clear(self) -> None:
         """Delete everything of the run but its lock (held by whoever is clearing it)."""
         if self.dir.is_dir():
@@ -278,6 +302,7 @@ class Run:
     # -- config.json ---------------------------------------------------------------------
     def read_config(self) -> dict:
         """config.json, in this version's format (format 1 is converted); RunError says what is wrong."""
+        self.check_layout(["config.json"])
         if not self.config_path.exists():
             raise RunError(f"run {self.name!r} ({self.dir}) has no config.json: it was not written by tinylab's "
                            f"trainer, or it was cut off before starting; delete the directory and train it again")
@@ -307,12 +332,14 @@ class Run:
     # -- checkpoints ---------------------------------------------------------------------
     def incomplete_checkpoints(self) -> list[Path]:
         """step_* directories without their marker: damaged by hand (a killed save leaves only .tmp-*)."""
+        self.check_layout(["checkpoints"])
         if not self.checkpoints_dir.is_dir():
             return []
         return sorted(p for p in self.checkpoints_dir.glob("step_*") if not (p / CHECKPOINT_MARKER).is_file())
 
     def checkpoints(self) -> list[Path]:
-        """Complete checkpoint directories, oldest first."""
+        """Complete checkpoint directories, oldest first (a file named checkpoints is refused, not read as none)."""
+        self.check_layout(["checkpoints"])
         if not self.checkpoints_dir.is_dir():
             return []
         return sorted(p for p in self.checkpoints_dir.glob("step_*") if (p / CHECKPOINT_MARKER).is_file())
@@ -384,6 +411,7 @@ class Run:
 
         if self.dir.exists() and not self.dir.is_dir():
             raise RunError(f"{self.dir} is a file, not a run directory: move it away or pick another run name")
+        self.check_layout()  # training writes every one of them, and may take hours to reach the last
         self.dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:

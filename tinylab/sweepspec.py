@@ -12,13 +12,14 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import ALIASES, ConfigError, TrainConfig, check_knob, knob_names, parse_knob, unknown_knob
+from .config import (ALIASES, LENGTH_KNOBS, ConfigError, TrainConfig, check_knob, knob_names, parse_knob,
+                     unknown_knob)
 from .presets import PRESETS, get_preset
 from .schedule import RunPlan, num_iterations_for
 
 SPEC_KEYS = ("preset", "description", "knobs", "grid", "points", "budget", "probes")
 BUDGETS = {"tokens": "equal tokens", "flops": "equal training FLOPs", "seconds": "equal training time"}
-BUDGET_KNOBS = ("target_tokens", "num_iterations")  # what a budget decides, so a spec may not set them too
+BUDGET_KNOBS = LENGTH_KNOBS  # what a budget decides, so a spec may not set them too
 MAX_NAME = 160  # characters of a point name (a directory name; filesystems stop at 255 bytes)
 # How far a point's whole steps may miss a tokens or FLOPs budget. Rounding to whole steps misses by at most half a
 # step, under 10% from 5 steps up; a point that misses by more (one step already over the budget) would not be

@@ -201,8 +201,9 @@ def check_resume(run: Run, ckpt: Path, cfg: TrainConfig, plan: RunPlan) -> dict:
         raise TrainError(f"run {run.name!r} was trained as {GPTConfig.from_dict(meta['model']).describe()}, "
                          f"not {cfg.model.describe()}: resume with the same architecture knobs or use a new --run name")
     if plan.num_iterations < meta["step"]:
-        raise TrainError(f"run {run.name!r} is already at step {meta['step']}; pass --num-iterations >= "
-                         f"{meta['step']} or start a new run")
+        raise TrainError(f"run {run.name!r} is already at step {meta['step']} ({plan.tokens_at(meta['step']):,} "
+                         f"tokens); pass --num-iterations >= {meta['step']} (or --target-tokens >= "
+                         f"{plan.tokens_at(meta['step'])}) or start a new run")
     try:
         saved = run.read_config()
     except RunError:  # an older or damaged config.json: nothing to compare with
