@@ -355,8 +355,8 @@ def verify(ckpt: Path, name: str, meta: dict) -> None:
     if file_digest(path) != expected:
         earlier = [p for p in Run(path.parent.parent.parent).checkpoints() if p.name < path.parent.name]
         fallback = (f"move {ckpt} aside (nothing was deleted) to use the run's earlier checkpoint {earlier[-1].name}, "
-                    f"or train the run again" if earlier else "the run keeps no earlier checkpoint: train it again "
-                    f"(nothing was deleted)")
+                    "or train the run again" if earlier else "the run keeps no earlier checkpoint: train it again "
+                    "(nothing was deleted)")
         raise CheckpointError(f"{path} is damaged: its bytes changed since it was written ({HASH} differs from the "
                               f"one in {CHECKPOINT_MARKER}), so its numbers cannot be trusted; {fallback}")
 
