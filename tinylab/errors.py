@@ -65,8 +65,8 @@ def explain(exc: BaseException) -> TinylabError | None:
     if isinstance(exc, OSError) and exc.errno == errno.ENOTDIR:
         return TinylabError(f"{_file_on_the_way(exc.filename)} is a file, not a directory: move it aside, or point "
                             f"TINYLAB_HOME (or the path you gave) at a directory")
-    if isinstance(exc, OSError) and exc.errno in (errno.EISDIR, errno.EEXIST):  # a folder where a file goes, or
-        return TinylabError(f"{exc.filename or 'a path'} is in the way ({exc.strerror}): a folder where tinylab "  # back
+    if isinstance(exc, OSError) and exc.errno in (errno.EISDIR, errno.EEXIST):  # a folder where a file goes, or back
+        return TinylabError(f"{exc.filename or 'a path'} is in the way ({exc.strerror}): a folder where tinylab "
                             f"writes a file, or a file where it makes a folder; move it aside and run the command again")
     if isinstance(exc, UnicodeEncodeError):
         return TinylabError(f"the terminal cannot show this text ({exc.reason}): run with "

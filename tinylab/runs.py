@@ -112,8 +112,9 @@ def load_runs(runs=None) -> pd.DataFrame:
     """Several runs in one long frame (tell them apart by the `run` column); None: all found.
 
     Each run is loaded once, and two runs of one name from different directories are named apart by their
-    paths (tinylab.run.distinct_runs), so a `run` is always one run's rows. df.attrs holds "labels" and "configs" (run -> legend label / full config.json), which also
-    keeps runs that have no rows yet visible to plot_runs."""
+    paths (tinylab.run.distinct_runs), so a `run` is always one run's rows. df.attrs holds "labels" and
+    "configs" (run -> legend label / full config.json), which also keeps runs that have no rows yet visible
+    to plot_runs."""
     runs = list(Run.all()) if runs is None else as_list(runs)
     if not runs:
         raise no_runs()
