@@ -30,7 +30,8 @@ SOFTCAP = 15.0
 # Runs under TRITON_INTERPRET=1: the kernel on its own, then linear_cross_entropy with the
 # Triton step that it picks on CUDA (linear_cross_entropy picks the torch step on CPU); the
 # rotary + QK-norm op; the FP8 loss kernel, and linear_cross_entropy(kernel="fp8"), which
-# picks that kernel under the interpreter; the MLP with ReLU² in its GEMMs, forward and backward.
+# picks that kernel under the interpreter; the MLP with ReLU² in its GEMMs, forward and backward; the scaled-exp
+# step's glue kernel (tinylab.scaled_exp) on numerators made here as its GEMM's epilogue makes them.
 SCRIPT = textwrap.dedent("""
     import sys
     import torch
@@ -77,7 +78,11 @@ SCRIPT = textwrap.dedent("""
         y, a = relu2_mlp(xm, wf, wp)
         (y * shapes[3]).sum().backward()
         mlp.append((y.detach(), a, xm.grad, wf.grad, wp.grad))
-    torch.save({"losses": losses, "grad": logits, "eval_losses": eval_losses, "kept": kept, "lce_none": lce_none, "eval_calls": len(eval_calls), "lce": lce.detach(), "gx": x.grad, "gw": w.grad,
+    from tinylab.kernels import scaled_exp_glue
+    g = inp["glue"]
+    glue_e = g["e"].clone()
+    glue = scaled_exp_glue(g["sum_exp"], g["target_logit"], g["targets"], glue_e, g["x"], inp["softcap"])
+    torch.save({"glue": (*glue, glue_e), "losses": losses, "grad": logits, "eval_losses": eval_losses, "kept": kept, "lce_none": lce_none, "eval_calls": len(eval_calls), "lce": lce.detach(), "gx": x.grad, "gw": w.grad,
                 "rope_y": yr.detach(), "rope_dx": xr.grad, "fp8": fp8, "mlp": mlp,
                 "fp8_lce": (lce8.detach(), x8.grad, w8.grad, len(calls))}, sys.argv[2])
 """)
@@ -87,6 +92,20 @@ def rotary_tables(seq_len: int, head_dim: int):
     with torch.device("meta"):
         model = GPT(GPTConfig(depth=1, model_dim=head_dim, head_dim=head_dim, vocab_size=300, sequence_len=seq_len))
     return model._rotary_tables(device="cpu")
+
+
+def glue_inputs(g, n=21, vocab=384, tile=192, dim=40):
+    """What tinylab.scaled_exp's GEMM hands the glue kernel, for raw logits l reaching 3c (the softcap saturates):
+    e = exp(z − c)·(1 − t²) in bf16, Σ exp(z − c) per 192-column tile, l at each target; x in bf16."""
+    logits = torch.randn(n, vocab, generator=g) * 3 * SOFTCAP
+    t = torch.tanh(logits / SOFTCAP)
+    e = torch.exp(SOFTCAP * t - SOFTCAP)
+    targets = torch.randint(0, vocab, (n,), generator=g)
+    targets[::5] = -1
+    targets[1], targets[2] = 0, vocab - 1
+    return {"logits": logits, "e": (e * (1 - t * t)).bfloat16(), "sum_exp": e.view(n, vocab // tile, tile).sum(-1),
+            "target_logit": logits.gather(1, targets.clamp(min=0)[:, None])[:, 0], "targets": targets,
+            "x": torch.randn(n, dim, generator=g).bfloat16()}
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +136,7 @@ def run(tmp_path_factory):
         "mlp": [(torch.randn(n, d, generator=g), torch.randn(h, d, generator=g) * d ** -0.5,
                  torch.randn(d, h, generator=g) * h ** -0.5, torch.randn(n, d, generator=g))
                 for n, d, h in ((64, 32, 64), (50, 24, 72))],
+        "glue": glue_inputs(g),
     }
     d = tmp_path_factory.mktemp("kernels")
     torch.save(inp, d / "in.pt")
@@ -296,3 +316,26 @@ def test_relu2_mlp_in_gemm_epilogues_matches_autograd(run):
             assert got.dtype == torch.float32 and got.shape == want.shape
             torch.testing.assert_close(got.double(), want.detach(), rtol=1e-5, atol=1e-5, msg=msg)
         assert (a == 0).float().mean() > 0.2 and gfc.abs().max() > 0  # ReLU cut some, and gradients flowed
+
+
+def test_scaled_exp_glue_gives_the_loss_and_the_logits_gradient(run):
+    """tinylab.scaled_exp's glue: per-row losses, and v·E (E's target entries fixed in place) equal to the gradient
+    of the soft-capped cross-entropy; xs = bf16(v)·x; ignored rows contribute nothing."""
+    seed, inp, out = run
+    msg = lambda m: f"seed {seed}: {m}"  # noqa: E731
+    g = inp["glue"]
+    losses, v, xs, e = out["glue"]
+    logits = g["logits"].clone().requires_grad_()
+    ref = F.cross_entropy(SOFTCAP * torch.tanh(logits / SOFTCAP), g["targets"], reduction="none", ignore_index=-1)
+    ref.sum().backward()
+    torch.testing.assert_close(losses, ref.detach(), rtol=1e-5, atol=1e-5, msg=msg)
+    # E is bf16: 2**-8 relative where torch rounded it, 2**-7 for the target entries the interpreter truncated;
+    # 1e-6 absolute for the saturated entries, where 1 − t² cancels in fp32 on both sides (as the kernel tests above)
+    torch.testing.assert_close(v[:, None] * e.float(), logits.grad, rtol=2 ** -6, atol=1e-6, msg=msg)
+    rows = torch.arange(len(v))[g["targets"] >= 0]
+    cols = g["targets"][rows]
+    assert (e[rows, cols] != g["e"][rows, cols]).all() and (e[rows, cols] <= 0).all()  # fixed in place: p − 1 ≤ 0
+    ignored = g["targets"] < 0
+    assert (losses[ignored] == 0).all() and (v[ignored] == 0).all() and (xs[ignored] == 0).all()
+    want = v.bfloat16().float()[:, None] * g["x"].float()  # two bf16 roundings (v, then v·x): 2**-6 truncated
+    torch.testing.assert_close(xs.float(), want, rtol=2 ** -6, atol=0, msg=msg)

@@ -31,6 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import cute
 from .devices import triton_interpreting
 
 
@@ -226,6 +227,55 @@ def softcap_cross_entropy_fp8(logits: torch.Tensor, targets: torch.Tensor, softc
     _transpose_kernel[grid](g8.view(torch.uint8), g8t.view(torch.uint8), n_rows, n_cols, BLOCK=TRANSPOSE_BLOCK,
                             num_warps=8)
     return losses, g8, g8t
+
+
+@_jit_any_alignment("targets_ptr")
+def _scaled_exp_glue_kernel(sum_exp_ptr, n_tiles, target_logit_ptr, targets_ptr, e_ptr, e_stride, x_ptr, x_stride,
+                            loss_ptr, v_ptr, xs_ptr, dim, softcap, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+                            APPROX: tl.constexpr):
+    """One row per program (see scaled_exp_glue): its loss, its target's entry of E, v and xs."""
+    row = tl.program_id(0).to(tl.int64)
+    tiles = tl.arange(0, BLOCK_T)
+    s = tl.sum(tl.load(sum_exp_ptr + row * n_tiles + tiles, mask=tiles < n_tiles, other=0.0), axis=0)  # Σ exp(z − c)
+    target = tl.load(targets_ptr + row)
+    valid = target >= 0
+    t = _tanh(tl.load(target_logit_ptr + row) / softcap, APPROX)
+    z_target = softcap * t
+    tl.store(loss_ptr + row, tl.where(valid, softcap + tl.log(s) - z_target, 0.0))
+    # E's target entry: (p_y − 1)(1 − t²) / v with p_y = exp(z_y − c) / s and v = 1 / s
+    fix = (tl.exp(z_target - softcap) - s) * (1.0 - t * t)
+    tl.store(e_ptr + row * e_stride + tl.where(valid, target, 0), fix.to(e_ptr.dtype.element_ty), mask=valid)
+    v = tl.where(valid, 1.0 / s, 0.0)
+    tl.store(v_ptr + row, v)
+    v = v.to(xs_ptr.dtype.element_ty).to(tl.float32)  # xs = bf16(v)·x: v as the dW GEMM sees it
+    cols = tl.arange(0, BLOCK_D)
+    for off in range(0, dim, BLOCK_D):
+        mask = off + cols < dim
+        x = tl.load(x_ptr + row * x_stride + off + cols, mask=mask, other=0.0).to(tl.float32)
+        tl.store(xs_ptr + row * dim + off + cols, (x * v).to(xs_ptr.dtype.element_ty), mask=mask)
+
+
+def scaled_exp_glue(sum_exp: torch.Tensor, target_logit: torch.Tensor, targets: torch.Tensor, e: torch.Tensor,
+                    x: torch.Tensor, softcap: float, approx: bool | None = None):
+    """The step between tinylab.scaled_exp's two halves, for rows i of one chunk.
+
+    In: sum_exp (N, T) fp32, the partial sums Σ exp(z − c) over T column tiles of row i (z = c·tanh(l/c) for the
+    raw logits l); target_logit (N,) fp32, l at the row's target; targets (N,) (−1: ignored); e (N, V), the scaled
+    numerators exp(z − c)·(1 − tanh²(l/c)); x (N, d), the lm_head's input. Out: per-row losses (fp32,
+    log Σ exp(z) − z_target, 0 where ignored), v (N,) = 1 / Σ exp(z − c) (0 where ignored), xs = bf16(v)·x
+    (N, d); e's target entries are overwritten so that v·e is d(loss)/dl = (softmax(z) − onehot)·(1 − tanh²).
+    approx: tanh as one instruction (default: tanh_approx(e.device))."""
+    assert (e.is_cuda or interpreting()) and e.stride(1) == 1 and x.stride(1) == 1 and sum_exp.is_contiguous()
+    n_rows, n_tiles = sum_exp.shape
+    losses = torch.empty(n_rows, device=e.device, dtype=torch.float32)
+    v = torch.empty(n_rows, device=e.device, dtype=torch.float32)
+    xs = torch.empty(x.shape, device=e.device, dtype=e.dtype)
+    _scaled_exp_glue_kernel[(n_rows,)](sum_exp, n_tiles, target_logit.contiguous(), targets.contiguous(), e,
+                                       e.stride(0), x, x.stride(0), losses, v, xs, _loop_bound(x.size(1)),
+                                       float(softcap), BLOCK_T=triton.next_power_of_2(n_tiles),
+                                       BLOCK_D=min(512, triton.next_power_of_2(x.size(1))),
+                                       APPROX=tanh_approx(e.device, approx), num_warps=4)
+    return losses, v, xs
 
 
 # ------------------------------------------------------------------------------------ rotary + QK-norm
@@ -463,7 +513,10 @@ def _mm_epilogue_tma(a, b, c, aux, epi):
 
 def _mm_epilogue(a: torch.Tensor, b: torch.Tensor, aux: torch.Tensor | None, epi: int,
                  tma: bool | None = None) -> torch.Tensor:
-    """epilogue(a (M, K) · b (K, N)) as a new (M, N) tensor; tma: the sm_90 kernel (default: where it can run)."""
+    """epilogue(a (M, K) · b (K, N)) as a new (M, N) tensor; tma: the sm_90 Triton kernel (default: quack's ping-pong
+    GEMM where tinylab.cute runs, else the TMA kernel where it can run)."""
+    if tma is None and cute.runs_on(a.device):
+        return cute.relu2_gemm(a, b, aux, epi)
     (M, K), N = a.shape, b.shape[1]
     c = torch.empty((M, N), device=a.device, dtype=a.dtype)
     operands = [a, b if b.stride(1) == 1 else b.t(), c] + ([aux] if aux is not None else [])

@@ -24,11 +24,11 @@ import functools
 
 import torch
 
-from . import calc
+from . import calc, scaled_exp
 from .devices import compute_dtype, triton_interpreting
 
 CHUNK_TOKENS = 8192  # 8192 × 24,576 bf16 logits = 0.4 GB of scratch at a time
-KERNELS = ("auto", "torch", "fp8", "fp8-fast")  # fp8-fast: fp8 with _scaled_mm's use_fast_accum
+KERNELS = ("auto", "triton", "torch", "fp8", "fp8-fast")  # fp8-fast: fp8 with _scaled_mm's use_fast_accum
 E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max  # 448
 # The logits' gradient is stored as e5m2 times this: |grad| ≤ 1 and 2**15 ≤ e5m2's max (57,344), and it lifts
 # probabilities down to 2**-31 above e5m2's subnormal floor (2**-16). A power of two: scaling is exact.
@@ -104,9 +104,10 @@ def _triton_or(triton_step, torch_step, device: torch.device, use_triton: bool):
 
 
 def _loss_and_grad_fn(device: torch.device, kernel: str):
-    """kernel 'auto': the Triton kernel on CUDA when Triton is installed; else (or 'torch') the torch
+    """kernel 'auto' or 'triton': the Triton kernel on CUDA when Triton is installed; else (or 'torch') the torch
     version, compiled on CUDA."""
-    return _triton_or(_triton_loss_and_grad, _chunk_loss_and_grad, device, device.type == "cuda" and kernel == "auto")
+    use = device.type == "cuda" and kernel in ("auto", "triton")
+    return _triton_or(_triton_loss_and_grad, _chunk_loss_and_grad, device, use)
 
 
 def _triton_fp8_loss_and_grad(logits, targets, softcap):
@@ -220,11 +221,15 @@ class _Fp8Chunks:
         return loss
 
 
-def _chunk_step(x, weight, chunk, kernel, dtype):
-    """The chunk step for `kernel`: FP8 where asked for and possible, else the bf16 (or x's dtype) one."""
+def _chunk_step(x, weight, chunk, kernel, dtype, softcap):
+    """The chunk step for `kernel`: FP8 where asked for and possible; for 'auto' the scaled-exp step where it runs
+    (tinylab.scaled_exp: sm_90 with quack installed); else the bf16 (or x's dtype) one."""
     if kernel.startswith("fp8") and _fp8_fits(x, weight, chunk):
         return _Fp8Chunks(x, weight, fast_accum=kernel == "fp8-fast")
-    return _Chunks(x, weight, "auto" if kernel.startswith("fp8") else kernel, dtype)  # no FP8 here: exactly "auto"
+    step = _Chunks(x, weight, "auto" if kernel.startswith("fp8") else kernel, dtype)  # no FP8 here: exactly "auto"
+    if kernel == "auto" and scaled_exp.fits(x, weight, softcap, dtype):
+        return scaled_exp.ScaledExpChunks(fallback=step)
+    return step
 
 
 @torch.library.custom_op("tinylab::linear_cross_entropy_grads", mutates_args=())
@@ -234,7 +239,7 @@ def _loss_and_grads(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor
 
     An opaque op to torch.compile (a Python loop over chunks, its inner kernels compiled on their own), with
     its backward (two scalings) registered below, so that Inductor fuses that into the kernels around it."""
-    step = _chunk_step(x, weight, chunk, kernel, dtype)
+    step = _chunk_step(x, weight, chunk, kernel, dtype, softcap)
     grad_x = torch.empty_like(x, dtype=dtype)
     grad_w = torch.zeros_like(weight, dtype=torch.promote_types(weight.dtype, torch.float32))
     loss = torch.zeros((), device=x.device, dtype=grad_w.dtype)

@@ -37,13 +37,15 @@ from .loss import linear_cross_entropy
 LOGIT_SOFTCAP = 15.0  # nanochat squashes logits with 15·tanh(x/15): stabler early training
 ROPE_BASE = 10_000
 LOSS_IMPLS = {  # how forward(idx, targets) computes lm_head + soft-capped cross-entropy
-    "chunked": "chunks of tokens, logits never all materialised; Triton kernel on CUDA (tinylab.loss)",
+    "chunked": "chunks of tokens, logits never all materialised (tinylab.loss); on sm_90 with quack installed never "
+               "stored at all (tinylab.scaled_exp), else a Triton loss kernel on CUDA",
+    "chunked-triton": "the same chunks, always with the Triton loss kernel on CUDA",
     "chunked-torch": "the same chunks with compiled torch ops instead of the Triton kernel",
     "chunked-fp8": "the same chunks with the training GEMMs in FP8 where the GPU has it (sm_89+), else as chunked",
     "plain": "materialised logits, then torch's cross-entropy (the reference)",
 }
 
-LOSS_KERNELS = {"chunked": "auto", "chunked-torch": "torch", "chunked-fp8": "fp8"}  # linear_cross_entropy's kernel
+LOSS_KERNELS = {"chunked": "auto", "chunked-triton": "triton", "chunked-torch": "torch", "chunked-fp8": "fp8"}  # linear_cross_entropy's kernel
 
 
 def norm(x: torch.Tensor) -> torch.Tensor:
