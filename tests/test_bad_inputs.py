@@ -1039,6 +1039,8 @@ class Interrupt:  # a meta path finder that sends this process a real SIGINT as 
 
 
 if AT:
+    # as in a terminal: a shell's background job (make test &) starts with SIGINT ignored, and Python keeps that
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.meta_path.insert(0, Interrupt())
 """
 
