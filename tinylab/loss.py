@@ -7,7 +7,8 @@ chunks; for each chunk the forward pass also computes the gradients of x and of 
 lm_head weight right away (the chunk's logits are consumed while still fresh), so autograd
 only has to scale two stored gradients in backward. On CUDA the per-chunk softcap/softmax/
 gradient math is tinylab.kernels' Triton kernel (two reads and one write of the logits);
-elsewhere it is plain torch.
+elsewhere it is plain torch. On an sm_90 GPU with quack installed, kernel "auto" takes tinylab.scaled_exp's step
+instead, whose GEMM never stores the logits; kernel "triton" keeps the Triton one.
 
 kernel="fp8" runs the three GEMMs of each chunk in FP8 (torch._scaled_mm): x and the weight are
 quantised once per call to float8_e4m3fn with per-tensor scales, the loss kernel writes the logits'
@@ -297,7 +298,8 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.T
     x: (N, d) final hidden states, weight: (V, d) lm_head, targets: (N,) with -1 = ignore.
     reduction 'mean' (over non-ignored targets), 'sum' or 'none' (per-token losses; differentiated through plain
     torch chunks, a rarer need than training's 'mean').
-    kernel 'auto' uses tinylab.kernels' Triton kernel for the training gradient on CUDA, 'torch' never does;
+    kernel 'auto' uses tinylab.scaled_exp's step where it runs (sm_90, quack installed), else tinylab.kernels' Triton
+    kernel for the training gradient on CUDA; 'triton' always the Triton kernel on CUDA, 'torch' never;
     'fp8' runs the training GEMMs in FP8 where it can (else as 'auto'), 'fp8-fast' also with cuBLASLt's fast
     FP8 accumulation. Without gradients (evaluation) each chunk's logits are read once, by tinylab.kernels'
     losses-only kernel on CUDA unless kernel is 'torch', never in FP8.
