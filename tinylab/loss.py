@@ -300,7 +300,7 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.T
     torch chunks, a rarer need than training's 'mean').
     kernel 'auto' uses tinylab.scaled_exp's step where it runs (sm_90, quack installed), else tinylab.kernels' Triton
     kernel for the training gradient on CUDA; 'triton' always the Triton kernel on CUDA, 'torch' never;
-    'fp8' runs the training GEMMs in FP8 where it can (else as 'auto'), 'fp8-fast' also with cuBLASLt's fast
+    'fp8' runs the training GEMMs in FP8 where it can (else the Triton step), 'fp8-fast' also with cuBLASLt's fast
     FP8 accumulation. Without gradients (evaluation) each chunk's logits are read once, by tinylab.kernels'
     losses-only kernel on CUDA unless kernel is 'torch', never in FP8.
     """
