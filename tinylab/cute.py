@@ -18,6 +18,8 @@ import importlib.util
 
 import torch
 
+from .devices import nvidia_capability
+
 
 @functools.cache
 def installed() -> bool:
@@ -27,8 +29,7 @@ def installed() -> bool:
 
 def runs_on(device: torch.device) -> bool:
     """An NVIDIA sm_90 GPU (quack's GEMMs here are Hopper's) with quack installed."""
-    return (device.type == "cuda" and torch.version.hip is None and torch.cuda.get_device_capability(device) == (9, 0)
-            and installed())
+    return nvidia_capability(device) == (9, 0) and installed()
 
 
 @functools.cache

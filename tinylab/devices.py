@@ -81,3 +81,11 @@ def triton_interpreting() -> bool:
     """Whether Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1; tests/test_kernels.py). Read
     here, not in tinylab.kernels, so that code which must import without Triton can ask too."""
     return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def nvidia_capability(device: torch.device) -> tuple[int, int] | None:
+    """The compute capability of `device` where kernels compile for it as an NVIDIA GPU, else None (a CPU tensor,
+    Triton's interpreter, ROCm): what PTX inline assembly (7.5+), TMA and quack's GEMMs (9.0) are decided on."""
+    if device.type != "cuda" or triton_interpreting() or torch.version.hip is not None:
+        return None
+    return torch.cuda.get_device_capability(device)

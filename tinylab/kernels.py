@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 
 from . import cute
-from .devices import triton_interpreting
+from .devices import nvidia_capability, triton_interpreting
 
 
 @triton.jit
@@ -135,14 +135,6 @@ def _transpose_kernel(src_ptr, dst_ptr, n_rows, n_cols, BLOCK: tl.constexpr):
 interpreting = triton_interpreting  # Triton's CPU interpreter (tests/test_kernels.py)
 
 
-def _nvidia_capability(device: torch.device) -> tuple[int, int] | None:
-    """The compute capability of `device` where kernels compile for it as an NVIDIA GPU, else None (a CPU tensor,
-    Triton's interpreter, ROCm): what PTX inline assembly (7.5+) and TMA (9.0) are decided on."""
-    if device.type != "cuda" or interpreting() or torch.version.hip is not None:
-        return None
-    return torch.cuda.get_device_capability(device)
-
-
 TANH_APPROX = True  # the loss kernels' tanh is one MUFU.TANH where the GPU has it (False: exp and a division)
 
 
@@ -151,7 +143,7 @@ def tanh_approx(device: torch.device, asked: bool | None = None) -> bool:
     7.5+; not under Triton's interpreter, not on ROCm) unless TANH_APPROX is switched off."""
     if asked is not None:
         return asked
-    capability = _nvidia_capability(device)
+    capability = nvidia_capability(device)
     return TANH_APPROX and capability is not None and capability >= (7, 5)
 
 
@@ -488,7 +480,7 @@ def _sm_count(index: int) -> int:
 def _tma_ok(*tensors: torch.Tensor) -> bool:
     """TMA on an sm_90 GPU: every tensor 2-D with a contiguous last dimension, its start and row stride
     16-byte aligned (the allocator aligns storages; what can break it is an offset or an odd width)."""
-    if _nvidia_capability(tensors[0].device) != (9, 0):
+    if nvidia_capability(tensors[0].device) != (9, 0):
         return False
     return all(t.stride(1) == 1 and (t.stride(0) * t.element_size()) % 16 == 0
                and (t.storage_offset() * t.element_size()) % 16 == 0 for t in tensors)

@@ -41,11 +41,13 @@ LOSS_IMPLS = {  # how forward(idx, targets) computes lm_head + soft-capped cross
                "stored at all (tinylab.scaled_exp), else a Triton loss kernel on CUDA",
     "chunked-triton": "the same chunks, always with the Triton loss kernel on CUDA",
     "chunked-torch": "the same chunks with compiled torch ops instead of the Triton kernel",
-    "chunked-fp8": "the same chunks with the training GEMMs in FP8 where the GPU has it (sm_89+), else as chunked",
+    "chunked-fp8": "the same chunks with the training GEMMs in FP8 where the GPU has it (sm_89+), else as "
+                   "chunked-triton",
     "plain": "materialised logits, then torch's cross-entropy (the reference)",
 }
 
-LOSS_KERNELS = {"chunked": "auto", "chunked-triton": "triton", "chunked-torch": "torch", "chunked-fp8": "fp8"}  # linear_cross_entropy's kernel
+# linear_cross_entropy's kernel for each chunked implementation
+LOSS_KERNELS = {"chunked": "auto", "chunked-triton": "triton", "chunked-torch": "torch", "chunked-fp8": "fp8"}
 
 
 def norm(x: torch.Tensor) -> torch.Tensor:

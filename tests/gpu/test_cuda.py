@@ -132,7 +132,7 @@ def test_scaled_exp_step_matches_fp32_as_closely_as_the_triton_step(rows, monkey
     assert calls == [2048, 2048, rows - 4096]  # the step ran every chunk (and passed the ragged one on)
     # loss: both read fp32 accumulators through tanh.approx.f32 (~1e-5 relative); gradients: bf16 E (or logits'
     # gradient), and for scaled-exp two more roundings each (dx scaled by v after the bf16 GEMM, xs = bf16(v)·x):
-    # measured on an H100 at ittybitty's shapes 2.9e-3 / 2.8e-3 against the Triton step's 2.6e-3 / 1.0e-3
+    # measured on an H100 at ittybitty's shapes 4.0e-3 / 2.9e-3 against the Triton step's 3.6e-3 / 1.0e-3
     assert err["auto"][0] < 1e-4
     assert err["auto"][1] < 2 * err["triton"][1] + 1e-3 and err["auto"][2] < 3 * err["triton"][2] + 2e-3, err
 
